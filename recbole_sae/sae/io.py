@@ -1,0 +1,106 @@
+"""Saving and loading sparse autoencoders (safetensors + JSON, no pickle).
+
+A saved SAE is a directory holding
+
+* ``sae.safetensors``: every parameter and buffer of the module (weights,
+  normalisation statistics, dead-latent counters, BatchTopK threshold);
+* ``cfg.json``: :meth:`SAEConfig.to_dict` of its configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import SAEConfig
+from .model import SparseAutoencoder
+
+WEIGHTS_NAME = "sae.safetensors"
+CONFIG_NAME = "cfg.json"
+FORMAT_VERSION = "1"
+
+
+def save_sae(sae: SparseAutoencoder, directory: Union[str, Path]) -> Path:
+    """Write ``sae`` into ``directory`` (created if needed); returns the path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
+    save_file(
+        tensors,
+        str(directory / WEIGHTS_NAME),
+        metadata={"format": "pt", "sae_format_version": FORMAT_VERSION},
+    )
+    with open(directory / CONFIG_NAME, "w", encoding="utf-8") as fh:
+        json.dump(sae.cfg.to_dict(), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    return directory
+
+
+def load_sae(directory: Union[str, Path], device: Union[str, torch.device] = "cpu") -> SparseAutoencoder:
+    """Load an SAE written by :func:`save_sae`; returned in eval mode.
+
+    Raises ``FileNotFoundError`` when the directory or one of its two files
+    is missing, and ``ValueError`` when ``cfg.json`` is invalid or does not
+    match the tensors (missing/unexpected tensors, wrong shapes).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"SAE directory {str(directory)!r} does not exist")
+    missing = [name for name in (WEIGHTS_NAME, CONFIG_NAME) if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"SAE directory {str(directory)!r} lacks {missing}; a saved SAE needs both "
+            f"{WEIGHTS_NAME!r} and {CONFIG_NAME!r} (written by SparseAutoencoder.save)"
+        )
+    try:
+        with open(directory / CONFIG_NAME, "r", encoding="utf-8") as fh:
+            cfg_dict = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{directory / CONFIG_NAME} is not valid JSON: {exc}") from exc
+    try:
+        cfg = SAEConfig.from_dict(cfg_dict)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"invalid SAE config in {directory / CONFIG_NAME}: {exc}") from exc
+    try:
+        tensors = load_file(str(directory / WEIGHTS_NAME), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"cannot read {directory / WEIGHTS_NAME}: {exc}") from exc
+
+    sae = SparseAutoencoder(cfg)
+    expected = sae.state_dict()
+    absent = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if absent or unexpected:
+        raise ValueError(
+            f"{directory / WEIGHTS_NAME} does not match an SAE: missing tensors {absent}, "
+            f"unexpected tensors {unexpected}"
+        )
+    bad = [
+        f"{name}: file {tuple(tensors[name].shape)} vs cfg {tuple(ref.shape)}"
+        for name, ref in expected.items()
+        if tuple(tensors[name].shape) != tuple(ref.shape)
+    ]
+    if bad:
+        raise ValueError(
+            f"shapes in {directory / WEIGHTS_NAME} do not match {CONFIG_NAME} "
+            f"(d_in={cfg.d_in}, d_sae={cfg.d_sae}): " + "; ".join(bad)
+        )
+    float_dtype = tensors["W_dec"].dtype
+    if not float_dtype.is_floating_point:
+        raise ValueError(f"W_dec in {directory / WEIGHTS_NAME} has non-float dtype {float_dtype}")
+    sae.to(dtype=float_dtype)
+    for name, ref in sae.state_dict().items():
+        if tensors[name].dtype != ref.dtype:
+            raise ValueError(
+                f"tensor {name} in {directory / WEIGHTS_NAME} has dtype {tensors[name].dtype}, "
+                f"expected {ref.dtype}"
+            )
+    sae.load_state_dict(tensors, strict=True)
+    sae.to(device)
+    sae.eval()
+    return sae
