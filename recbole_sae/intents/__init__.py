@@ -1,0 +1,1 @@
+"""Item intents from text: language-model embeddings of item text for SAERec."""
