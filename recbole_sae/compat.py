@@ -1,0 +1,155 @@
+"""The one place that adapts RecBole 1.2.1 to today's numpy, pandas and torch.
+
+``apply()`` is idempotent and is called by Config, the pipeline and the model modules. Each fix is a small function so
+that a test can show the failure without it and the repair with it:
+
+* ``numpy_aliases``: RecBole uses ``np.float``, ``np.bool``, ``np.long`` ... and its ``Config``
+  assigns ``np.float_`` / ``np.complex_`` / ``np.unicode_``; numpy 2 removed the latter and numpy
+  1.24 the former. The old names are restored as aliases of today's types.
+* ``pandas_fillna``: RecBole imputes missing values with ``df[col].fillna(..., inplace=True)``.
+  Under copy-on-write (the default in pandas 3, opt-in in pandas 2) that chained in-place call
+  changes a temporary copy and the NaN stay, silently. The imputation is replaced by one that
+  assigns the filled column back.
+* ``checkpoint loading``: torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle
+  the whole Config. ``load_checkpoint`` loads the project's own checkpoints with
+  ``weights_only=False``, and RecBole's trainer module is pointed at it.
+* ``anomaly mode``: importing RecBole's SINE model calls ``torch.autograd.set_detect_anomaly(True)``
+  for the whole process (training runs ~1.7x slower). It is switched off after the import.
+* ``ray``: ``recbole.quick_start`` imports ray at import time (which needs ``pkg_resources`` and
+  ``np.bool8``). This package never imports ``recbole.quick_start``; ray is only touched when
+  hyperparameter tuning is asked for, and ``numpy_aliases`` restores ``np.bool8`` for that case.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import torch
+
+_NUMPY_ALIASES = {
+    "float": float,
+    "int": int,
+    "bool": bool,
+    "long": int,
+    "complex": complex,
+    "object": object,
+    "str": str,
+    "unicode": str,
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+    "int_": np.int64,
+}
+
+
+def numpy_aliases() -> list[str]:
+    """Restore the numpy names RecBole 1.2.1 uses; returns the names that were added."""
+    added = []
+    for name, value in _NUMPY_ALIASES.items():
+        if name not in vars(np):  # removed names live only in numpy's module __getattr__
+            setattr(np, name, value)
+            added.append(name)
+    return added
+
+
+def fill_nan(dataset) -> None:
+    """RecBole's ``Dataset._fill_nan`` without chained in-place calls (safe under copy-on-write)."""
+    from recbole.utils import FeatureType
+
+    for feat_name in dataset.feat_name_list:
+        feat = getattr(dataset, feat_name)
+        for field in feat:
+            ftype = dataset.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+class _PandasForDataset:
+    """``pandas`` as RecBole's dataset module sees it: ``read_csv`` gives sequence columns no NaN.
+
+    RecBole fills missing sequence fields with ``df[field].fillna("", inplace=True)`` right after
+    reading, which copy-on-write turns into a no-op (then ``str.split`` meets a float NaN).
+    """
+
+    def __getattr__(self, name):
+        import pandas
+
+        return getattr(pandas, name)
+
+    @staticmethod
+    def read_csv(*args, **kwargs):
+        import pandas
+
+        df = pandas.read_csv(*args, **kwargs)
+        for column in df.columns:
+            if str(column).endswith("seq"):
+                df[column] = df[column].fillna(value="")
+        return df
+
+
+def pandas_fillna() -> None:
+    """Replace RecBole's NaN imputation (and its empty-string fill of sequence fields)."""
+    from recbole.data.dataset import dataset as ds
+
+    if getattr(ds.Dataset._fill_nan, "_recbole_sae", False):
+        return
+    recbole_pandas, recbole_fill_nan = ds.pd, ds.Dataset._fill_nan
+    ds.pd = _PandasForDataset()
+
+    def _fill_nan(self):
+        fill_nan(self)
+
+    _fill_nan._recbole_sae = True
+    _fill_nan.recbole_originals = (recbole_pandas, recbole_fill_nan)  # for the tests
+    ds.Dataset._fill_nan = _fill_nan
+
+
+def load_checkpoint(path: str, map_location="cpu"):
+    """Load a checkpoint written by RecBole's or this project's trainer (it pickles the Config)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class _TorchForTrainer:
+    """``torch`` as RecBole's trainer module sees it: ``load`` reads full checkpoints."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f, map_location=None, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return torch.load(f, map_location=map_location, **kwargs)
+
+
+def checkpoint_loading() -> None:
+    import recbole.trainer.trainer as trainer_module
+
+    if not isinstance(trainer_module.torch, _TorchForTrainer):
+        trainer_module.torch = _TorchForTrainer()
+
+
+def anomaly_off() -> None:
+    import recbole.model.sequential_recommender  # noqa: F401  (its SINE import turns anomaly on)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+@functools.lru_cache(maxsize=None)
+def apply() -> None:
+    """Apply every fix once. Config, the pipeline and the model modules call this."""
+    numpy_aliases()
+    pandas_fillna()
+    checkpoint_loading()
+    anomaly_off()

@@ -1,0 +1,118 @@
+"""Config layering for plugin and RecBole models.
+
+Lowest to highest:
+
+1. RecBole's defaults (its ``overall.yaml``, its model yaml if the model is RecBole's, its dataset
+   yaml, its quick-start yaml for the model type);
+2. the parent model's yaml from RecBole (e.g. ``SASRec.yaml`` under ``SASRecSAE``), named by the
+   model class attribute ``parent_model``;
+3. ``properties/overall.yaml`` of this project (the evaluation protocol);
+4. ``properties/model/<Model>.yaml`` of this project;
+5. ``properties/dataset/<dataset>.yaml`` of this project;
+6. ``config_file_list`` (``--config_files=a.yaml,b.yaml``), in order;
+7. ``config_dict``;
+8. the command line ``--key=value``.
+
+Paths are found relative to this package, so it works from any working directory. The dataset
+folder is found by :func:`recbole_sae.data.locate_dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_sae import compat
+from recbole_sae.data.locate import BUNDLED, locate_dataset
+from recbole_sae.errors import ConfigError
+from recbole_sae.registry import get_model
+
+PROPERTIES = Path(__file__).resolve().parent / "properties"
+RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
+
+# Command-line keys of the CLI that are not RecBole config keys.
+CLI_ONLY_KEYS = {"config_files", "sweep", "run_dir", "steer", "steer_sweep", "strengths"}
+
+
+def project_layers(model: str, model_class, dataset: str) -> list[Path]:
+    """The yaml files this project layers over RecBole's defaults, lowest first."""
+    layers = []
+    parent = getattr(model_class, "parent_model", None)
+    if parent:
+        layers.append(RECBOLE_PROPERTIES / "model" / f"{parent}.yaml")
+    layers.append(PROPERTIES / "overall.yaml")
+    layers.append(PROPERTIES / "model" / f"{model}.yaml")
+    layers.append(PROPERTIES / "dataset" / f"{dataset}.yaml")
+    return [path for path in layers if path.is_file()]
+
+
+class Config(RecBoleConfig):
+    """RecBole's Config with this project's layers, model registry and dataset lookup."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        compat.apply()
+        super().__init__(
+            model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+        )
+
+    def _load_cmd_line(self):
+        cmd = super()._load_cmd_line()
+        for key in CLI_ONLY_KEYS:
+            cmd.pop(key, None)
+        return cmd
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            model = get_model(model)  # plugin first, then RecBole; clear error when unknown
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        self.layer_files = [str(path) for path in project_layers(model, model_class, dataset)]
+        for path in self.layer_files:
+            added = self._update_internal_config_dict(path) or {}
+            if Path(path).parent.name == "dataset":
+                self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        if self.dataset not in BUNDLED:
+            explicit = self.external_config_dict.get("data_path")
+            self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)
+
+    def to_yaml(self) -> str:
+        """The resolved config as yaml (plain types only), for the run folder."""
+        plain = {}
+        for key, value in sorted(self.final_config_dict.items()):
+            plain[key] = _plain(value)
+        return yaml.safe_dump(plain, sort_keys=True, allow_unicode=True)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if hasattr(value, "name") and hasattr(value, "value"):  # Enum
+        return value.name
+    return str(value)
+
+
+def split_config_files(value) -> list[str] | None:
+    """``a.yaml,b.yaml`` or a list -> absolute paths; a missing file is a clear error."""
+    if not value:
+        return None
+    files = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    files = [os.path.abspath(f.strip()) for f in files if f and f.strip()]
+    for f in files:
+        if not os.path.isfile(f):
+            raise ConfigError(f"config file not found: {f} (check --config_files)")
+    return files

@@ -1,0 +1,21 @@
+"""Errors caused by the user's input. The CLI prints their message (no traceback) and exits with 2."""
+
+
+class RecboleSAEError(Exception):
+    """Base class: bad input that the message tells how to fix."""
+
+
+class UnknownModelError(RecboleSAEError, ValueError):
+    """A model name that is neither a plugin model nor a RecBole model."""
+
+
+class DatasetNotFoundError(RecboleSAEError, FileNotFoundError):
+    """No folder with ``<dataset>.inter`` was found."""
+
+
+class CheckpointMismatchError(RecboleSAEError, ValueError):
+    """A checkpoint that is missing, unreadable or belongs to another model."""
+
+
+class ConfigError(RecboleSAEError, ValueError):
+    """A config value that cannot work (missing file, out-of-range value, missing item text)."""

@@ -1,0 +1,209 @@
+"""One pipeline for plugin models and RecBole baselines: train, validate, test, keep a run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import datetime
+from logging import getLogger
+
+import torch
+
+from recbole_sae import compat
+from recbole_sae.config import Config, split_config_files
+from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.registry import get_model, get_trainer
+
+compat.apply()
+
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.utils import init_logger, init_seed  # noqa: E402
+
+CHECKPOINT_NAME = "model.pth"
+
+
+def _new_run_dir(config) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    run_dir = os.path.abspath(
+        os.path.join(config["checkpoint_dir"], f"{config['model']}-{config['dataset']}-{stamp}")
+    )
+    os.makedirs(run_dir, exist_ok=True)
+    return run_dir
+
+
+def _log_to_file(path: str, level: str) -> logging.Handler:
+    """Copy the run's log into the run folder (RecBole's own log stays under ./log)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = getLogger()
+    root.addHandler(handler)
+    # RecBole's init_logger uses logging.basicConfig, a no-op when the root logger already has a
+    # handler (as under pytest or in a notebook); the run log still wants INFO.
+    root.setLevel(min(root.level or logging.WARNING, logging.getLevelName(str(level).upper())))
+    return handler
+
+
+def _record_epochs(trainer) -> tuple[list[float], list[float]]:
+    """Wrap the trainer's epoch methods: wall seconds of each training epoch, score of each validation."""
+    seconds: list[float] = []
+    scores: list[float] = []
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    def scored(*args, **kwargs):
+        out = valid_epoch(*args, **kwargs)
+        scores.append(float(out[0]))
+        return out
+
+    trainer._train_epoch, trainer._valid_epoch = timed, scored
+    return seconds, scores
+
+
+def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int | None:
+    """The (0-based) training epoch whose validation gave the best score; first one on ties."""
+    if not scores:
+        return None
+    best = max(scores) if bigger else min(scores)
+    return (scores.index(best) + 1) * eval_step - 1
+
+
+def _round(metrics) -> dict:
+    return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
+
+
+def run_recbole_sae(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved: bool = True,
+) -> dict:
+    """Train, validate and test ``model`` on ``dataset``; return the result record.
+
+    The run folder (``checkpoint_dir/<model>-<dataset>-<time>``) keeps ``model.pth``,
+    ``config.yaml``, ``run.log``, ``result.json`` and whatever reports the model's trainer writes.
+    """
+    start = time.perf_counter()
+    config = Config(model, dataset, split_config_files(config_file_list), config_dict)
+    run_dir = _new_run_dir(config)
+    config["checkpoint_dir"] = run_dir
+    config["run_dir"] = run_dir
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    handler = _log_to_file(os.path.join(run_dir, "run.log"), config["state"] or "INFO")
+    logger = getLogger()
+    try:
+        logger.info(" ".join(sys.argv))
+        logger.info(config)
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(config.to_yaml())
+
+        data = create_dataset(config)
+        logger.info(data)
+        train_data, valid_data, test_data = data_preparation(config, data)
+
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+        logger.info(net)
+
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+        trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+        epoch_seconds, valid_scores = _record_epochs(trainer)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+        test_result = trainer.evaluate(
+            test_data, load_best_model=saved, show_progress=config["show_progress"]
+        )
+        extra = {}
+        if hasattr(trainer, "after_test"):
+            extra = trainer.after_test(train_data, valid_data, test_data) or {}
+
+        result = {
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "best_valid": _round(best_valid_result),
+            "test": _round(test_result),
+            "best_epoch": _best_epoch(
+                valid_scores, config["eval_step"], config["valid_metric_bigger"]
+            ),
+            "epochs_run": len(epoch_seconds),
+            "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3)
+            if epoch_seconds
+            else None,
+            "run_dir": run_dir,
+            "seconds": round(time.perf_counter() - start, 2),
+            "device": str(config["device"]),
+            "seed": config["seed"],
+            **extra,
+        }
+        with open(os.path.join(run_dir, "result.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        logger.info("result: %s", json.dumps(result))
+        return result
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None):
+    """Reload a run: ``(config, model, dataset, train_data, valid_data, test_data)``.
+
+    ``checkpoint`` is a ``model.pth`` or the run folder holding one. ``expected_model`` guards
+    against a checkpoint of another model. ``config_dict`` overrides keys of the saved config
+    (e.g. ``data_path`` on another machine).
+    """
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
+    state = compat.load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
+        raise CheckpointMismatchError(
+            f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no 'config' and 'state_dict')"
+        )
+    config = state["config"]
+    if expected_model is not None and config["model"] != expected_model:
+        raise CheckpointMismatchError(
+            f"{checkpoint} holds a {config['model']} model, not {expected_model}: "
+            f"pass a checkpoint of a {expected_model} run"
+        )
+    for key, value in (config_dict or {}).items():
+        config[key] = value
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(state["state_dict"])
+    model.load_other_parameter(state.get("other_parameter"))
+    return config, model, data, train_data, valid_data, test_data
+
+
+def environment() -> dict:
+    """Versions and machine, for benchmark records."""
+    import numpy
+    import pandas
+    import recbole
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "recbole": recbole.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

@@ -1,0 +1,91 @@
+"""Shared fixtures: a clean sys.argv, a tiny atomic dataset, the shared amazon-beauty folder."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+if not os.environ.get("RECBOLE_SAE_DATA") and SHARED_DATA.is_dir():
+    os.environ["RECBOLE_SAE_DATA"] = str(SHARED_DATA)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+GENRES = ["Western", "Horror", "Comedy", "Drama", "SciFi"]
+
+# A small model for pipeline tests: fast on a 2-core CPU.
+SMALL = {
+    "hidden_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 1,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "epochs": 1,
+    "train_batch_size": 128,
+    "eval_batch_size": 256,
+    "show_progress": False,
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_argv(monkeypatch):
+    """RecBole reads --key=value from sys.argv into every Config: tests never pass pytest's own."""
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in a temporary folder: RecBole writes log/, log_tensorboard/ and saved/ relative to it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_tiny_dataset(root: Path, name: str = "tiny", n_users: int = 80, n_items: int = 40, seed: int = 0) -> Path:
+    """Atomic files of a small sequential dataset whose users prefer one genre each.
+
+    Item i has genre GENRES[i % 5]; each user draws mostly from one genre, so there is structure
+    for a recommender and an SAE to find.
+    """
+    rng = random.Random(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.item", "w") as f:
+        f.write("item_id:token\ttitle:token\tgenre:token_seq\n")
+        for i in range(1, n_items + 1):
+            genre = GENRES[i % len(GENRES)]
+            extra = " Drama" if i % 7 == 0 and genre != "Drama" else ""
+            f.write(f"{i}\tMovie {i} of {genre}\t{genre}{extra}\n")
+    with open(folder / f"{name}.inter", "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for u in range(1, n_users + 1):
+            favourite = u % len(GENRES)
+            own = [i for i in range(1, n_items + 1) if i % len(GENRES) == favourite]
+            length = rng.randint(8, 14)
+            seq = [rng.choice(own) if rng.random() < 0.8 else rng.randint(1, n_items) for _ in range(length)]
+            for t, item in enumerate(seq):
+                f.write(f"{u}\t{item}\t{t}\n")
+    with open(folder / f"{name}.yaml", "w") as f:
+        f.write(
+            "load_col: {inter: [user_id, item_id, timestamp], item: [item_id, title, genre]}\n"
+            "item_attributes: [genre]\n"
+            "item_text_fields: [title, genre]\n"
+            "item_text_template: '{title}. Genre: {genre}.'\n"
+            "item_title_field: title\n"
+        )
+    return folder
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """(data_path, dataset name, config file) of the tiny dataset."""
+    folder = write_tiny_dataset(tmp_path / "data")
+    return str(folder.parent), "tiny", str(folder / "tiny.yaml")
+
+
+def shared_dataset_available(name: str = "amazon-beauty") -> bool:
+    base = os.environ.get("RECBOLE_SAE_DATA")
+    return bool(base) and (Path(base) / name / f"{name}.inter").is_file()

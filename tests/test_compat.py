@@ -1,0 +1,132 @@
+"""Each compatibility fix: the failure without it, the repair with it."""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recbole_sae import compat
+
+from conftest import SMALL
+
+
+def test_numpy_aliases_restore_names_removed_in_numpy_2(monkeypatch):
+    from recbole.config import Config as RecBoleConfig
+
+    # numpy 2 has no np.float_ / np.complex_ / np.unicode_: RecBole's Config breaks on them.
+    for name in ["float_", "complex_", "unicode_"]:
+        if name in vars(np):
+            monkeypatch.delattr(np, name)
+    with pytest.raises(AttributeError):
+        RecBoleConfig.compatibility_settings(None)
+    added = compat.numpy_aliases()
+    assert {"float_", "complex_", "unicode_"} <= set(added)
+    RecBoleConfig.compatibility_settings(None)  # no error now
+    assert np.float_ is np.float64 and np.unicode_ is np.str_
+
+
+def test_numpy_aliases_serve_recbole_metrics():
+    compat.numpy_aliases()
+    from recbole.evaluator.metrics import NDCG
+
+    pos_index = np.array([[True, False, False], [False, False, True]])
+    pos_len = np.array([1, 1])
+    ndcg = NDCG.__new__(NDCG)
+    result = ndcg.metric_info(pos_index, pos_len)
+    assert result[0].tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert result[1].tolist() == pytest.approx([0.0, 0.0, 0.5])
+
+
+def _dataset_with_missing_values(tmp_path, with_item_file):
+    from recbole_sae.config import Config
+
+    folder = tmp_path / "holes"
+    folder.mkdir(exist_ok=True)
+    (folder / "holes.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        + "".join(f"{u}\t{i}\t{'' if (u + i) % 3 == 0 else 4.0}\t{i}\n" for u in range(1, 6) for i in range(1, 6))
+    )
+    load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"]}
+    if with_item_file:  # item 3 has no genres
+        (folder / "holes.item").write_text(
+            "item_id:token\tgenre:token_seq\n" + "".join(f"{i}\t{'' if i == 3 else 'A B'}\n" for i in range(1, 6))
+        )
+        load_col["item"] = ["item_id", "genre"]
+    return Config("SASRec", "holes", config_dict={"data_path": str(tmp_path), "load_col": load_col,
+                                                  "normalize_all": False})
+
+
+def _load_under_copy_on_write(config):
+    from recbole.data.dataset import SequentialDataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pd.option_context("mode.copy_on_write", True):  # pandas 3's default
+            return SequentialDataset(config)
+
+
+def test_nan_imputation_under_copy_on_write(tmp_path, in_tmp, monkeypatch):
+    from recbole.data.dataset import dataset as ds
+
+    compat.apply()
+    patched_fill_nan, patched_pandas = ds.Dataset._fill_nan, ds.pd
+    assert getattr(patched_fill_nan, "_recbole_sae", False), "compat.apply() installs the fixed imputation"
+    recbole_pandas, recbole_fill_nan = patched_fill_nan.recbole_originals
+
+    # RecBole's own imputation: under copy-on-write the missing ratings silently stay NaN ...
+    config = _dataset_with_missing_values(tmp_path, with_item_file=False)
+    monkeypatch.setattr(ds.Dataset, "_fill_nan", recbole_fill_nan)
+    monkeypatch.setattr(ds, "pd", recbole_pandas)
+    assert np.isnan(np.asarray(_load_under_copy_on_write(config).inter_feat["rating"])).any()
+    # ... and a missing sequence field breaks the load.
+    config = _dataset_with_missing_values(tmp_path, with_item_file=True)
+    with pytest.raises(AttributeError, match="split"):
+        _load_under_copy_on_write(config)
+
+    # The fix: every missing rating becomes the mean of the others (4.0); item 3 gets no genres.
+    monkeypatch.setattr(ds.Dataset, "_fill_nan", patched_fill_nan)
+    monkeypatch.setattr(ds, "pd", patched_pandas)
+    data = _load_under_copy_on_write(config)
+    ratings = np.asarray(data.inter_feat["rating"])
+    assert not np.isnan(ratings).any() and ratings.tolist() == pytest.approx([4.0] * len(ratings))
+    genres = data.item_feat["genre"]
+    item3 = data.token2id("item_id", "3")
+    assert len(genres[item3]) == 0 and len(genres[data.token2id("item_id", "1")]) == 2
+
+
+def test_checkpoint_with_config_loads_on_recent_torch(tiny_dataset, in_tmp, monkeypatch):
+    import recbole.trainer.trainer as trainer_module
+
+    from recbole_sae.quick_start import run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    result = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL})
+    checkpoint = f"{result['run_dir']}/model.pth"
+    # Plain torch.load (weights_only=True since torch 2.6) refuses RecBole's pickled Config.
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
+        with pytest.raises(Exception, match="[Ww]eights only load failed"):
+            torch.load(checkpoint)
+    state = compat.load_checkpoint(checkpoint)
+    assert state["config"]["model"] == "SASRec"
+    assert isinstance(trainer_module.torch, compat._TorchForTrainer)
+    assert set(trainer_module.torch.load(checkpoint)) >= {"config", "state_dict"}
+
+
+def _run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_anomaly_mode_is_switched_off():
+    # Importing RecBole's sequential models turns anomaly detection on for the whole process ...
+    assert _run("import torch, recbole.model.sequential_recommender; print(torch.is_anomaly_enabled())") == "True"
+    # ... the project's pipeline switches it off again.
+    assert _run("import torch, recbole_sae.quick_start; print(torch.is_anomaly_enabled())") == "False"
+
+
+def test_ray_is_not_imported():
+    assert _run("import sys, recbole_sae.quick_start, recbole_sae.cli; print('ray' in sys.modules)") == "False"

@@ -1,0 +1,96 @@
+import sys
+
+import pytest
+import yaml
+
+from recbole_sae import config as config_module
+from recbole_sae import registry
+from recbole_sae.config import Config, project_layers
+from recbole_sae.errors import ConfigError
+
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+
+class LayeredModel(SASRec):
+    """A SASRec-derived plugin model for the layering test."""
+
+    parent_model = "SASRec"
+
+
+@pytest.fixture
+def layered(tmp_path, monkeypatch):
+    """A plugin model 'LayeredModel' with its own properties folder; each layer sets its own key."""
+    props = tmp_path / "props"
+    (props / "model").mkdir(parents=True)
+    (props / "dataset").mkdir()
+    overall = yaml.safe_load(open(config_module.PROPERTIES / "overall.yaml"))
+    overall.update({"layer_overall": "overall", "n_heads": 4, "inner_size": 99})
+    yaml.safe_dump(overall, open(props / "overall.yaml", "w"))
+    yaml.safe_dump({"layer_model": "model", "inner_size": 77, "hidden_dropout_prob": 0.1,
+                    "attn_dropout_prob": 0.1}, open(props / "model" / "LayeredModel.yaml", "w"))
+    dataset_yaml = yaml.safe_load(open(config_module.PROPERTIES / "dataset" / "ml-100k.yaml"))
+    dataset_yaml.update({"layer_dataset": "dataset", "hidden_dropout_prob": 0.2})
+    yaml.safe_dump(dataset_yaml, open(props / "dataset" / "ml-100k.yaml", "w"))
+    monkeypatch.setattr(config_module, "PROPERTIES", props)
+    monkeypatch.setitem(registry.PLUGIN_MODELS, "LayeredModel", f"{__name__}:LayeredModel")
+    file_a, file_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    yaml.safe_dump({"layer_file": "a", "learning_rate": 0.5, "attn_dropout_prob": 0.3,
+                    "eval_batch_size": 11}, open(file_a, "w"))
+    yaml.safe_dump({"layer_file": "b", "learning_rate": 0.4, "eval_batch_size": 12}, open(file_b, "w"))
+    return [str(file_a), str(file_b)]
+
+
+def test_layering_order(layered, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # works from any working directory
+    monkeypatch.setattr(sys, "argv", ["prog", "--eval_batch_size=13"])
+    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14})
+    # 1. RecBole's defaults (overall.yaml) where nobody overrides them
+    assert config["learner"] == "adam" and config["clip_grad_norm"] is None
+    # 2. parent model yaml (RecBole's SASRec.yaml): hidden_size 64, initializer_range 0.02
+    assert config["hidden_size"] == 64 and config["initializer_range"] == 0.02
+    # 3. the project's overall.yaml over the parent (n_heads 2 -> 4) and over RecBole's defaults
+    assert config["n_heads"] == 4 and config["train_batch_size"] == 256
+    assert config["valid_metric"] == "NDCG@10" and config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    # 4. model yaml over overall.yaml (inner_size 99 -> 77)
+    assert config["inner_size"] == 77
+    # 5. dataset yaml over the model yaml (hidden_dropout_prob 0.1 -> 0.2)
+    assert config["hidden_dropout_prob"] == 0.2
+    # 6. config files over the dataset yaml, later file over earlier (attn 0.3 from a, layer_file b)
+    assert config["attn_dropout_prob"] == 0.3 and config["layer_file"] == "b"
+    # 7. dict over files; 8. command line over dict
+    assert config["learning_rate"] == 0.3
+    assert config["eval_batch_size"] == 13
+    for key, value in [("layer_overall", "overall"), ("layer_model", "model"), ("layer_dataset", "dataset")]:
+        assert config[key] == value
+
+
+def test_project_layers_for_a_recbole_model_skip_the_parent():
+    layers = [p.name for p in project_layers("SASRec", SASRec, "ml-100k")]
+    assert layers == ["overall.yaml", "ml-100k.yaml"]
+
+
+def test_protocol_of_the_project(in_tmp):
+    config = Config("SASRec", "ml-100k")
+    assert config["eval_args"]["order"] == "TO" and config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["topk"] == [5, 10, 20] and config["MAX_ITEM_LIST_LENGTH"] == 50
+    assert config["loss_type"] == "CE" and config["train_neg_sample_args"]["distribution"] == "none"
+    assert set(config["metrics"]) == {"Recall", "NDCG", "MRR", "Hit"}
+
+
+def test_cli_only_keys_do_not_reach_the_config(in_tmp, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["prog", "--config_files=x.yaml", "--epochs=3"])
+    config = Config("SASRec", "ml-100k")
+    assert config["epochs"] == 3 and config["config_files"] is None
+
+
+def test_missing_config_file_is_a_clear_error(in_tmp):
+    from recbole_sae.config import split_config_files
+
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        split_config_files("nope.yaml")
+
+
+def test_resolved_config_dumps_to_plain_yaml(in_tmp):
+    config = Config("SASRec", "ml-100k", config_dict={"epochs": 2})
+    plain = yaml.safe_load(config.to_yaml())
+    assert plain["epochs"] == 2 and plain["model"] == "SASRec" and plain["MODEL_TYPE"] == "SEQUENTIAL"

@@ -1,0 +1,78 @@
+"""The single-run pipeline: CLI, run folder, reproducibility, reload."""
+
+import json
+import os
+
+import pytest
+
+from recbole_sae.cli import main
+from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
+
+from conftest import SMALL, shared_dataset_available
+
+
+@pytest.fixture
+def tiny_run(tiny_dataset, in_tmp):
+    data_path, name, yaml_file = tiny_dataset
+    return run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2})
+
+
+def test_run_folder_and_result(tiny_run):
+    run_dir = tiny_run["run_dir"]
+    assert sorted(os.listdir(run_dir)) == ["config.yaml", "model.pth", "result.json", "run.log"]
+    assert json.load(open(os.path.join(run_dir, "result.json"))) == tiny_run
+    assert tiny_run["model"] == "SASRec" and tiny_run["dataset"] == "tiny"
+    assert tiny_run["epochs_run"] == 2 and tiny_run["best_epoch"] in (0, 1)
+    for split in ("best_valid", "test"):
+        assert set(tiny_run[split]) == {f"{m}@{k}" for m in ("recall", "ndcg", "mrr", "hit") for k in (5, 10, 20)}
+        assert all(0.0 <= v <= 1.0 for v in tiny_run[split].values())
+    assert "epoch 1 training" in open(os.path.join(run_dir, "run.log")).read()
+
+
+def test_same_seed_same_metrics(tiny_dataset, tiny_run):
+    data_path, name, yaml_file = tiny_dataset
+    again = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2})
+    assert again["test"] == tiny_run["test"] and again["best_valid"] == tiny_run["best_valid"]
+
+
+def test_reload_gives_the_same_test_metrics(tiny_run):
+    from recbole.trainer import Trainer
+
+    config, model, _, _, _, test_data = load_data_and_model(tiny_run["run_dir"])
+    assert type(model).__name__ == "SASRec"
+    result = Trainer(config, model).evaluate(test_data, load_best_model=False)
+    assert {k: round(float(v), 6) for k, v in result.items()} == tiny_run["test"]
+
+
+def test_reload_refuses_a_checkpoint_of_another_model(tiny_run, tmp_path):
+    with pytest.raises(CheckpointMismatchError, match="holds a SASRec model, not SASRecSAE"):
+        load_data_and_model(tiny_run["run_dir"], expected_model="SASRecSAE")
+    junk = tmp_path / "junk.pth"
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, junk)
+    with pytest.raises(CheckpointMismatchError, match="not a RecBole/recbole-sae checkpoint"):
+        load_data_and_model(str(junk))
+
+
+def test_cli_prints_one_result_line(tiny_dataset, in_tmp, capsys):
+    data_path, name, yaml_file = tiny_dataset
+    args = [f"--model=GRU4Rec", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}"]
+    args += [f"--{k}={v}" for k, v in SMALL.items() if k not in ("n_heads", "inner_size")]
+    assert main(args) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
+    assert len(lines) == 1
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["model"] == "GRU4Rec" and os.path.isfile(os.path.join(result["run_dir"], "model.pth"))
+    assert set(result) >= {"model", "dataset", "best_valid", "test", "run_dir", "seconds"}
+
+
+@pytest.mark.skipif(not shared_dataset_available(), reason="amazon-beauty not found (set RECBOLE_SAE_DATA)")
+def test_amazon_beauty_end_to_end(in_tmp):
+    from recbole_sae.config import Config
+
+    config = Config("SASRec", "amazon-beauty")
+    assert config["seq_separator"] == "|"
+    result = run_recbole_sae("SASRec", "amazon-beauty", config_dict={**SMALL, "train_batch_size": 1024})
+    assert result["dataset"] == "amazon-beauty" and 0.0 < result["test"]["hit@20"] < 1.0
