@@ -89,3 +89,31 @@ def tiny_dataset(tmp_path):
 def shared_dataset_available(name: str = "amazon-beauty") -> bool:
     base = os.environ.get("RECBOLE_SAE_DATA")
     return bool(base) and (Path(base) / name / f"{name}.inter").is_file()
+
+
+def build(model: str, dataset: str = "tiny", data_path: str | None = None, config_files=None, **overrides):
+    """(config, dataset, train_data, valid_data, test_data) through the project's Config."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_sae.config import Config
+
+    config_dict = {**SMALL, **overrides}
+    if data_path:
+        config_dict["data_path"] = data_path
+    config = Config(model, dataset, config_files, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    return config, data, train_data, valid_data, test_data
+
+
+@pytest.fixture
+def tiny_build(tiny_dataset, in_tmp):
+    """``build`` bound to the tiny dataset."""
+    data_path, name, yaml_file = tiny_dataset
+
+    def make(model: str, **overrides):
+        return build(model, name, data_path, [yaml_file], **overrides)
+
+    return make

@@ -1,0 +1,91 @@
+r"""SASRecPlus: SASRec trained on whole sequences with a loss at every position.
+
+Kang & McAuley, "Self-Attentive Sequential Recommendation", ICDM 2018 (the architecture, and its
+training on every position of each user's sequence); Klenitskiy & Vasilev, "Turning Dross Into
+Gold Loss: is BERT4Rec really better than SASRec?", RecSys 2023 ("SASRec+": that training with
+cross-entropy over all items).
+
+The network is RecBole's SASRec, parameter for parameter (same initialisation for the same seed);
+what changes is how it is fed and a few per-op costs:
+
+* ``train_mode: full_sequence`` (default): one row per user and window of ``MAX_ITEM_LIST_LENGTH``
+  items of the training sequence, cross-entropy at every real position (the target of position t
+  is item t+1). The rows are built by ``recbole_sae.trainer.sequence_trainer`` from RecBole's own
+  training split, so validation and test items never enter training.
+* ``train_mode: prefix``: RecBole's way (every prefix of every sequence is a row, loss at its last
+  position), optionally with ``length_bucketing``.
+* every batch is trimmed to its longest sequence (RecBole pads all rows to MAX_ITEM_LIST_LENGTH);
+* in full_sequence mode the item logits are computed only at real positions;
+* attention through ``scaled_dot_product_attention`` (``recbole_sae.model.layers``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+from recbole_sae import compat
+from recbole_sae.errors import ConfigError
+from recbole_sae.model.layers import trim, use_sdpa_attention
+
+compat.apply()
+
+TRAIN_MODES = ("full_sequence", "prefix")
+TARGETS_FIELD = "target_id_list"  # [B, L] next item at each position, 0 at padding
+
+
+class SASRecPlus(SASRec):
+    """SASRec with full-sequence training and a lean forward pass (see the module docstring)."""
+
+    parent_model = "SASRec"  # RecBole's SASRec.yaml is layered under this model's yaml
+    supports_full_sequence = True
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.train_mode = config["train_mode"] or "full_sequence"
+        if self.train_mode not in TRAIN_MODES:
+            raise ConfigError(f"train_mode must be one of {TRAIN_MODES}, got '{self.train_mode}'")
+        if self.train_mode == "full_sequence" and self.loss_type != "CE":
+            raise ConfigError("train_mode=full_sequence needs loss_type=CE (set --loss_type=CE)")
+        if config["sdpa_attention"] is not False:
+            use_sdpa_attention(self.trm_encoder)
+
+    # -- encoder ---------------------------------------------------------------------------------
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Item + position embeddings, LayerNorm and dropout: the transformer's input [B, L, H]."""
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
+        emb = self.item_embedding(item_seq) + self.position_embedding(positions)
+        return self.dropout(self.LayerNorm(emb))
+
+    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states of the last layer at every position [B, L, H]."""
+        hidden = self.embed(item_seq)
+        mask = self.get_attention_mask(item_seq)
+        for layer in self.trm_encoder.layer:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def forward(self, item_seq, item_seq_len, all_positions: bool = False):
+        """The sequence representation at the last real position [B, H] (or all positions)."""
+        item_seq = trim(item_seq, item_seq_len)
+        hidden = self.encode(item_seq)
+        if all_positions:
+            return hidden
+        return self.gather_indexes(hidden, item_seq_len - 1)
+
+    # -- losses ----------------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        if TARGETS_FIELD in interaction.interaction:
+            return self.full_sequence_loss(interaction)
+        return super().calculate_loss(interaction)
+
+    def full_sequence_loss(self, interaction):
+        """Mean cross-entropy over all real positions; logits only where there is a target."""
+        item_seq = interaction[self.ITEM_SEQ]
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        hidden = self.forward(item_seq, item_seq_len, all_positions=True)
+        targets = interaction[TARGETS_FIELD][:, : hidden.size(1)]
+        real = targets > 0
+        logits = hidden[real] @ self.item_embedding.weight.t()
+        return F.cross_entropy(logits, targets[real])

@@ -1,0 +1,1 @@
+"""Trainers of the plugin's models (RecBole's Trainer contract)."""

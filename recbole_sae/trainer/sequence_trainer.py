@@ -1,0 +1,162 @@
+"""Training on whole sequences, batched by length: RecBole's Trainer with its own epoch loop.
+
+RecBole's training split of a sequential dataset holds one row per prefix of each user's training
+sequence (target = the next item), consecutive per user and in time order. ``full_sequence``
+keeps, per user, the rows that end each window of ``MAX_ITEM_LIST_LENGTH`` items counted back from
+the user's last training item; each kept row's item list plus its target is a window of the
+sequence, and the next-item targets of its positions are the list shifted by one with the row's
+target last. The windows cover every training target of the user exactly once; validation and
+test items are in other splits and never appear.
+
+Both modes can group rows of similar length into a batch (``length_bucketing``) so that trimming a
+batch to its longest row removes most padding; the batch order is shuffled every epoch with a
+generator seeded from ``seed`` and the epoch, so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
+
+from recbole_sae.model.sasrec_plus import TARGETS_FIELD
+
+
+def full_sequence_rows(user_ids: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Indices of the prefix rows that end each window of ``max_len`` targets, per user.
+
+    ``user_ids`` are the training rows' users, consecutive per user in time order.
+    """
+    n = user_ids.numel()
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    is_last = torch.ones(n, dtype=torch.bool)
+    is_last[:-1] = user_ids[1:] != user_ids[:-1]
+    # distance of each row from its user's last row
+    last_index = torch.nonzero(is_last).squeeze(1)
+    owner_last = last_index[torch.searchsorted(last_index, torch.arange(n))]
+    back = owner_last - torch.arange(n)
+    return torch.nonzero(back % max_len == 0).squeeze(1)
+
+
+def shifted_targets(item_seq: torch.Tensor, item_len: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Next-item targets of every position: the list shifted left, the row's target at its end."""
+    targets = torch.zeros_like(item_seq)
+    targets[:, :-1] = item_seq[:, 1:]
+    targets[torch.arange(item_seq.size(0)), item_len - 1] = target
+    positions = torch.arange(item_seq.size(1)).unsqueeze(0)
+    return torch.where(positions < item_len.unsqueeze(1), targets, torch.zeros_like(targets))
+
+
+class LengthBatches:
+    """Rows of a RecBole training split as length-grouped, trimmed batches of Interactions."""
+
+    def __init__(self, dataset, config, full_sequence: bool, bucketing: bool = True):
+        feat = dataset.inter_feat
+        seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+        len_field = config["ITEM_LIST_LENGTH_FIELD"]
+        item_field, user_field = config["ITEM_ID_FIELD"], config["USER_ID_FIELD"]
+        self.seq_field, self.len_field, self.item_field = seq_field, len_field, item_field
+        rows = torch.arange(len(feat))
+        if full_sequence:
+            rows = full_sequence_rows(feat[user_field], config["MAX_ITEM_LIST_LENGTH"])
+        self.item_seq = feat[seq_field][rows]
+        self.item_len = feat[len_field][rows]
+        self.target = feat[item_field][rows]
+        self.targets = shifted_targets(self.item_seq, self.item_len, self.target) if full_sequence else None
+        self.batch_size = config["train_batch_size"]
+        self.bucketing = bucketing
+        self.seed = config["seed"]
+
+    def __len__(self) -> int:
+        return math.ceil(self.item_seq.size(0) / self.batch_size)
+
+    @property
+    def n_rows(self) -> int:
+        return self.item_seq.size(0)
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.targets > 0).sum()) if self.targets is not None else self.n_rows
+
+    def epoch(self, epoch_idx: int):
+        """The batches of one epoch, in a reproducible random order."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch_idx)
+        order = torch.randperm(self.n_rows, generator=gen)
+        if self.bucketing:  # sort the shuffled rows by length (stable): random within a length
+            order = order[torch.sort(self.item_len[order], stable=True).indices]
+        batches = list(torch.split(order, self.batch_size))
+        if self.bucketing:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        for index in batches:
+            item_len = self.item_len[index]
+            width = int(item_len.max())
+            fields = {
+                self.seq_field: self.item_seq[index, :width],
+                self.len_field: item_len,
+                self.item_field: self.target[index],
+            }
+            if self.targets is not None:
+                fields[TARGETS_FIELD] = self.targets[index, :width]
+            yield Interaction(fields)
+
+
+class SequenceTrainer(Trainer):
+    """RecBole's Trainer; ``train_mode`` and ``length_bucketing`` choose how batches are built.
+
+    With ``train_mode: prefix`` and ``length_bucketing: False`` the epoch is RecBole's own.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.train_mode = config["train_mode"] or "full_sequence"
+        self.length_bucketing = config["length_bucketing"] is not False
+        if self.train_mode == "full_sequence" and not getattr(model, "supports_full_sequence", False):
+            from recbole_sae.errors import ConfigError
+
+            raise ConfigError(f"{type(model).__name__} does not support train_mode=full_sequence")
+        self._batches = None
+
+    def own_batches(self) -> bool:
+        return self.train_mode == "full_sequence" or self.length_bucketing
+
+    def batches(self, train_data) -> LengthBatches:
+        if self._batches is None:
+            self._batches = LengthBatches(
+                train_data.dataset, self.config, self.train_mode == "full_sequence", self.length_bucketing
+            )
+            self.logger.info(
+                f"{self.train_mode} training: {self._batches.n_rows} rows, "
+                f"{self._batches.n_targets} targets, {len(self._batches)} batches per epoch"
+            )
+        return self._batches
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if not self.own_batches():
+            return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self.model.train()
+        loss_func = loss_func or self.model.calculate_loss
+        batches = self.batches(train_data)
+        iterator = batches.epoch(epoch_idx)
+        if show_progress:
+            iterator = tqdm(iterator, total=len(batches), desc=f"Train {epoch_idx:>5}", ncols=100)
+        total = 0.0
+        for interaction in iterator:
+            interaction = interaction.to(self.device)
+            self.optimizer.zero_grad()
+            loss = loss_func(interaction)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at epoch {epoch_idx}: lower learning_rate, "
+                    "set clip_grad_norm (e.g. --clip_grad_norm=\"{'max_norm': 5}\") or check the data"
+                )
+            loss.backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            self.optimizer.step()
+            total += loss.item()
+        return total

@@ -1,0 +1,135 @@
+"""SASRecPlus: full-sequence rows, the loss at every position, and the lean forward pass."""
+
+import csv
+from collections import defaultdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender.sasrec import SASRec
+
+from recbole_sae.model.layers import SDPAMultiHeadAttention
+from recbole_sae.model.sasrec_plus import TARGETS_FIELD, SASRecPlus
+from recbole_sae.trainer.sequence_trainer import LengthBatches, full_sequence_rows, shifted_targets
+
+
+def _user_sequences(data, data_path):
+    """Each user's whole item sequence (internal ids), read from the raw atomic file."""
+    seqs = defaultdict(list)
+    with open(f"{data_path}/tiny/tiny.inter") as f:
+        rows = list(csv.reader(f, delimiter="\t"))[1:]
+    for user, item, t in sorted(rows, key=lambda r: (r[0], float(r[2]))):
+        seqs[data.token2id("user_id", user)].append(data.token2id("item_id", item))
+    return seqs
+
+
+def test_full_sequence_rows_pick_window_ends():
+    users = torch.tensor([1, 1, 1, 1, 1, 2, 2, 3])
+    # user 1 has rows 0..4 (last 4): windows of 2 end at rows 4, 2, 0; user 2 rows 5, 6 -> 6; user 3 -> 7
+    assert full_sequence_rows(users, 2).tolist() == [0, 2, 4, 6, 7]
+    assert full_sequence_rows(users, 50).tolist() == [4, 6, 7]
+
+
+def test_shifted_targets():
+    seq = torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0]])
+    assert shifted_targets(seq, torch.tensor([3, 1]), torch.tensor([9, 4])).tolist() == [[6, 7, 9, 0], [4, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("max_len", [4, 50])
+def test_full_sequence_rows_hold_exactly_the_training_part(tiny_build, tiny_dataset, max_len):
+    config, data, train_data, _, _ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=max_len)
+    batches = LengthBatches(train_data.dataset, config, full_sequence=True)
+    sequences = _user_sequences(data, tiny_dataset[0])
+    user_of_row = train_data.dataset.inter_feat["user_id"][
+        full_sequence_rows(train_data.dataset.inter_feat["user_id"], max_len)
+    ]
+    seen = defaultdict(list)
+    for row in range(batches.n_rows):
+        n = int(batches.item_len[row])
+        inputs = batches.item_seq[row, :n].tolist()
+        targets = batches.targets[row, :n].tolist()
+        assert inputs[1:] == targets[:-1] and batches.targets[row, n:].eq(0).all()
+        seen[int(user_of_row[row])].append((inputs, targets))
+    for user, windows in seen.items():
+        whole = sequences[user]
+        training = whole[:-2]  # the last two items are the validation and test targets
+        all_targets = sorted(t for _, ts in windows for t in ts)
+        assert all_targets == sorted(training[1:]), "every training target exactly once, nothing else"
+        for inputs, targets in windows:
+            span = inputs + targets[-1:]
+            starts = [i for i in range(len(training)) if training[i : i + len(span)] == span]
+            assert starts, "each window is a contiguous piece of the training part"
+    assert batches.n_targets == len(train_data.dataset)
+
+
+def test_loss_at_every_position_equals_hand_computed_cross_entropy(tiny_build):
+    config, data, train_data, _, _ = tiny_build("SASRecPlus")
+    model = SASRecPlus(config, train_data.dataset).eval()
+    seq = torch.tensor([[3, 5, 7, 0], [2, 4, 0, 0]])
+    lengths = torch.tensor([3, 2])
+    targets = torch.tensor([[5, 7, 9, 0], [4, 6, 0, 0]])
+    inter = Interaction({"item_id_list": seq, "item_length": lengths, TARGETS_FIELD: targets})
+    loss = model.calculate_loss(inter)
+    hidden = model.forward(seq, lengths, all_positions=True)
+    terms = []
+    for b, t in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]:
+        logits = hidden[b, t] @ model.item_embedding.weight.t()
+        terms.append(-F.log_softmax(logits, dim=0)[targets[b, t]])
+    assert loss.item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+
+
+def test_lean_forward_matches_recbole_sasrec_for_the_same_weights(tiny_build):
+    config, data, train_data, _, test_data = tiny_build("SASRecPlus", n_layers=2, n_heads=2)
+    plus = SASRecPlus(config, train_data.dataset).eval()
+    assert all(type(layer.multi_head_attention) is SDPAMultiHeadAttention for layer in plus.trm_encoder.layer)
+    stock = SASRec(config, train_data.dataset).eval()
+    stock.load_state_dict(plus.state_dict())
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        ours = plus.full_sort_predict(batch)
+        theirs = stock.full_sort_predict(batch)
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_same_initialisation_as_recbole_sasrec(tiny_build):
+    from recbole.utils import init_seed
+
+    config, _, train_data, _, _ = tiny_build("SASRecPlus")
+    init_seed(config["seed"], True)
+    plus = SASRecPlus(config, train_data.dataset)
+    init_seed(config["seed"], True)
+    stock = SASRec(config, train_data.dataset)
+    for (name, a), (_, b) in zip(plus.state_dict().items(), stock.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_batches_are_trimmed_grouped_and_reproducible(tiny_build):
+    config, _, train_data, _, _ = tiny_build("SASRecPlus", train_batch_size=16)
+    batches = LengthBatches(train_data.dataset, config, full_sequence=False, bucketing=True)
+    first = [b["item_id_list"] for b in batches.epoch(0)]
+    again = [b["item_id_list"] for b in batches.epoch(0)]
+    other = [b["item_id_list"] for b in batches.epoch(1)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, other))
+    assert sum(b.size(0) for b in first) == len(train_data.dataset)
+    for b in batches.epoch(0):
+        assert (b["item_id_list"][:, -1] != 0).any(), "no all-padding column"
+        assert int(b["item_length"].max()) - int(b["item_length"].min()) <= 1 or b.length < 16
+
+
+def test_full_sequence_training_improves_and_is_reproducible(tiny_build):
+    from recbole_sae.quick_start import run_recbole_sae
+
+    config, *_ = tiny_build("SASRecPlus")
+    args = dict(config_file_list=None, config_dict={"data_path": config["data_path"].rsplit("/", 1)[0],
+                                                   "epochs": 3, "hidden_size": 16, "n_layers": 1,
+                                                   "n_heads": 1, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10,
+                                                   "train_batch_size": 32, "learning_rate": 0.01,
+                                                   "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+    first = run_recbole_sae("SASRecPlus", "tiny", **args)
+    second = run_recbole_sae("SASRecPlus", "tiny", **args)
+    assert first["test"] == second["test"]
+    # users draw 80% of their items from one genre (8 items of 40): well above random (20/40)
+    assert first["test"]["hit@20"] > 0.6
