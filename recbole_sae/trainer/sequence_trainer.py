@@ -61,12 +61,14 @@ class LengthBatches:
         len_field = config["ITEM_LIST_LENGTH_FIELD"]
         item_field, user_field = config["ITEM_ID_FIELD"], config["USER_ID_FIELD"]
         self.seq_field, self.len_field, self.item_field = seq_field, len_field, item_field
+        self.user_field = user_field
         rows = torch.arange(len(feat))
         if full_sequence:
             rows = full_sequence_rows(feat[user_field], config["MAX_ITEM_LIST_LENGTH"])
         self.item_seq = feat[seq_field][rows]
         self.item_len = feat[len_field][rows]
         self.target = feat[item_field][rows]
+        self.user = feat[user_field][rows]
         self.targets = shifted_targets(self.item_seq, self.item_len, self.target) if full_sequence else None
         self.batch_size = config["train_batch_size"]
         self.bucketing = bucketing
@@ -99,6 +101,7 @@ class LengthBatches:
                 self.seq_field: self.item_seq[index, :width],
                 self.len_field: item_len,
                 self.item_field: self.target[index],
+                self.user_field: self.user[index],
             }
             if self.targets is not None:
                 fields[TARGETS_FIELD] = self.targets[index, :width]
