@@ -1,0 +1,1103 @@
+"""Benchmark sweeps: many runs of the single-run pipeline, one results file, one report.
+
+    python run_recbole_sae.py --sweep=properties/sweep/quick.yaml [--results=RESULTS.jsonl] [--report_dir=DIR]
+    python -m recbole_sae.benchmark report RESULTS.jsonl [--out DIR] [--baseline NAME]
+
+Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
+
+    name: quick                  # (str) sweep name; default results file runs/sweeps/<name>.jsonl
+    models: [SASRec, GRU4Rec]    # (list) RecBole models by class name and plugin models
+    datasets: [ml-100k]          # (list) dataset names, found as for a single run
+    seeds: [2020, 2021]          # (list of int) one run per seed; the report pairs runs by seed
+    baseline: SASRec             # (str) model the report compares against (default SASRec)
+    config_files: []             # (list) yaml files, relative to the sweep file, under every run
+    config: {epochs: 10}         # (dict) overrides for every run
+    model_config: {GRU4Rec: {}}  # (dict) per-model overrides, over `config`
+    dataset_config: {ml-100k: {}}  # (dict) per-dataset overrides, over `model_config`
+    grid: {learning_rate: [0.001, 0.0005]}  # (dict) key -> values; every point of the product is run
+    model_grid: {GRU4Rec: {}}    # (dict) per-model grid that replaces `grid` for that model ({} = none)
+    run_timeout: 3600            # (int) seconds before a run is killed and recorded as an error (~ = none)
+    torch_threads: 1             # (int) CPU threads of each run (~ = torch's default); not part of the run key
+
+A grid value may be a mapping, which sets several keys at once (``dropout: [{hidden_dropout_prob: 0.2,
+attn_dropout_prob: 0.2}, ...]``). Each run's overrides are, lowest first: ``config`` <
+``model_config[model]`` < ``dataset_config[dataset]`` < grid point < command-line ``--key=value`` of the
+sweep < ``seed``; whole values are replaced, not merged. The best grid point of each model on each dataset
+is the one with the highest mean *validation* NDCG@10 over seeds; test metrics never choose anything.
+
+Every run goes through :func:`recbole_sae.quick_start.run_recbole_sae` (the pipeline, protocol and
+run folder of the single-run CLI) in a fresh Python process, so that no memory or global state
+(RecBole's logger, torch's thread settings, imported plugin modules) passes from one run to the next,
+and so that each run's peak memory is its own. Each finished run is appended at once as one JSON
+line to the results file; a rerun of the sweep skips the runs already recorded as ``ok`` (same run
+key: a hash of model, dataset, seed and resolved overrides) and retries the ones that failed. A
+model that is neither a RecBole model nor a plugin model present in this installation is recorded as
+an error and the sweep goes on.
+
+On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists
+and any other ``--key=value`` overrides that key in every run (``--epochs=2`` for a smoke test). The
+exit code is 0 when every run finished, 1 when some failed (recorded), 2 for a bad sweep file.
+A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/``grid_label``,
+``overrides``, the resolved ``config`` (the run folder's ``config.yaml``), ``best_valid`` and ``test``
+metrics, ``best_epoch``, ``seconds_per_epoch``, ``seconds`` (wall time of the run process),
+``peak_memory_mb`` (the process's max RSS), ``peak_gpu_memory_mb``, ``device``, ``environment``
+(package versions), ``git_commit``, ``status`` (``ok``/``error``) and ``error``. At the end the sweep
+writes ``<results stem>.md`` (a table per dataset) and ``<results stem>-ndcg10.png`` beside the results
+file (or into ``--report_dir``); the logs of failed runs stay in ``<results stem>-logs/``.
+
+Why this loop and not RecBole's ``HyperTuning``: HyperTuning imports hyperopt (and ray for its
+parallel mode), trains through ``recbole.quick_start.run_recbole``, which bypasses this project's
+config layers, plugin models, trainers and run folders, keeps its trials only in memory (a crash
+loses them, nothing resumes), and has no notion of seeds or of a results file to report from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from recbole_sae.errors import ConfigError, RecboleSAEError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_ROOT = PACKAGE_DIR.parent
+PROPERTIES = PACKAGE_DIR / "properties"
+DEFAULT_RESULTS_DIR = Path("runs") / "sweeps"
+
+# Allowed keys of a sweep file and what they hold (listed in the error for an unknown key).
+SWEEP_KEYS = {
+    "name": "sweep name (str)",
+    "models": "model names (list)",
+    "datasets": "dataset names (list)",
+    "seeds": "random seeds (list of int)",
+    "baseline": "model the report compares against (str)",
+    "config_files": "yaml files under every run (list)",
+    "config": "overrides for every run (dict)",
+    "model_config": "per-model overrides (dict of dict)",
+    "dataset_config": "per-dataset overrides (dict of dict)",
+    "grid": "key -> list of values (dict)",
+    "model_grid": "per-model grid replacing `grid` (dict of dict)",
+    "run_timeout": "seconds before a run is killed (int)",
+    "torch_threads": "CPU threads of each run (int)",
+}
+
+# Command-line keys of a sweep that are not run overrides.
+SWEEP_CLI_KEYS = {"sweep", "results", "report_dir"}
+
+SELECT_METRIC = "ndcg@10"  # chooses grid points, on validation only
+# (result key, column title) of the report's tables: test metrics, mean ± std over seeds.
+REPORT_METRICS = [
+    ("ndcg@10", "NDCG@10"),
+    ("ndcg@20", "NDCG@20"),
+    ("hit@10", "HR@10"),
+    ("hit@20", "HR@20"),
+    ("mrr@10", "MRR@10"),
+]
+
+
+class ResultsFileWarning(UserWarning):
+    """A line of a results file that could not be read (e.g. cut short by a crash) was skipped."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep files
+
+
+@dataclass
+class Sweep:
+    name: str
+    path: str | None
+    models: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    baseline: str = "SASRec"
+    config_files: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    model_config: dict = field(default_factory=dict)
+    dataset_config: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    model_grid: dict = field(default_factory=dict)
+    run_timeout: float | None = None
+    torch_threads: int | None = None
+    cli_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunSpec:
+    """One run of a sweep."""
+
+    model: str
+    dataset: str
+    seed: int
+    grid: dict
+    grid_label: str
+    overrides: dict
+    config_files: list[str]
+    key: str
+
+    @property
+    def title(self) -> str:
+        text = f"{self.model} {self.dataset} seed={self.seed}"
+        return f"{text} [{self.grid_label}]" if self.grid_label else text
+
+
+def resolve_sweep_path(value: str) -> Path:
+    """The sweep file: relative to the working directory, then to the package's properties folder."""
+    path = Path(str(value)).expanduser()
+    names = [path] if path.suffix in (".yaml", ".yml") else [path, path.with_name(path.name + ".yaml")]
+    candidates = []
+    for name in names:
+        if name.is_absolute():
+            candidates.append(name)
+        else:
+            candidates += [Path.cwd() / name, PROPERTIES / name, PACKAGE_DIR / name]
+            candidates.append(PROPERTIES / "sweep" / name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    shipped = sorted(p.stem for p in (PROPERTIES / "sweep").glob("*.yaml"))
+    looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
+    raise ConfigError(
+        f"sweep file not found: {value} (looked at {looked}). "
+        f"Shipped sweeps: {', '.join(f'sweep/{s}.yaml' for s in shipped)}"
+    )
+
+
+def _names(data: dict, key: str, where: str) -> list[str]:
+    value = data.get(key)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: '{key}' must be a non-empty list (got {value!r})")
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: '{key}' must list names (strings), got {value!r}")
+    duplicates = sorted({v for v in value if value.count(v) > 1})
+    if duplicates:
+        raise ConfigError(f"{where}: '{key}' lists {', '.join(duplicates)} more than once")
+    return [v.strip() for v in value]
+
+
+def _mapping(data: dict, key: str, where: str, nested: bool = False) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: '{key}' must be a mapping (got {type(value).__name__})")
+    if nested:
+        for name, inner in value.items():
+            if inner is None:
+                value[name] = {}
+            elif not isinstance(inner, dict):
+                raise ConfigError(f"{where}: '{key}.{name}' must be a mapping (got {inner!r})")
+    return value
+
+
+def _check_grid(grid: dict, where: str) -> dict:
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: grid key '{key}' needs a non-empty list of values (got {values!r})")
+    return grid
+
+
+def load_sweep(path, overrides: dict | None = None) -> Sweep:
+    """Read and check a sweep file; ``overrides`` (from the command line) apply to every run."""
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid yaml: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(set(data) - set(SWEEP_KEYS))
+    if unknown:
+        allowed = "; ".join(f"{k}: {v}" for k, v in SWEEP_KEYS.items())
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}. Allowed keys: {allowed}")
+
+    models = _names(data, "models", where)
+    datasets = _names(data, "datasets", where)
+    seeds = data.get("seeds", [2020])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise ConfigError(f"{where}: 'seeds' must be a non-empty list of integers (got {seeds!r})")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: 'seeds' repeats a seed: {seeds}")
+
+    name = str(data.get("name") or path.stem)
+    if "baseline" in data:
+        baseline = str(data["baseline"])
+        if baseline not in models:
+            raise ConfigError(f"{where}: baseline '{baseline}' is not among the models {models}")
+    else:
+        baseline = "SASRec" if "SASRec" in models else models[0]
+
+    files = data.get("config_files") or []
+    if isinstance(files, str):
+        files = [files]
+    config_files = []
+    for f in files:
+        full = (path.parent / str(f)).resolve()
+        if not full.is_file():
+            raise ConfigError(f"{where}: config file not found: {f} (relative to the sweep file: {full})")
+        config_files.append(str(full))
+
+    grid = _check_grid(_mapping(data, "grid", where), where)
+    model_grid = _mapping(data, "model_grid", where, nested=True)
+    for model, inner in model_grid.items():
+        _check_grid(inner, f"{where}: model_grid.{model}")
+
+    timeout = data.get("run_timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+    ):
+        raise ConfigError(f"{where}: 'run_timeout' must be a positive number of seconds (got {timeout!r})")
+
+    threads = data.get("torch_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"{where}: 'torch_threads' must be a positive integer (got {threads!r})")
+
+    return Sweep(
+        name=name,
+        path=str(path.resolve()),
+        models=models,
+        datasets=datasets,
+        seeds=list(seeds),
+        baseline=baseline,
+        config_files=config_files,
+        config=_mapping(data, "config", where),
+        model_config=_mapping(data, "model_config", where, nested=True),
+        dataset_config=_mapping(data, "dataset_config", where, nested=True),
+        grid=grid,
+        model_grid=model_grid,
+        run_timeout=timeout,
+        torch_threads=threads,
+        cli_overrides=dict(overrides or {}),
+    )
+
+
+def _compact(value) -> str:
+    if isinstance(value, dict) and value and len({_compact(v) for v in value.values()}) == 1:
+        # {hidden_dropout_prob: 0.2, attn_dropout_prob: 0.2} -> 0.2
+        return _compact(next(iter(value.values())))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def grid_points(grid: dict) -> list[tuple[str, dict, dict]]:
+    """``(label, point, overrides)`` for every point of the grid's cartesian product, in file order.
+
+    ``point`` maps grid keys to the chosen values; ``overrides`` is what the point sets in the
+    config (a mapping value sets all its keys). An empty grid has one point with label ``""``.
+    """
+    if not grid:
+        return [("", {}, {})]
+    keys = list(grid)
+    points = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values))
+        overrides = {}
+        for key, value in point.items():
+            if isinstance(value, dict):
+                overrides.update(value)
+            else:
+                overrides[key] = value
+        label = ",".join(f"{k}={_compact(v)}" for k, v in point.items())
+        points.append((label, point, overrides))
+    return points
+
+
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_key(model: str, dataset: str, seed: int, overrides: dict, config_files=()) -> str:
+    """Identity of a run: the same key means the same model, data, seed and settings."""
+    payload = {
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "overrides": overrides,
+        # by content, so that the key does not depend on where the repository lies
+        "config_files": [_file_digest(f) for f in config_files],
+    }
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def plan_runs(sweep: Sweep) -> list[RunSpec]:
+    """All runs of a sweep: per dataset, per model, per grid point, per seed."""
+    specs = []
+    for dataset in sweep.datasets:
+        for model in sweep.models:
+            grid = sweep.model_grid.get(model, sweep.grid)
+            for label, point, grid_overrides in grid_points(grid):
+                for seed in sweep.seeds:
+                    overrides = {
+                        **sweep.config,
+                        **sweep.model_config.get(model, {}),
+                        **sweep.dataset_config.get(dataset, {}),
+                        **grid_overrides,
+                        **sweep.cli_overrides,
+                        "seed": seed,
+                    }
+                    specs.append(
+                        RunSpec(
+                            model=model,
+                            dataset=dataset,
+                            seed=seed,
+                            grid=point,
+                            grid_label=label,
+                            overrides=overrides,
+                            config_files=list(sweep.config_files),
+                            key=run_key(model, dataset, seed, overrides, sweep.config_files),
+                        )
+                    )
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# Results file
+
+
+def append_record(path, record: dict) -> None:
+    """Append ``record`` as one JSON line: one write of the whole line, then flush to disk.
+
+    A writer killed mid-write can at worst leave a last line without its newline; the next append
+    starts on a fresh line so that the damage stays confined to that line, which readers skip.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_results(path) -> list[dict]:
+    """The records of a results file, in order; unreadable lines are skipped with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    records = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            if number == len(lines):  # no newline after it: a write that was cut short
+                warnings.warn(
+                    f"{path}: ignoring a partial last line ({len(raw)} bytes), left by an interrupted write",
+                    ResultsFileWarning,
+                    stacklevel=2,
+                )
+            else:
+                warnings.warn(f"{path}: ignoring unreadable line {number}", ResultsFileWarning, stacklevel=2)
+            continue
+        records.append(record)
+    return records
+
+
+def latest_records(records: list[dict], status: str | None = "ok") -> list[dict]:
+    """The last record of each run key (with the given status), in first-seen order."""
+    latest = {}
+    for record in records:
+        if status is None or record.get("status") == status:
+            latest[record.get("key")] = record
+    return list(latest.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    """``(commit, dirty)`` of the repository holding this package, ``(None, None)`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None, None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PACKAGE_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+        return commit.stdout.strip() or None, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def model_problem(name: str) -> str | None:
+    """Why ``name`` cannot run in this installation, or None when it can."""
+    from recbole_sae import registry
+
+    if name in registry.plugin_model_names():
+        return None
+    if name in registry.PLUGIN_MODELS:
+        module = registry.PLUGIN_MODELS[name].split(":")[0]
+        return f"plugin model '{name}' is not in this installation (module {module} not found)"
+    if name.lower() in registry.recbole_model_modules():
+        return None
+    plugins = ", ".join(registry.plugin_model_names()) or "none installed"
+    return f"unknown model '{name}': not a plugin model ({plugins}) and not a RecBole model"
+
+
+def _peak_rss_mb(maxrss: float) -> float:
+    # ru_maxrss is in kilobytes on Linux, in bytes on macOS
+    return round(maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None):
+    """Wait for ``proc``: ``(exit code, peak RSS in MB or None, timed out)``; the child's own rusage."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    if not hasattr(os, "wait4"):  # not a POSIX system: no per-child rusage
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code, timed_out = proc.wait(), True
+        return code, None, timed_out
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            timed_out = True
+            break
+        time.sleep(0.1)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, _peak_rss_mb(usage.ru_maxrss), timed_out
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def execute_run(
+    spec: RunSpec, logs_dir: Path, timeout: float | None = None, threads: int | None = None
+) -> dict:
+    """Run ``spec`` in a fresh Python process; the fields of its record that the run decides.
+
+    ``threads`` caps the CPU threads of the run (torch, OpenMP, MKL); None keeps torch's default.
+    """
+    problem = model_problem(spec.model)
+    if problem:
+        return {"status": "error", "error": problem, "seconds": 0.0}
+
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    log_path = logs_dir / f"{spec.model}-{spec.dataset}-seed{spec.seed}-{spec.key}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(PACKAGE_ROOT), env.get("PYTHONPATH", "")] if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(threads)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sweep-run-") as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "model": spec.model,
+                    "dataset": spec.dataset,
+                    "config_files": spec.config_files or None,
+                    "config_dict": spec.overrides,
+                    "torch_threads": threads,
+                }
+            ),
+            encoding="utf-8",
+        )
+        # this package first on the path, whatever the working directory holds
+        bootstrap = (
+            f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r}); "
+            "from recbole_sae.benchmark import cli; sys.exit(cli())"
+        )
+        command = [sys.executable, "-c", bootstrap, "run-one", str(spec_path), str(out_path)]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                code, peak_mb, timed_out = _wait(proc, timeout)
+            finally:
+                if proc.returncode is None:  # interrupted: leave no orphan behind
+                    proc.kill()
+                    proc.wait()
+        child = {}
+        if out_path.is_file():
+            child = json.loads(out_path.read_text(encoding="utf-8"))
+    seconds = round(time.perf_counter() - start, 2)
+
+    fields = {
+        "seconds": seconds,
+        "peak_memory_mb": peak_mb if peak_mb is not None else child.get("peak_memory_mb"),
+        "peak_gpu_memory_mb": child.get("peak_gpu_memory_mb"),
+        "environment": child.get("environment"),
+    }
+    if child.get("status") == "ok" and code == 0:
+        result = dict(child["result"])
+        fields.update(
+            status="ok",
+            error=None,
+            best_valid=result.pop("best_valid", None),
+            test=result.pop("test", None),
+            best_epoch=result.pop("best_epoch", None),
+            epochs_run=result.pop("epochs_run", None),
+            seconds_per_epoch=result.pop("seconds_per_epoch", None),
+            run_seconds=result.pop("seconds", None),
+            device=result.pop("device", None),
+            run_dir=result.pop("run_dir", None),
+            config=child.get("config"),
+        )
+        for key in ("model", "dataset", "seed"):
+            result.pop(key, None)
+        fields["extra"] = result  # whatever the model's trainer added (SAE fidelity, ...)
+        log_path.unlink(missing_ok=True)
+        return fields
+
+    if timed_out:
+        error = f"run killed after the run_timeout of {timeout} s"
+    elif child.get("error"):
+        error = child["error"]
+    else:
+        reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        error = f"run process ended without a result ({reason}): {_tail(log_path, 5)}"
+    fields.update(status="error", error=error, traceback=child.get("traceback"), log=str(log_path))
+    return fields
+
+
+def _run_one(spec_path: str, out_path: str) -> int:
+    """Child process: run one spec through the pipeline, write what happened to ``out_path``."""
+    import resource
+
+    sys.argv = [sys.argv[0]]  # RecBole's Config reads --key=value from sys.argv
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    out: dict = {"status": "error"}
+    try:
+        import torch
+
+        if spec.get("torch_threads"):
+            torch.set_num_threads(int(spec["torch_threads"]))
+        from recbole_sae.quick_start import environment, run_recbole_sae
+
+        out["environment"] = {**environment(), "torch_threads": torch.get_num_threads()}
+        result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
+        config_file = Path(result["run_dir"]) / "config.yaml"
+        if config_file.is_file():
+            out["config"] = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        out.update(status="ok", result=result)
+    except Exception as err:  # recorded, not raised: the sweep goes on
+        out["error"] = str(err) if isinstance(err, RecboleSAEError) else f"{type(err).__name__}: {err}"
+        out["traceback"] = traceback.format_exc()[-4000:]
+        traceback.print_exc()
+    out["peak_memory_mb"] = _peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    tmp = Path(out_path).with_suffix(".partial")
+    tmp.write_text(json.dumps(out, default=str), encoding="utf-8")
+    os.replace(tmp, out_path)
+    return 0 if out["status"] == "ok" else 1
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def default_results_path(sweep: Sweep) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sweep.name)
+    return DEFAULT_RESULTS_DIR / f"{safe}.jsonl"
+
+
+def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
+    """Run (or resume) a sweep; append each run to ``results``; write the report at the end."""
+    log = log or (lambda message: print(message, flush=True))
+    results_path = Path(results) if results else default_results_path(sweep)
+    logs_dir = results_path.parent / f"{results_path.stem}-logs"
+    plan = plan_runs(sweep)
+    done = {r.get("key") for r in read_results(results_path) if r.get("status") == "ok"}
+    todo = sum(spec.key not in done for spec in plan)
+    commit, dirty = git_commit()
+    log(
+        f"sweep {sweep.name}: {len(plan)} planned runs, {len(plan) - todo} done before; "
+        f"results -> {results_path}"
+    )
+
+    start = time.monotonic()
+    durations: list[float] = []
+    executed = skipped = errors = 0
+    for number, spec in enumerate(plan, 1):
+        head = f"run {number}/{len(plan)} {spec.title}"
+        if spec.key in done:
+            skipped += 1
+            log(f"{head}: done before, skipped")
+            continue
+        left = sum(durations) / len(durations) * (todo - executed) if durations else None
+        log(f"{head} | elapsed {_duration(time.monotonic() - start)} | left ~{_duration(left)}")
+        fields = execute_run(spec, logs_dir, sweep.run_timeout, sweep.torch_threads)
+        record = {
+            "key": spec.key,
+            "sweep": sweep.name,
+            "sweep_file": sweep.path,
+            "baseline": sweep.baseline,
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "seed": spec.seed,
+            "grid": spec.grid,
+            "grid_label": spec.grid_label,
+            "overrides": spec.overrides,
+            "config_files": spec.config_files,
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **fields,
+        }
+        append_record(results_path, record)
+        executed += 1
+        if fields["seconds"]:
+            durations.append(fields["seconds"])
+        if record["status"] == "ok":
+            valid, test = record["best_valid"].get(SELECT_METRIC), record["test"].get(SELECT_METRIC)
+            log(
+                f"  ok in {record['seconds']:.1f} s: valid {SELECT_METRIC}={valid}, "
+                f"test {SELECT_METRIC}={test}, peak {record['peak_memory_mb']} MB"
+            )
+        else:
+            errors += 1
+            log(f"  error: {record['error']}" + (f" (log: {record['log']})" if record.get("log") else ""))
+
+    if logs_dir.is_dir() and not any(logs_dir.iterdir()):
+        logs_dir.rmdir()  # logs are kept for failed runs only
+    keys = {spec.key for spec in plan}
+    records = [r for r in read_results(results_path) if r.get("key") in keys]
+    report = write_report(
+        records,
+        Path(report_dir) if report_dir else results_path.parent,
+        results_path.stem,
+        baseline=sweep.baseline,
+        title=f"Benchmark sweep: {sweep.name}",
+        source=str(results_path),
+    )
+    log(
+        f"sweep {sweep.name} finished in {_duration(time.monotonic() - start)}: {executed} executed, "
+        f"{skipped} skipped, {errors} failed; report {report['markdown']}"
+        + (f", plot {report['plot']}" if report["plot"] else "")
+    )
+    return {
+        "runs": len(plan),
+        "executed": executed,
+        "skipped": skipped,
+        "errors": errors,
+        "results": str(results_path),
+        **report,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def mean_std(values) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); the std is None for fewer than two values."""
+    values = [float(v) for v in values]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def relative_difference(value: float | None, base: float | None) -> float | None:
+    """``(value - base) / base``, None when either is missing or the base is 0."""
+    if value is None or base is None or base == 0:
+        return None
+    return (value - base) / base
+
+
+def paired_pvalue(values: dict, base_values: dict) -> float | None:
+    """Two-sided paired t-test (scipy.stats.ttest_rel) over the seeds both have; None below 2 pairs."""
+    seeds = sorted(set(values) & set(base_values))
+    if len(seeds) < 2:
+        return None
+    from scipy import stats
+
+    with warnings.catch_warnings():  # nearly equal pairs: scipy warns of precision loss, p is still given
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel([values[s] for s in seeds], [base_values[s] for s in seeds]).pvalue)
+    return None if math.isnan(p) else p
+
+
+def _groups(records: list[dict]) -> dict:
+    """``{dataset: {model: {grid_label: {seed: record}}}}`` of the last ok record per run."""
+    groups: dict = {}
+    for record in latest_records(records, "ok"):
+        by_label = groups.setdefault(record["dataset"], {}).setdefault(record["model"], {})
+        by_label.setdefault(record.get("grid_label") or "", {})[record["seed"]] = record
+    return groups
+
+
+def choose_grid_points(records: list[dict], metric: str = SELECT_METRIC) -> dict:
+    """``{(dataset, model): grid_label}``: the highest mean *validation* ``metric`` over seeds.
+
+    Test metrics play no part; a tie keeps the grid point seen first.
+    """
+    chosen = {}
+    for dataset, models in _groups(records).items():
+        for model, labels in models.items():
+            best_label, best_score = None, None
+            for label, by_seed in labels.items():
+                score, _ = mean_std(r["best_valid"][metric] for r in by_seed.values())
+                if best_score is None or score > best_score:
+                    best_label, best_score = label, score
+            chosen[(dataset, model)] = best_label
+    return chosen
+
+
+def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
+    """Per dataset, one row per model at its chosen grid point (see :func:`choose_grid_points`)."""
+    groups = _groups(records)
+    chosen = choose_grid_points(records)
+    tables = {}
+    for dataset, models in groups.items():
+        rows = []
+        base = models.get(baseline, {}).get(chosen.get((dataset, baseline)), {}) if baseline in models else {}
+        base_ndcg = {seed: r["test"][SELECT_METRIC] for seed, r in base.items()}
+        base_mean, _ = mean_std(base_ndcg.values())
+        order = sorted(models, key=lambda m: m != baseline)  # the baseline first, then in order of appearance
+        for model in order:
+            labels = models[model]
+            label = chosen[(dataset, model)]
+            by_seed = labels[label]
+            seeds = sorted(by_seed)
+            metrics = {key: mean_std(by_seed[s]["test"][key] for s in seeds) for key, _ in REPORT_METRICS}
+            per_epoch = [by_seed[s].get("seconds_per_epoch") for s in seeds]
+            per_epoch = [v for v in per_epoch if v is not None]
+            ndcg = {s: by_seed[s]["test"][SELECT_METRIC] for s in seeds}
+            is_base = model == baseline
+            rows.append(
+                {
+                    "model": model,
+                    "grid_label": label,
+                    "seeds": seeds,
+                    "n": len(seeds),
+                    "metrics": metrics,
+                    "valid": mean_std(by_seed[s]["best_valid"][SELECT_METRIC] for s in seeds)[0],
+                    "seconds_per_epoch": mean_std(per_epoch)[0],
+                    "baseline": is_base,
+                    "rel_diff": None if is_base else relative_difference(metrics[SELECT_METRIC][0], base_mean),
+                    "p_value": None if is_base else paired_pvalue(ndcg, base_ndcg),
+                    "grid": {
+                        lab: {
+                            "valid": mean_std(r["best_valid"][SELECT_METRIC] for r in recs.values())[0],
+                            "test": mean_std(r["test"][SELECT_METRIC] for r in recs.values())[0],
+                            "n": len(recs),
+                        }
+                        for lab, recs in labels.items()
+                    },
+                }
+            )
+        tables[dataset] = rows
+    return tables
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _bold_best(cells: list[str], values: list, higher: bool = True) -> list[str]:
+    present = [v for v in values if v is not None]
+    if len(present) < 2:
+        return cells
+    best = max(present) if higher else min(present)
+    return [f"**{c}**" if v is not None and v == best else c for c, v in zip(cells, values)]
+
+
+def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
+    headers = ["Model"] + [title for _, title in REPORT_METRICS]
+    headers += ["seeds", "s/epoch", f"ΔNDCG@10 vs {baseline}", "p (paired t, NDCG@10)"]
+    columns = []
+    for key, _ in REPORT_METRICS:
+        cells, means = [], []
+        for row in rows:
+            mean, std = row["metrics"][key]
+            cells.append(_fmt(mean) + ("" if std is None else f" ± {_fmt(std)}"))
+            means.append(mean)
+        columns.append(_bold_best(cells, means))
+    columns.append([str(row["n"]) for row in rows])
+    per_epoch = [row["seconds_per_epoch"] for row in rows]
+    columns.append(_bold_best([_fmt(v, 2) for v in per_epoch], per_epoch, higher=False))
+    rel = [row["rel_diff"] for row in rows]
+    rel_cells = [
+        "baseline" if row["baseline"] else ("n/a" if v is None else f"{v * 100:+.1f}%") for row, v in zip(rows, rel)
+    ]
+    columns.append(_bold_best(rel_cells, rel))
+    columns.append(
+        ["—" if row["baseline"] else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}") for row in rows]
+    )
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    for i, row in enumerate(rows):
+        name = row["model"] + (f" ({row['grid_label']})" if row["grid_label"] else "")
+        lines.append("| " + " | ".join([name] + [col[i] for col in columns]) + " |")
+    return lines
+
+
+def plot_ndcg(tables: dict, path, baseline: str = "SASRec"):
+    """Bar plot of mean test NDCG@10 per model with std error bars, one panel per dataset."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    datasets = [d for d, rows in tables.items() if rows]
+    if not datasets:
+        return None
+    width = max(4.0, max(len(tables[d]) for d in datasets) * 0.9)
+    fig = Figure(figsize=(width * len(datasets), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    for ax, dataset in zip(axes, datasets):
+        rows = tables[dataset]
+        names = [row["model"] + (f"\n({row['grid_label']})" if row["grid_label"] else "") for row in rows]
+        means = [row["metrics"][SELECT_METRIC][0] for row in rows]
+        stds = [row["metrics"][SELECT_METRIC][1] or 0.0 for row in rows]
+        colors = ["#7f7f7f" if row["model"] == baseline else "#1f77b4" for row in rows]
+        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=colors)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_title(dataset)
+        ax.set_ylabel("test NDCG@10 (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def write_report(
+    records: list[dict],
+    out_dir,
+    stem: str = "report",
+    baseline: str | None = None,
+    title: str | None = None,
+    source: str | None = None,
+) -> dict:
+    """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if baseline is None:
+        named = [r.get("baseline") for r in records if r.get("baseline")]
+        baseline = named[-1] if named else "SASRec"
+    tables = summarize(records, baseline)
+    ok = latest_records(records, "ok")
+    ok_keys = {r.get("key") for r in ok}
+    failed = [r for r in latest_records(records, "error") if r.get("key") not in ok_keys]
+    plot_path = out_dir / f"{stem}-ndcg10.png"
+    plot = plot_ndcg(tables, plot_path, baseline) if ok else None
+
+    lines = [f"# {title or 'Benchmark report'}", ""]
+    if source:
+        lines += [f"Results: `{source}`; {len(ok)} finished runs, {len(failed)} failed runs.", ""]
+    about = []
+    commits = sorted(
+        {r["git_commit"][:12] + (" (dirty)" if r.get("git_dirty") else "") for r in ok if r.get("git_commit")}
+    )
+    if commits:
+        about.append(f"commit {', '.join(commits)}")
+    devices = sorted({str(r["device"]) for r in ok if r.get("device")})
+    if devices:
+        about.append(f"device {', '.join(devices)}")
+    envs = [r["environment"] for r in ok if r.get("environment")]
+    about += sorted(
+        {f"torch {e.get('torch')}, recbole {e.get('recbole')}, python {e.get('python')}" for e in envs}
+    )
+    if about:
+        lines += ["Runs: " + "; ".join(about) + ".", ""]
+    lines += [
+        "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
+        "the one with the best mean *validation* NDCG@10. ΔNDCG@10 is the relative difference of the mean "
+        f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
+        "n/a with fewer than two paired seeds. Best value per column in bold (s/epoch: lowest).",
+        "",
+    ]
+    for dataset, rows in tables.items():
+        lines += [f"## {dataset}", ""]
+        if baseline not in [row["model"] for row in rows]:
+            lines += [f"No finished {baseline} run on {dataset}: no relative difference or test.", ""]
+        lines += _markdown_table(rows, baseline) + [""]
+        if any(len(row["grid"]) > 1 for row in rows):
+            lines += [
+                "Grid points (mean over seeds; chosen on validation):",
+                "",
+                "| Model | grid point | valid NDCG@10 | test NDCG@10 | seeds | chosen |",
+                "|---|---|---:|---:|---:|:---:|",
+            ]
+            for row in rows:
+                for label, stats in row["grid"].items():
+                    mark = "yes" if label == row["grid_label"] else ""
+                    cells = [row["model"], label or "-", _fmt(stats["valid"]), _fmt(stats["test"]), str(stats["n"]), mark]
+                    lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    if not tables:
+        lines += ["No finished runs.", ""]
+    if plot:
+        lines += [f"![test NDCG@10 per model]({plot.name})", ""]
+    if failed:
+        lines += ["## Failed runs", "", "| Model | Dataset | Seed | Grid point | Error |", "|---|---|---:|---|---|"]
+        for r in failed:
+            error = str(r.get("error") or "").replace("|", "\\|").replace("\n", " ")[:300]
+            cells = [r.get("model"), r.get("dataset"), r.get("seed"), r.get("grid_label") or "-", error]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("")
+    markdown = out_dir / f"{stem}.md"
+    markdown.write_text("\n".join(lines), encoding="utf-8")
+    return {"markdown": str(markdown), "plot": str(plot) if plot else None}
+
+
+# --------------------------------------------------------------------------------------------
+# Command lines
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def main(args: dict) -> int:
+    """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--key=value ...]``.
+
+    ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists; any other
+    ``--key=value`` overrides that key in every run. Returns 0 when every run finished, 1 when some
+    failed (they are recorded), 2 for a bad sweep file or argument.
+    """
+    args = dict(args)
+    try:
+        if not args.get("sweep"):
+            raise ConfigError("--sweep needs a sweep file, e.g. --sweep=sweep/quick.yaml")
+        for singular in ("model", "dataset", "seed"):
+            if singular in args:
+                raise ConfigError(
+                    f"--{singular} does not apply to a sweep; use --{singular}s=a,b to replace the sweep's list"
+                )
+        path = resolve_sweep_path(args.pop("sweep"))
+        results = args.pop("results", None)
+        report_dir = args.pop("report_dir", None)
+        lists = {k: args.pop(k) for k in ("models", "datasets", "seeds") if k in args}
+        overrides = {key: _parse_value(value) for key, value in args.items()}
+        sweep = load_sweep(path, overrides)
+        for key, value in lists.items():
+            items = [v.strip() for v in str(value).split(",") if v.strip()]
+            if not items:
+                raise ConfigError(f"--{key} is empty")
+            if key == "seeds":
+                try:
+                    items = [int(v) for v in items]
+                except ValueError:
+                    raise ConfigError(f"--seeds must be integers, got {value}") from None
+            setattr(sweep, key, items)
+        if sweep.baseline not in sweep.models:
+            sweep.baseline = sweep.models[0]
+        summary = run_sweep(sweep, results, report_dir)
+    except RecboleSAEError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0 if summary["errors"] == 0 else 1
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m recbole_sae.benchmark {report,sweep,run-one} ...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_sae.benchmark", description="Benchmark sweeps and reports."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser("report", help="write the markdown report and NDCG@10 plot of a results file")
+    report.add_argument("results", help="results file (JSONL) written by a sweep")
+    report.add_argument("--out", help="output folder (default: the results file's folder)")
+    report.add_argument("--baseline", help="model to compare against (default: the sweep's baseline, else SASRec)")
+    report.add_argument("--sweep", help="only the records of this sweep name")
+    sweep = sub.add_parser("sweep", help="run a sweep file (same as run_recbole_sae.py --sweep=FILE)")
+    sweep.add_argument("file")
+    sweep.add_argument("--results")
+    sweep.add_argument("--report-dir")
+    one = sub.add_parser("run-one", help="(internal) run one spec in this process")
+    one.add_argument("spec")
+    one.add_argument("out")
+    ns = parser.parse_args(argv)
+
+    if ns.command == "run-one":
+        return _run_one(ns.spec, ns.out)
+    if ns.command == "sweep":
+        args = {"sweep": ns.file}
+        if ns.results:
+            args["results"] = ns.results
+        if ns.report_dir:
+            args["report_dir"] = ns.report_dir
+        return main(args)
+    results = Path(ns.results)
+    if not results.is_file():
+        print(f"error: results file not found: {results}", file=sys.stderr)
+        return 2
+    records = read_results(results)
+    if ns.sweep:
+        records = [r for r in records if r.get("sweep") == ns.sweep]
+    out = write_report(
+        records,
+        Path(ns.out) if ns.out else results.parent,
+        results.stem,
+        baseline=ns.baseline,
+        title=f"Benchmark report: {ns.sweep or results.stem}",
+        source=str(results),
+    )
+    print(f"report: {out['markdown']}" + (f"\nplot: {out['plot']}" if out["plot"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

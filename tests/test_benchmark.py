@@ -1,0 +1,329 @@
+"""Benchmark sweeps: sweep files, resume, crash-safe results, report maths, grid selection, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_sae import benchmark as bm
+from recbole_sae.errors import ConfigError
+
+from conftest import SMALL
+
+
+@pytest.fixture
+def sweep_file(tiny_dataset, in_tmp):
+    """Write a sweep over the tiny dataset; keyword arguments replace or add sweep keys."""
+    data_path, name, yaml_file = tiny_dataset
+
+    def write(**keys) -> Path:
+        data = {
+            "name": "t",
+            "models": ["SASRec"],
+            "datasets": [name],
+            "seeds": [1],
+            "config_files": [yaml_file],
+            "config": {**SMALL, "data_path": data_path, "stopping_step": 1},
+            "model_config": {"GRU4Rec": {"embedding_size": 16}},
+            "torch_threads": 1,
+            **keys,
+        }
+        path = in_tmp / "sweep.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    return write
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweeps that run
+
+
+def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file, in_tmp, monkeypatch):
+    keys = {"models": ["NoSuchModel", "SASRec"], "seeds": [1, 2]}
+    results = in_tmp / "out" / "results.jsonl"
+    messages = []
+    summary = bm.run_sweep(bm.load_sweep(sweep_file(**keys)), results, log=messages.append)
+    assert (summary["runs"], summary["executed"], summary["skipped"], summary["errors"]) == (4, 4, 0, 2)
+    assert any(m.startswith("run 4/4 SASRec tiny seed=2 | elapsed") and "left ~0:0" in m for m in messages)
+
+    records = bm.read_results(results)
+    assert [(r["model"], r["seed"], r["status"]) for r in records] == [
+        ("NoSuchModel", 1, "error"),
+        ("NoSuchModel", 2, "error"),
+        ("SASRec", 1, "ok"),
+        ("SASRec", 2, "ok"),
+    ]
+    assert "unknown model 'NoSuchModel'" in records[0]["error"]
+    first = records[2]
+    assert first["key"] == bm.run_key("SASRec", "tiny", 1, first["overrides"], first["config_files"])
+    assert first["overrides"]["seed"] == 1 and first["overrides"]["hidden_size"] == 16
+    # the resolved config of the run folder, embedded
+    assert first["config"]["seed"] == 1 and first["config"]["hidden_size"] == 16
+    assert first["config"]["model"] == "SASRec" and first["config"]["valid_metric"] == "NDCG@10"
+    assert set(first["test"]) >= {"ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10"}
+    assert 0.0 <= first["best_valid"]["ndcg@10"] <= 1.0
+    assert first["best_epoch"] == 0 and first["epochs_run"] == 1 and first["seconds_per_epoch"] > 0
+    assert first["seconds"] >= first["run_seconds"] > 0
+    assert 50 < first["peak_memory_mb"] < 8000 and first["device"] == "cpu"
+    assert first["environment"]["recbole"] == "1.2.1" and first["environment"]["torch_threads"] == 1
+    assert first["git_commit"] is None or len(first["git_commit"]) == 40
+    assert os.path.isfile(os.path.join(first["run_dir"], "model.pth"))
+    report = Path(summary["markdown"]).read_text()
+    assert "| SASRec |" in report and "## Failed runs" in report and "unknown model 'NoSuchModel'" in report
+    assert Path(summary["plot"]).is_file()
+
+    # rerun: the finished runs do not run again and the results file stays byte for byte the same
+    before = results.read_bytes()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(bm, "execute_run", must_not_run)
+    again = bm.run_sweep(bm.load_sweep(sweep_file(**{**keys, "models": ["SASRec"]})), results, log=[].append)
+    assert (again["executed"], again["skipped"]) == (0, 2)
+    assert results.read_bytes() == before
+
+    # the failed runs are retried
+    retried = []
+
+    def fake(spec, *args, **kwargs):
+        retried.append((spec.model, spec.seed))
+        return {"status": "error", "error": "again", "seconds": 0.0}
+
+    monkeypatch.setattr(bm, "execute_run", fake)
+    again = bm.run_sweep(bm.load_sweep(sweep_file(**keys)), results, log=[].append)
+    assert retried == [("NoSuchModel", 1), ("NoSuchModel", 2)]
+    assert (again["executed"], again["skipped"]) == (2, 2)
+    assert results.read_bytes().startswith(before) and len(bm.read_results(results)) == 6
+
+
+def test_a_failing_run_process_is_recorded(sweep_file, in_tmp):
+    results = in_tmp / "results.jsonl"
+    sweep = bm.load_sweep(sweep_file(models=["GRU4Rec"], datasets=["no-such-data"]))
+    summary = bm.run_sweep(sweep, results, log=[].append)
+    assert (summary["executed"], summary["errors"]) == (1, 1)
+    (record,) = bm.read_results(results)
+    assert record["status"] == "error" and "no-such-data" in record["error"]
+    assert "DatasetNotFoundError" not in record["error"]  # the project's own message, as the CLI prints it
+    assert "Traceback" in record["traceback"] and Path(record["log"]).is_file()
+    assert record["peak_memory_mb"] > 0 and record["environment"]["recbole"] == "1.2.1"
+    assert "no-such-data" in Path(summary["markdown"]).read_text()
+    assert summary["plot"] is None
+
+
+def test_plugin_model_missing_from_the_installation(monkeypatch):
+    from recbole_sae import registry
+
+    monkeypatch.setattr(registry, "plugin_model_names", lambda: [])
+    assert "is not in this installation" in bm.model_problem("SASRecPlus")
+    assert bm.model_problem("SASRec") is None and bm.model_problem("GRU4Rec") is None
+
+
+def test_cli_runs_the_ci_sweep(in_tmp, capsys):
+    from recbole_sae.cli import main
+
+    results = in_tmp / "ci.jsonl"
+    # --models replaces the sweep's list (one run keeps the test short); --eval_batch_size is an override
+    assert main(["--sweep=sweep/ci.yaml", f"--results={results}", "--models=SASRec", "--eval_batch_size=128"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 | elapsed" in out
+    (record,) = bm.read_results(results)
+    assert (record["model"], record["status"], record["sweep"]) == ("SASRec", "ok", "ci")
+    assert record["overrides"]["eval_batch_size"] == 128 and record["config"]["eval_batch_size"] == 128
+    assert record["config"]["user_inter_num_interval"] == [20, 30] and record["config"]["MAX_ITEM_LIST_LENGTH"] == 10
+    report = (in_tmp / "ci.md").read_text()
+    assert "## ml-100k" in report and "| SASRec |" in report
+    assert (in_tmp / "ci-ndcg10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the report command on the same file
+    assert bm.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
+    assert (in_tmp / "again" / "ci.md").read_text().count("| SASRec |") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Results file
+
+
+def test_a_killed_writer_leaves_a_readable_file(tmp_path):
+    results = tmp_path / "results.jsonl"
+    script = (
+        "import os, signal, sys\n"
+        "from recbole_sae.benchmark import append_record\n"
+        "path = sys.argv[1]\n"
+        "append_record(path, {'key': 'a', 'status': 'ok'})\n"
+        "append_record(path, {'key': 'b', 'status': 'ok'})\n"
+        "fd = os.open(path, os.O_WRONLY | os.O_APPEND)\n"
+        "os.write(fd, b'{\"key\": \"c\", \"stat')\n"  # the writer dies mid-line
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(bm.__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script, str(results)], env=env, timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with pytest.warns(bm.ResultsFileWarning, match="partial last line"):
+        records = bm.read_results(results)
+    assert records == [{"key": "a", "status": "ok"}, {"key": "b", "status": "ok"}]
+
+    # the next record starts on its own line: the damage stays in the broken line
+    bm.append_record(results, {"key": "c", "status": "ok"})
+    with pytest.warns(bm.ResultsFileWarning, match="unreadable line 3"):
+        records = bm.read_results(results)
+    assert [r["key"] for r in records] == ["a", "b", "c"]
+    assert results.read_bytes().endswith(b"\n")
+
+
+def test_latest_record_per_key_wins():
+    records = [
+        {"key": "a", "status": "error"},
+        {"key": "a", "status": "ok", "n": 1},
+        {"key": "a", "status": "ok", "n": 2},
+        {"key": "b", "status": "error"},
+    ]
+    assert bm.latest_records(records) == [{"key": "a", "status": "ok", "n": 2}]
+    assert bm.latest_records(records, "error") == [{"key": "a", "status": "error"}, {"key": "b", "status": "error"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report maths on planted numbers
+
+
+def _record(model, seed, test, valid=None, dataset="d", label="", per_epoch=1.0):
+    metrics = {k: test for k, _ in bm.REPORT_METRICS}
+    valid_metrics = {k: test if valid is None else valid for k, _ in bm.REPORT_METRICS}
+    return {
+        "key": f"{model}-{dataset}-{label}-{seed}",
+        "status": "ok",
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "grid_label": label,
+        "test": metrics,
+        "best_valid": valid_metrics,
+        "seconds_per_epoch": per_epoch,
+    }
+
+
+def test_report_maths(tmp_path):
+    base = [0.10, 0.12, 0.14]
+    other = [0.12, 0.15, 0.15]
+    records = [_record("SASRec", s, v, per_epoch=2.0) for s, v in zip([1, 2, 3], base)]
+    records += [_record("Other", s, v, per_epoch=3.0) for s, v in zip([1, 2, 3], other)]
+    records += [_record("Single", 1, 0.05, per_epoch=5.0)]
+    rows = {row["model"]: row for row in bm.summarize(records, "SASRec")["d"]}
+
+    mean, std = rows["Other"]["metrics"]["ndcg@10"]
+    assert mean == pytest.approx(0.14)
+    assert std == pytest.approx(math.sqrt((0.02**2 + 0.01**2 + 0.01**2) / 2))  # sample std, n - 1
+    assert rows["SASRec"]["metrics"]["ndcg@10"] == (pytest.approx(0.12), pytest.approx(0.02))
+    assert rows["Other"]["rel_diff"] == pytest.approx((0.14 - 0.12) / 0.12)
+    # paired t over seeds: differences 0.02, 0.03, 0.01 -> t = 0.02 / (0.01 / sqrt 3), 2 degrees of
+    # freedom, where the t distribution's CDF is 1/2 + t / (2 sqrt(2 + t^2)): p = 1 - t / sqrt(2 + t^2)
+    t = 0.02 / (0.01 / math.sqrt(3))
+    assert rows["Other"]["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
+    from scipy import stats
+
+    assert rows["Other"]["p_value"] == pytest.approx(stats.ttest_rel(other, base).pvalue)
+    assert rows["Single"]["metrics"]["ndcg@10"][1] is None and rows["Single"]["p_value"] is None
+    assert rows["SASRec"]["rel_diff"] is None and rows["SASRec"]["seconds_per_epoch"] == 2.0
+
+    out = bm.write_report(records, tmp_path, "planted", baseline="SASRec")
+    text = Path(out["markdown"]).read_text()
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert "**0.1400 ± 0.0173**" in lines["Other"]  # best NDCG@10 in bold
+    assert "+16.7%" in lines["Other"] and f"{1 - t / math.sqrt(2 + t * t):.3g}" in lines["Other"]
+    assert "**2.00**" in lines["SASRec"] and "baseline" in lines["SASRec"]  # fastest epoch in bold
+    assert "0.0500 |" in lines["Single"] and lines["Single"].endswith("| 5.00 | -58.3% | n/a |")
+    assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_paired_test_needs_two_pairs():
+    assert bm.paired_pvalue({1: 0.2}, {1: 0.1}) is None
+    assert bm.paired_pvalue({1: 0.2, 2: 0.3}, {2: 0.1, 3: 0.1}) is None  # one common seed
+    assert bm.mean_std([0.5]) == (0.5, None) and bm.mean_std([]) == (None, None)
+    assert bm.relative_difference(0.1, 0.0) is None
+
+
+def test_grid_point_is_chosen_on_validation_not_test(tmp_path):
+    records = []
+    for seed in (1, 2):
+        records.append(_record("SASRec", seed, test=0.10, valid=0.30, label="lr=0.1"))
+        records.append(_record("SASRec", seed, test=0.40, valid=0.20, label="lr=0.01"))
+    assert bm.choose_grid_points(records) == {("d", "SASRec"): "lr=0.1"}
+    (row,) = bm.summarize(records, "SASRec")["d"]
+    assert row["grid_label"] == "lr=0.1" and row["metrics"]["ndcg@10"][0] == pytest.approx(0.10)
+    text = Path(bm.write_report(records, tmp_path, "grid")["markdown"]).read_text()
+    assert "| SASRec (lr=0.1) |" in text and "| SASRec | lr=0.01 | 0.2000 | 0.4000 | 2 |  |" in text
+
+
+def test_grid_points_and_plan(sweep_file):
+    points = bm.grid_points({"lr": [0.1, 0.01], "dropout": [{"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}]})
+    assert [label for label, _, _ in points] == ["lr=0.1,dropout=0.2", "lr=0.01,dropout=0.2"]
+    assert points[1][2] == {"lr": 0.01, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
+    assert bm.grid_points({}) == [("", {}, {})]
+
+    sweep = bm.load_sweep(
+        sweep_file(
+            models=["SASRec", "GRU4Rec"],
+            seeds=[1, 2],
+            grid={"learning_rate": [0.1, 0.01]},
+            model_grid={"GRU4Rec": {}},
+            dataset_config={"tiny": {"hidden_size": 8}},
+        ),
+        overrides={"epochs": 3},
+    )
+    plan = bm.plan_runs(sweep)
+    assert [(s.model, s.grid_label, s.seed) for s in plan] == [
+        ("SASRec", "learning_rate=0.1", 1),
+        ("SASRec", "learning_rate=0.1", 2),
+        ("SASRec", "learning_rate=0.01", 1),
+        ("SASRec", "learning_rate=0.01", 2),
+        ("GRU4Rec", "", 1),
+        ("GRU4Rec", "", 2),
+    ]
+    gru = plan[-1].overrides
+    assert gru["embedding_size"] == 16 and gru["hidden_size"] == 8 and gru["epochs"] == 3 and gru["seed"] == 2
+    assert len({s.key for s in plan}) == len(plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sweep files
+
+
+def test_shipped_sweeps_load(in_tmp):
+    sizes = {}
+    for name in ("ci", "quick", "full"):
+        path = bm.resolve_sweep_path(f"sweep/{name}.yaml")
+        assert path == bm.PROPERTIES / "sweep" / f"{name}.yaml"
+        sizes[name] = len(bm.plan_runs(bm.load_sweep(path)))
+    assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 6 * 2 * 3}
+    assert bm.resolve_sweep_path("properties/sweep/quick.yaml") == bm.PROPERTIES / "sweep" / "quick.yaml"
+    quick = bm.load_sweep(bm.resolve_sweep_path("quick"))
+    assert quick.config["hidden_size"] == 32 and quick.config["n_layers"] == 1 and quick.baseline == "SASRec"
+
+
+def test_bad_sweep_files(sweep_file, capsys):
+    with pytest.raises(ConfigError, match="sweep file not found: nowhere.yaml"):
+        bm.resolve_sweep_path("nowhere.yaml")
+    with pytest.raises(ConfigError, match="unknown key\\(s\\) epochs"):
+        bm.load_sweep(sweep_file(epochs=3))
+    with pytest.raises(ConfigError, match="'models' must be a non-empty list"):
+        bm.load_sweep(sweep_file(models=[]))
+    with pytest.raises(ConfigError, match="baseline 'BERT4Rec' is not among the models"):
+        bm.load_sweep(sweep_file(baseline="BERT4Rec"))
+    with pytest.raises(ConfigError, match="grid key 'learning_rate' needs a non-empty list"):
+        bm.load_sweep(sweep_file(grid={"learning_rate": 0.1}))
+
+    from recbole_sae.cli import main
+
+    assert main(["--sweep=nowhere.yaml"]) == 2
+    assert "error: sweep file not found: nowhere.yaml" in capsys.readouterr().err
+    assert bm.main({"sweep": str(sweep_file(models=[]))}) == 2
+    assert "error: " in (err := capsys.readouterr().err) and "'models' must be a non-empty list" in err
