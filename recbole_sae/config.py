@@ -35,7 +35,7 @@ PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
 
 # Command-line keys of the CLI that are not RecBole config keys.
-CLI_ONLY_KEYS = {"config_files", "sweep", "run_dir", "steer", "steer_sweep", "strengths"}
+CLI_ONLY_KEYS = {"config_files", "sweep", "run_dir"}
 
 
 def project_layers(model: str, model_class, dataset: str) -> list[Path]:
