@@ -1,0 +1,352 @@
+"""Report writers: JSON, markdown, a plot and a static HTML browser of the latents.
+
+``write_json`` and ``markdown_table`` are generic helpers for every report of the
+project; ``write_interpretation_report`` renders the dict returned by
+:func:`recbole_sae.analysis.interpretation.interpret`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+__all__ = [
+    "to_jsonable",
+    "write_json",
+    "markdown_table",
+    "write_interpretation_report",
+]
+
+PathLike = Union[str, os.PathLike]
+
+N_GAIN_ROWS = 15
+N_EXAMPLE_LATENTS = 20
+N_PLOT_VALUES = 25
+N_MD_ITEMS = 5
+
+
+# --------------------------------------------------------------------------- generic helpers
+def to_jsonable(obj: Any) -> Any:
+    """A copy of ``obj`` that ``json`` can write: tensors and numpy values become lists
+    and numbers, paths and other objects strings, tuples lists, non-finite floats ``None``
+    (strict JSON has no NaN or Infinity)."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    tolist = getattr(obj, "tolist", None)  # torch tensors, numpy arrays and scalars
+    if callable(tolist):
+        return to_jsonable(tolist())
+    return str(obj)
+
+
+def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> Path:
+    """Write ``obj`` as strict JSON (see ``to_jsonable``), atomically.
+
+    The text goes to a temporary file in the same folder, which then replaces
+    ``path``, so a reader never sees a half-written file.  Creates the folder.
+    Returns the path.
+    """
+    path = Path(path)
+    text = json.dumps(to_jsonable(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+    return _write_text(text + "\n", path)
+
+
+def _write_text(text: str, path: Path) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _cell(value: Any, float_digits: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        text = f"{value:.{float_digits}f}" if math.isfinite(value) else str(value)
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def markdown_table(
+    rows: Iterable[Union[Sequence[Any], Mapping[str, Any]]],
+    headers: Sequence[str],
+    float_digits: int = 4,
+) -> str:
+    """A GitHub-flavoured markdown table.
+
+    ``rows`` are sequences (one cell per header) or mappings (looked up by
+    header; missing keys give empty cells).  Floats get ``float_digits``
+    decimals, ``None`` is empty, ``|`` and backslashes are escaped and line
+    breaks become spaces.  Every line ends with a newline::
+
+        | a | b |
+        | --- | --- |
+        | 1 | 0.5000 |
+    """
+    headers = [str(h) for h in headers]
+    if not headers:
+        raise ValueError("a markdown table needs at least one header")
+    lines = [
+        "| " + " | ".join(_cell(h, float_digits) for h in headers) + " |",
+        "| " + " | ".join("---" for _ in headers) + " |",
+    ]
+    for row in rows:
+        if isinstance(row, Mapping):
+            cells = [row.get(h) for h in headers]
+        else:
+            cells = list(row)
+            if len(cells) != len(headers):
+                raise ValueError(f"row has {len(cells)} cells for {len(headers)} headers: {cells!r}")
+        lines.append("| " + " | ".join(_cell(c, float_digits) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- interpretation report
+def _fmt(x: Optional[float], digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _example_latents(latents: List[dict], n: int) -> List[dict]:
+    """The ``n`` latents with the strongest best correlation (labelled ones first)."""
+    def strength(lat: dict) -> float:
+        corrs = [bv["corr"] for bv in lat.get("best_values", []) if bv.get("corr") is not None]
+        return max(corrs) if corrs else -math.inf
+
+    return sorted(latents, key=lambda lat: (-strength(lat), lat["id"]))[:n]
+
+
+def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -> str:
+    out = [f"# {title}", ""]
+    out.append(
+        f"{result.get('n_positions', 0)} positions; {result.get('n_latents', 0)} SAE latents "
+        f"({result.get('n_alive', 0)} alive, {result.get('n_dead', 0)} dead) against "
+        f"{result.get('n_raw_dims', 0)} raw hidden dimensions. Values count when at least "
+        f"{result.get('min_support', 0)} positions hold them."
+    )
+    out.append("")
+    out.append(
+        "For each attribute value the best unit (SAE latent, or raw dimension as the baseline) is the "
+        "one with the largest |Pearson correlation| (resp. ROC-AUC) between its activation and the "
+        "value's indicator over all positions; the tables average these over values. "
+        "Monosemanticity ratio = SAE / raw."
+    )
+    out.append("")
+    fields = result.get("fields", {})
+    summary_rows = []
+    for field, fres in fields.items():
+        s = fres["summary"]
+        summary_rows.append([
+            field, s["n_values"],
+            s["raw"]["mean_best_abs_corr"], s["sae"]["mean_best_abs_corr"], s["ratio_corr"],
+            s["raw"]["mean_best_auc"], s["sae"]["mean_best_auc"], s["ratio_auc"],
+        ])
+    out.append("## Monosemanticity: raw dimensions vs SAE latents")
+    out.append("")
+    out.append(markdown_table(summary_rows, [
+        "field", "values", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
+        "raw best AUC", "SAE best AUC", "ratio AUC",
+    ]))
+    if files.get("plot"):
+        out.append(f"![best |corr| per value, raw vs SAE]({files['plot']})")
+        out.append("")
+    for field, fres in fields.items():
+        rows = sorted(fres["summary"]["rows"], key=lambda r: (-r["gain"], r["value"]))[:N_GAIN_ROWS]
+        out.append(f"## {field}: the {len(rows)} values with the largest SAE gain")
+        out.append("")
+        out.append(markdown_table(
+            [[r["value"], r["support"], r["base_rate"], r["raw_best_abs_corr"], r["raw_dim"],
+              r["sae_best_abs_corr"], r["sae_latent"], r["raw_best_auc"], r["sae_best_auc"], r["gain"]]
+             for r in rows],
+            ["value", "support", "base rate", "raw |corr|", "raw dim", "SAE |corr|", "SAE latent",
+             "raw AUC", "SAE AUC", "gain |corr|"],
+        ))
+    examples = _example_latents(list(result.get("latents", [])), N_EXAMPLE_LATENTS)
+    out.append(f"## {len(examples)} example latents")
+    out.append("")
+    out.append(markdown_table(
+        [[lat["id"], lat["label"], lat["firing_rate"],
+          "; ".join(lat.get("top_titles", [])[:N_MD_ITEMS]),
+          "; ".join(lat.get("logit_titles", [])[:N_MD_ITEMS])]
+         for lat in examples],
+        ["latent", "label", "firing rate", "top items", "logit lens"],
+    ))
+    if files.get("html"):
+        out.append(f"All alive latents: [{files['html']}]({files['html']}).")
+        out.append("")
+    return "\n".join(out)
+
+
+def _plot(result: Mapping[str, Any], path: Path, title: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fields = list(result.get("fields", {}).items())
+    n = max(len(fields), 1)
+    fig = Figure(figsize=(11, 3.6 * n), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
+    for ax, (field, fres) in zip(axes, fields):
+        rows = sorted(fres["summary"]["rows"], key=lambda r: (-r["support"], r["value"]))[:N_PLOT_VALUES]
+        xs = range(len(rows))
+        raw = [r["raw_best_abs_corr"] for r in rows]
+        sae = [r["sae_best_abs_corr"] for r in rows]
+        ax.bar([x - 0.2 for x in xs], raw, width=0.4, label="raw hidden dim", color="#9e9e9e")
+        ax.bar([x + 0.2 for x in xs], sae, width=0.4, label="SAE latent", color="#1f77b4")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([str(r["value"]) for r in rows], rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("best |corr|")
+        ratio = fres["summary"].get("ratio_corr")
+        ax.set_title(f"{field} (top {len(rows)} values by support; ratio SAE/raw {_fmt(ratio, 2)})")
+        ax.set_ylim(0, 1)
+        ax.set_xlim(-0.6, max(len(rows), 10) - 0.4)  # a few values keep narrow bars
+        ax.legend(loc="upper right", fontsize=8)
+        if not rows:
+            ax.text(0.5, 0.5, "no value with enough support", ha="center", va="center", transform=ax.transAxes)
+    if not fields:
+        axes[0].text(0.5, 0.5, "no attribute fields", ha="center", va="center", transform=axes[0].transAxes)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+_HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; }
+input#filter { width: 40em; max-width: 90%; padding: .4em; font-size: 1em; margin-bottom: 1em; }
+table { border-collapse: collapse; width: 100%; font-size: .85em; }
+th, td { border: 1px solid #ddd; padding: .3em .5em; vertical-align: top; text-align: left; }
+th { background: #f3f3f3; position: sticky; top: 0; }
+tr:nth-child(even) { background: #fafafa; }
+td.num { text-align: right; white-space: nowrap; }
+ol { margin: 0; padding-left: 1.4em; }
+.muted { color: #777; }
+"""
+
+_HTML_SCRIPT = """
+(function () {
+  var box = document.getElementById('filter');
+  var rows = document.querySelectorAll('#latents tbody tr');
+  var count = document.getElementById('count');
+  box.addEventListener('input', function () {
+    var q = box.value.toLowerCase();
+    var shown = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var hit = rows[i].textContent.toLowerCase().indexOf(q) !== -1;
+      rows[i].style.display = hit ? '' : 'none';
+      if (hit) { shown++; }
+    }
+    count.textContent = shown;
+  });
+})();
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def _html_list(items: Sequence[Any]) -> str:
+    if not items:
+        return '<span class="muted">none</span>'
+    return "<ol>" + "".join(f"<li>{_e(x)}</li>" for x in items) + "</ol>"
+
+
+def _html(result: Mapping[str, Any], title: str) -> str:
+    latents = list(result.get("latents", []))
+    rows = []
+    for lat in latents:
+        best = [
+            f"{bv.get('field', '')}={bv.get('value', '')} (corr {_fmt(bv.get('corr'), 2)}, "
+            f"AUC {_fmt(bv.get('auc'), 2)}, prec {_fmt(bv.get('precision'), 2)})"
+            for bv in lat.get("best_values", [])
+        ]
+        rows.append(
+            "<tr>"
+            f'<td class="num">{_e(lat["id"])}</td>'
+            f"<td>{_e(lat.get('label', ''))}</td>"
+            f'<td class="num">{_e(_fmt(lat.get("firing_rate")))}</td>'
+            f"<td>{_html_list(lat.get('top_titles', []))}</td>"
+            f"<td>{_html_list(lat.get('logit_titles', []))}</td>"
+            f"<td>{_html_list(best)}</td>"
+            "</tr>"
+        )
+    summary = []
+    for field, fres in result.get("fields", {}).items():
+        s = fres["summary"]
+        summary.append(
+            f"<li>{_e(field)}: best |corr| raw {_e(_fmt(s['raw']['mean_best_abs_corr']))} vs SAE "
+            f"{_e(_fmt(s['sae']['mean_best_abs_corr']))} (ratio {_e(_fmt(s['ratio_corr'], 2))}); "
+            f"best AUC raw {_e(_fmt(s['raw']['mean_best_auc']))} vs SAE {_e(_fmt(s['sae']['mean_best_auc']))}"
+            f" over {_e(s['n_values'])} values</li>"
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n<body>\n"
+        f"<h1>{_e(title)}</h1>\n"
+        f"<p>{_e(result.get('n_alive', len(latents)))} alive latents of {_e(result.get('n_latents', ''))} "
+        f"over {_e(result.get('n_positions', ''))} positions.</p>\n"
+        f"<ul>{''.join(summary)}</ul>\n"
+        '<input id="filter" type="search" placeholder="Filter latents by any text (label, item, value)" '
+        'autofocus>\n'
+        f'<p><span id="count">{len(latents)}</span> shown</p>\n'
+        '<table id="latents">\n<thead><tr><th>latent</th><th>label</th><th>firing rate</th>'
+        "<th>top-activating items</th><th>logit lens</th><th>best values</th></tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody>\n</table>\n"
+        f"<script>{_HTML_SCRIPT}</script>\n</body>\n</html>\n"
+    )
+
+
+def write_interpretation_report(
+    result: Mapping[str, Any],
+    out_dir: PathLike,
+    title: str = "SAE interpretation",
+) -> Dict[str, Path]:
+    """Write the interpretation ``result`` (from ``interpret``) into ``out_dir``.
+
+    Files: ``interpretation.json`` (the result as is), ``interpretation.md``
+    (summary per field, the values with the largest SAE gain, example
+    latents), ``interpretation.png`` (best |corr| per value, raw vs SAE, one
+    panel per field) and ``latents.html`` (a self-contained page to browse and
+    filter all alive latents).  Returns ``{"json", "markdown", "plot", "html"}``
+    -> path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "interpretation.json",
+        "markdown": out / "interpretation.md",
+        "plot": out / "interpretation.png",
+        "html": out / "latents.html",
+    }
+    write_json(result, paths["json"])
+    _plot(result, paths["plot"], title)
+    _write_text(_html(result, title), paths["html"])
+    names = {"plot": paths["plot"].name, "html": paths["html"].name}
+    _write_text(_markdown(result, title, names), paths["markdown"])
+    return paths

@@ -1,0 +1,113 @@
+"""Report writers: JSON, markdown table, and the interpretation report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_sae.analysis import interpret, markdown_table, to_jsonable, write_interpretation_report, write_json
+
+
+def test_markdown_table_exact():
+    rows = [["Western", 12, 0.5], {"value": "a|b", "n": None, "x": 1.23456}]
+    assert markdown_table(rows, ["value", "n", "x"]) == (
+        "| value | n | x |\n"
+        "| --- | --- | --- |\n"
+        "| Western | 12 | 0.5000 |\n"
+        "| a\\|b |  | 1.2346 |\n"
+    )
+    assert markdown_table([[1.0]], ["x"], float_digits=1) == "| x |\n| --- |\n| 1.0 |\n"
+    with pytest.raises(ValueError, match="2 cells for 3 headers"):
+        markdown_table([[1, 2]], ["a", "b", "c"])
+
+
+def test_write_json_atomic_and_strict(tmp_path):
+    obj = {
+        "t": torch.tensor([1, 2]),
+        "x": np.float32(0.5),
+        "nan": float("nan"),
+        "inf": [float("inf")],
+        "path": tmp_path,
+        "tuple": (1, "a"),
+        3: "int key",
+    }
+    path = write_json(obj, tmp_path / "sub" / "out.json")
+    assert path == tmp_path / "sub" / "out.json"
+    loaded = json.loads(path.read_text())
+    assert loaded == {"t": [1, 2], "x": 0.5, "nan": None, "inf": [None], "path": str(tmp_path),
+                      "tuple": [1, "a"], "3": "int key"}
+    write_json({"a": 1}, path)  # overwrite in place
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]  # no temporary left over
+    assert to_jsonable({"a": torch.tensor(2.5)}) == {"a": 2.5}
+
+
+def _result():
+    g = torch.Generator().manual_seed(0)
+    n_items, n = 8, 500
+    item_ids = torch.randint(1, n_items, (n,), generator=g)
+    genre = torch.zeros(n_items, 3, dtype=torch.bool)
+    genre[[1, 2], 0] = True
+    genre[[3, 4, 5], 1] = True
+    genre[[6, 7], 2] = True
+    sae = torch.stack([genre[item_ids, v].float() * (1 + torch.rand(n, generator=g)) for v in range(3)]
+                      + [torch.zeros(n)], dim=1)
+    raw = torch.randn(n, 4, generator=g) + 0.5 * genre[item_ids].float() @ torch.randn(3, 4, generator=g)
+    titles = ["[PAD]", '<b>&"x"', "Plain & simple"] + [f"Movie {i}" for i in range(3, n_items)]
+    emb = torch.randn(n_items, 4, generator=g)
+    directions = torch.randn(4, 4, generator=g)
+    return interpret(sae, raw, item_ids, {"genre": (["Western", "Drama", "Sci<Fi>"], genre)},
+                     titles, directions, emb, k=3, min_support=5)
+
+
+def test_interpretation_report_files(tmp_path):
+    result = _result()
+    paths = write_interpretation_report(result, tmp_path / "report", title="Toy <report>")
+    assert set(paths) == {"json", "markdown", "plot", "html"}
+    for key, name in [("json", "interpretation.json"), ("markdown", "interpretation.md"),
+                      ("plot", "interpretation.png"), ("html", "latents.html")]:
+        assert paths[key] == tmp_path / "report" / name
+        assert paths[key].is_file() and paths[key].stat().st_size > 0
+
+    # The JSON round-trips.
+    assert json.loads(paths["json"].read_text()) == result
+
+    # PNG signature.
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    md = paths["markdown"].read_text()
+    assert md.startswith("# Toy <report>\n")
+    s = result["fields"]["genre"]["summary"]
+    raw_c, sae_c = s["raw"]["mean_best_abs_corr"], s["sae"]["mean_best_abs_corr"]
+    assert f"| genre | {s['n_values']} | {raw_c:.4f} | {sae_c:.4f} |" in md
+    assert "largest SAE gain" in md and "example latents" in md
+    assert "(interpretation.png)" in md and "(latents.html)" in md
+
+    page = paths["html"].read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "<style>" in page
+    assert "http" not in page  # self-contained: nothing fetched
+    assert '<b>&"x"' not in page and "&lt;b&gt;&amp;&quot;x&quot;" in page
+    assert "Sci&lt;Fi&gt;" in page and "Toy &lt;report&gt;" in page
+    assert "Plain &amp; simple" in page
+    alive = [lat["id"] for lat in result["latents"]]
+    assert alive == [0, 1, 2]  # latent 3 is dead
+    for lat in result["latents"]:
+        assert f'<td class="num">{lat["id"]}</td>' in page
+    assert page.count("<tr>") == len(alive) + 1  # + header row
+
+
+def test_report_without_any_value_passing_support(tmp_path):
+    result = _result()
+    for fres in result["fields"].values():
+        fres["summary"].update({"n_values": 0, "rows": [], "ratio_corr": None, "ratio_auc": None})
+        fres["summary"]["sae"] = {"mean_best_abs_corr": None, "mean_best_auc": None}
+        fres["summary"]["raw"] = {"mean_best_abs_corr": None, "mean_best_auc": None}
+    paths = write_interpretation_report(result, tmp_path, title="empty")
+    assert all(Path(p).is_file() for p in paths.values())
+    md = paths["markdown"].read_text()
+    assert "| genre | 0 |  |  |  |  |  |  |" in md  # missing means are empty cells
+    assert "the 0 values with the largest SAE gain" in md
