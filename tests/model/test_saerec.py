@@ -1,0 +1,120 @@
+"""SAERec: causal intent retrieval, the fused network, explanations, the run folder."""
+
+import json
+import os
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+
+from recbole_sae.errors import ConfigError
+from recbole_sae.model.saerec import SAERec
+
+INTENT_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
+                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2,
+                "intent_layers": 1, "n_heads": 1}
+
+
+@pytest.fixture
+def saerec(tiny_build, tmp_path):
+    def make(**overrides):
+        config, data, train_data, valid_data, test_data = tiny_build(
+            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_SMALL, **overrides})
+        return SAERec(config, train_data.dataset).eval(), data, test_data
+
+    return make
+
+
+def test_personal_intents_and_outputs_are_causal(saerec):
+    model, _, _ = saerec()
+    seq = torch.tensor([[3, 8, 13, 18, 23, 0]])
+    lengths = torch.tensor([5])
+    changed = seq.clone()
+    changed[0, 3:5] = torch.tensor([4, 9])  # change the items after position 2
+    with torch.no_grad():
+        ids, _ = model.personal_intents(seq, lengths, all_positions=True)
+        ids2, _ = model.personal_intents(changed, lengths, all_positions=True)
+        out = model.forward(seq, lengths, all_positions=True)
+        out2 = model.forward(changed, lengths, all_positions=True)
+    assert torch.equal(ids[0, :3], ids2[0, :3])
+    torch.testing.assert_close(out[0, :3], out2[0, :3])
+    assert not torch.allclose(out[0, 3:5], out2[0, 3:5])
+    # the last-position retrieval of a whole sequence is the per-position one at its end
+    last, _ = model.personal_intents(seq, lengths, all_positions=False)
+    assert torch.equal(last[0, 0], ids[0, 4])
+
+
+def test_public_intents_and_shapes(saerec):
+    model, data, test_data = saerec()
+    assert model.public_ids.shape == (2,) and int(model.public_ids.max()) < model.vocabulary.n_kept
+    batch = next(iter(test_data))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+    assert scores.shape == (len(batch), data.item_num) and torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("fusion", ["attention", "gate"])
+def test_explain_names_intents_and_fusion_weights(saerec, fusion):
+    model, _, test_data = saerec(fusion=fusion)
+    batch = next(iter(test_data))[0]
+    explanations = model.explain(batch[:3], k=5)
+    assert len(explanations) == 3
+    for record in explanations:
+        assert len(record["top_items"]) == 5 and 0 not in record["top_items"]
+        assert len(record["personal_intents"]) == 3 and len(record["public_intents"]) == 2
+        for intent in record["personal_intents"]:
+            assert intent["label"] == model.intent_labels[intent["intent"]]
+        weights = record["fusion"]
+        assert 0.0 <= weights["personal"] <= 1.0 and 0.0 <= weights["public"] <= 1.0
+        if fusion == "attention":
+            assert weights["personal"] + weights["public"] == pytest.approx(1.0, abs=1e-3)
+        assert sum(i["attention"] for i in record["personal_intents"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_training_step_lowers_the_loss(saerec):
+    model, _, _ = saerec()
+    model.train()
+    torch.manual_seed(0)
+    seq = torch.tensor([[3, 8, 13, 18, 0], [5, 10, 15, 20, 25]])
+    inter = Interaction({"item_id_list": seq, "item_length": torch.tensor([4, 5]),
+                         "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]])})
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(inter)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert model.intent_proj.weight.grad is not None and model.personal_layers[0].query.weight.grad.abs().sum() > 0
+
+
+def test_bad_fusion_is_a_clear_error(saerec):
+    with pytest.raises(ConfigError, match="fusion must be one of"):
+        saerec(fusion="sum")
+
+
+def test_run_writes_intents_and_explanations(tiny_dataset, in_tmp, tmp_path):
+    from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    cfg = {"data_path": data_path, **INTENT_SMALL, "epochs": 2, "hidden_size": 16, "inner_size": 32,
+           "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10, "intent_cache_dir": str(tmp_path / "cache")}
+    result = run_recbole_sae("SAERec", name, [yaml_file], cfg)
+    intents = result["intents"]
+    assert intents["n_kept"] <= intents["n_alive"] <= intents["n_latents"] == 64
+    folder = intents["intents_dir"]
+    for path in ["intents.md", "explanations.json", "index.faiss", "vocabulary/intents.json"]:
+        assert os.path.isfile(os.path.join(folder, path)), path
+    explanations = json.load(open(os.path.join(folder, "explanations.json")))
+    assert len(explanations) == 3 and all(len(e["top_titles"]) == 10 for e in explanations)
+    # reload: the vocabulary comes back from the cache, the weights from the checkpoint
+    config, model, *_ , test_data = load_data_and_model(result["run_dir"], expected_model="SAERec")
+    from recbole.trainer import Trainer
+
+    again = Trainer(config, model).evaluate(test_data, load_best_model=False)
+    assert {k: round(float(v), 6) for k, v in again.items()} == result["test"]
