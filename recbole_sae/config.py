@@ -60,10 +60,18 @@ class Config(RecBoleConfig):
         )
 
     def _load_cmd_line(self):
-        cmd = super()._load_cmd_line()
-        for key in CLI_ONLY_KEYS:
-            cmd.pop(key, None)
-        return cmd
+        """``--key=value`` from sys.argv, split at the first '=' (RecBole drops values holding '=',
+        such as ``--steer=latent=12:+6``); the CLI's own keys are left out."""
+        cmd = {}
+        for arg in sys.argv[1:]:
+            if not arg.startswith("--") or "=" not in arg:
+                continue
+            key, value = arg[2:].split("=", 1)
+            if key in cmd and cmd[key] != value:
+                raise ConfigError(f"--{key} is given twice with different values ({cmd[key]!r}, {value!r})")
+            if key not in CLI_ONLY_KEYS:
+                cmd[key] = value
+        return self._convert_config_dict(cmd)
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

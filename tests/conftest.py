@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# The tests use tiny tensors: one thread avoids the oversubscription that makes them many times
+# slower on a busy 2-core machine.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 if not os.environ.get("RECBOLE_SAE_DATA") and SHARED_DATA.is_dir():

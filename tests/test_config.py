@@ -94,3 +94,16 @@ def test_resolved_config_dumps_to_plain_yaml(in_tmp):
     config = Config("SASRec", "ml-100k", config_dict={"epochs": 2})
     plain = yaml.safe_load(config.to_yaml())
     assert plain["epochs"] == 2 and plain["model"] == "SASRec" and plain["MODEL_TYPE"] == "SEQUENTIAL"
+
+
+def test_command_line_values_may_hold_equal_signs(in_tmp, monkeypatch):
+    # RecBole's own parser drops such arguments with a warning
+    monkeypatch.setattr(sys, "argv", ["prog", "--steer=latent=12:+6", "--epochs=4"])
+    config = Config("SASRec", "ml-100k")
+    assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
+
+
+def test_conflicting_command_line_values_are_an_error(in_tmp, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=4", "--epochs=5"])
+    with pytest.raises(ConfigError, match="--epochs is given twice"):
+        Config("SASRec", "ml-100k")
