@@ -8,10 +8,11 @@ cross-entropy over all items).
 The network is RecBole's SASRec, parameter for parameter (same initialisation for the same seed);
 what changes is how it is fed and a few per-op costs:
 
-* ``train_mode: full_sequence`` (default): one row per user and window of ``MAX_ITEM_LIST_LENGTH``
-  items of the training sequence, cross-entropy at every real position (the target of position t
-  is item t+1). The rows are built by ``recbole_sae.trainer.sequence_trainer`` from RecBole's own
-  training split, so validation and test items never enter training.
+* ``train_mode: full_sequence`` (default): one row per window of up to ``MAX_ITEM_LIST_LENGTH``
+  items of a user's training sequence, windows ``full_sequence_stride`` items apart, cross-entropy
+  at every position whose target (the next item) no earlier window holds: every training target
+  once. The rows are built by ``recbole_sae.trainer.sequence_trainer`` from RecBole's own training
+  split, so validation and test items never enter training.
 * ``train_mode: prefix``: RecBole's way (every prefix of every sequence is a row, loss at its last
   position), optionally with ``length_bucketing``.
 * every batch is trimmed to its longest sequence (RecBole pads all rows to MAX_ITEM_LIST_LENGTH);

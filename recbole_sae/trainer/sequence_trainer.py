@@ -2,11 +2,13 @@
 
 RecBole's training split of a sequential dataset holds one row per prefix of each user's training
 sequence (target = the next item), consecutive per user and in time order. ``full_sequence``
-keeps, per user, the rows that end each window of ``MAX_ITEM_LIST_LENGTH`` items counted back from
-the user's last training item; each kept row's item list plus its target is a window of the
-sequence, and the next-item targets of its positions are the list shifted by one with the row's
-target last. The windows cover every training target of the user exactly once; validation and
-test items are in other splits and never appear.
+keeps, per user, the row of the user's last training item and every ``full_sequence_stride``-th
+row before it; each kept row's item list (up to ``MAX_ITEM_LIST_LENGTH`` items) plus its target is
+a window of the sequence, and the next-item targets of its positions are the list shifted by one
+with the row's target last. A window's loss covers only the targets that no earlier window of the
+user holds (its last ``stride`` positions), so every training target counts exactly once and, with
+a stride below the window length, long histories keep at least ``length - stride`` items of
+context. Validation and test items are in other splits and never appear.
 
 Both modes can group rows of similar length into a batch (``length_bucketing``) so that trimming a
 batch to its longest row removes most padding; the batch order is shuffled every epoch with a
@@ -26,21 +28,44 @@ from tqdm import tqdm
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD
 
 
-def full_sequence_rows(user_ids: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Indices of the prefix rows that end each window of ``max_len`` targets, per user.
+def _row_offsets(user_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: its distance from the user's last row, and from the user's first row."""
+    n = user_ids.numel()
+    is_last = torch.ones(n, dtype=torch.bool)
+    is_last[:-1] = user_ids[1:] != user_ids[:-1]
+    last_index = torch.nonzero(is_last).squeeze(1)
+    first_index = torch.cat([torch.zeros(1, dtype=torch.long), last_index[:-1] + 1])
+    owner = torch.searchsorted(last_index, torch.arange(n))
+    return last_index[owner] - torch.arange(n), torch.arange(n) - first_index[owner]
+
+
+def default_stride(max_len: int) -> int:
+    """A quarter of the window: every counted target keeps at least 3/4 of the window as context."""
+    return max(1, max_len // 4)
+
+
+def full_sequence_rows(user_ids: torch.Tensor, stride: int) -> torch.Tensor:
+    """Indices of the prefix rows that end a window, every ``stride`` rows back from each user's last.
 
     ``user_ids`` are the training rows' users, consecutive per user in time order.
     """
-    n = user_ids.numel()
-    if n == 0:
+    if user_ids.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    is_last = torch.ones(n, dtype=torch.bool)
-    is_last[:-1] = user_ids[1:] != user_ids[:-1]
-    # distance of each row from its user's last row
-    last_index = torch.nonzero(is_last).squeeze(1)
-    owner_last = last_index[torch.searchsorted(last_index, torch.arange(n))]
-    back = owner_last - torch.arange(n)
-    return torch.nonzero(back % max_len == 0).squeeze(1)
+    back, _ = _row_offsets(user_ids)
+    return torch.nonzero(back % stride == 0).squeeze(1)
+
+
+def new_target_mask(user_ids: torch.Tensor, rows: torch.Tensor, item_len: torch.Tensor, stride: int,
+                    width: int) -> torch.Tensor:
+    """[R, width] mask of the positions whose target no earlier window of the user holds.
+
+    A window ends ``stride`` rows after the previous one, so only its last ``stride`` positions are
+    new, except in the user's first window (fewer than ``stride`` rows before it), where all are.
+    """
+    _, ahead = _row_offsets(user_ids)
+    positions = torch.arange(width).unsqueeze(0)
+    first = (ahead[rows] < stride).unsqueeze(1)
+    return (positions < item_len.unsqueeze(1)) & (first | (positions >= (item_len - stride).unsqueeze(1)))
 
 
 def shifted_targets(item_seq: torch.Tensor, item_len: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -63,13 +88,23 @@ class LengthBatches:
         self.seq_field, self.len_field, self.item_field = seq_field, len_field, item_field
         self.user_field = user_field
         rows = torch.arange(len(feat))
+        max_len = config["MAX_ITEM_LIST_LENGTH"]
+        stride = int(config["full_sequence_stride"] or default_stride(max_len))
+        if not 1 <= stride <= max_len:
+            from recbole_sae.errors import ConfigError
+
+            raise ConfigError(f"full_sequence_stride must be in 1..MAX_ITEM_LIST_LENGTH ({max_len}), got {stride}")
         if full_sequence:
-            rows = full_sequence_rows(feat[user_field], config["MAX_ITEM_LIST_LENGTH"])
+            rows = full_sequence_rows(feat[user_field], stride)
         self.item_seq = feat[seq_field][rows]
         self.item_len = feat[len_field][rows]
         self.target = feat[item_field][rows]
         self.user = feat[user_field][rows]
-        self.targets = shifted_targets(self.item_seq, self.item_len, self.target) if full_sequence else None
+        self.targets = None
+        if full_sequence:
+            targets = shifted_targets(self.item_seq, self.item_len, self.target)
+            new = new_target_mask(feat[user_field], rows, self.item_len, stride, targets.size(1))
+            self.targets = torch.where(new, targets, torch.zeros_like(targets))
         self.batch_size = config["train_batch_size"]
         self.bucketing = bucketing
         self.seed = config["seed"]

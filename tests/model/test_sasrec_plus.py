@@ -11,7 +11,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_sae.model.layers import SDPAMultiHeadAttention
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD, SASRecPlus
-from recbole_sae.trainer.sequence_trainer import LengthBatches, full_sequence_rows, shifted_targets
+from recbole_sae.trainer.sequence_trainer import LengthBatches, default_stride, full_sequence_rows, shifted_targets
 
 
 def _user_sequences(data, data_path):
@@ -29,6 +29,18 @@ def test_full_sequence_rows_pick_window_ends():
     # user 1 has rows 0..4 (last 4): windows of 2 end at rows 4, 2, 0; user 2 rows 5, 6 -> 6; user 3 -> 7
     assert full_sequence_rows(users, 2).tolist() == [0, 2, 4, 6, 7]
     assert full_sequence_rows(users, 50).tolist() == [4, 6, 7]
+    # stride 1: every row ends a window
+    assert full_sequence_rows(users, 1).tolist() == list(range(8))
+
+
+def test_new_target_mask_counts_each_target_once():
+    from recbole_sae.trainer.sequence_trainer import new_target_mask
+
+    users = torch.tensor([1, 1, 1, 1, 1, 1])  # rows 0..5: prefixes of length 1..4 (window 4)
+    rows = full_sequence_rows(users, 2)  # rows 1, 3, 5
+    lengths = torch.tensor([2, 4, 4])
+    mask = new_target_mask(users, rows, lengths, 2, 4)
+    assert mask.int().tolist() == [[1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
 
 
 def test_shifted_targets():
@@ -36,30 +48,36 @@ def test_shifted_targets():
     assert shifted_targets(seq, torch.tensor([3, 1]), torch.tensor([9, 4])).tolist() == [[6, 7, 9, 0], [4, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("max_len", [4, 50])
-def test_full_sequence_rows_hold_exactly_the_training_part(tiny_build, tiny_dataset, max_len):
-    config, data, train_data, _, _ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=max_len)
+@pytest.mark.parametrize("max_len,stride", [(4, None), (50, None), (6, 3), (6, 1), (5, 5)])
+def test_full_sequence_rows_hold_exactly_the_training_part(tiny_build, tiny_dataset, max_len, stride):
+    config, data, train_data, _, _ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=max_len, full_sequence_stride=stride)
     batches = LengthBatches(train_data.dataset, config, full_sequence=True)
     sequences = _user_sequences(data, tiny_dataset[0])
     user_of_row = train_data.dataset.inter_feat["user_id"][
-        full_sequence_rows(train_data.dataset.inter_feat["user_id"], max_len)
+        full_sequence_rows(train_data.dataset.inter_feat["user_id"], stride or default_stride(max_len))
     ]
     seen = defaultdict(list)
     for row in range(batches.n_rows):
         n = int(batches.item_len[row])
         inputs = batches.item_seq[row, :n].tolist()
         targets = batches.targets[row, :n].tolist()
-        assert inputs[1:] == targets[:-1] and batches.targets[row, n:].eq(0).all()
-        seen[int(user_of_row[row])].append((inputs, targets))
+        counted = [t for t in range(n) if targets[t] > 0]
+        assert counted == list(range(counted[0], n)), "the counted targets are the window's last positions"
+        assert batches.targets[row, n:].eq(0).all()
+        seen[int(user_of_row[row])].append((inputs, batches.target[row].item(), counted, targets))
     for user, windows in seen.items():
         whole = sequences[user]
         training = whole[:-2]  # the last two items are the validation and test targets
-        all_targets = sorted(t for _, ts in windows for t in ts)
+        all_targets = sorted(ts[t] for _, _, counted, ts in windows for t in counted)
         assert all_targets == sorted(training[1:]), "every training target exactly once, nothing else"
-        for inputs, targets in windows:
-            span = inputs + targets[-1:]
-            starts = [i for i in range(len(training)) if training[i : i + len(span)] == span]
-            assert starts, "each window is a contiguous piece of the training part"
+        for inputs, last_target, counted, targets in windows:
+            span = inputs + [last_target]
+            assert any(training[i : i + len(span)] == span for i in range(len(training))), "a contiguous piece"
+            assert all(targets[t] == span[t + 1] for t in counted)
+            if len(inputs) < max_len:  # a short window starts at the beginning: the whole history is seen
+                assert training[: len(span)] == span
+            elif counted[0] > 0:  # a full later window: its counted targets keep max_len - stride items of context
+                assert counted[0] == max_len - (stride or default_stride(max_len))
     assert batches.n_targets == len(train_data.dataset)
 
 
