@@ -1,0 +1,81 @@
+"""Stock RecBole SASRec (recbole.quick_start.run_recbole) vs the same model through the plugin.
+
+Both runs use the plugin's protocol files (properties/overall.yaml + the dataset yaml) and the same
+seed; RecBole's import-time anomaly mode is switched off for the stock run too, so the comparison
+is the pipeline, not the anomaly mode. Prints one JSON line per run and appends them to OUT.
+
+usage: python benchmarks/stock_vs_plugin.py OUT.jsonl --dataset=ml-100k --epochs=1 [--key=value ...]
+"""
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+
+def timed_epochs():
+    from recbole.trainer import Trainer
+
+    seconds = []
+    original = Trainer._train_epoch
+
+    def wrapper(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = original(self, *args, **kwargs)
+        seconds.append(time.perf_counter() - start)
+        return out
+
+    Trainer._train_epoch = wrapper
+    return seconds, lambda: setattr(Trainer, "_train_epoch", original)
+
+
+def main():
+    out = sys.argv[1]
+    overrides = dict(arg[2:].split("=", 1) for arg in sys.argv[2:])
+    dataset = overrides.pop("dataset", "ml-100k")
+    sys.argv = sys.argv[:1] + [f"--{k}={v}" for k, v in overrides.items()]
+    from recbole_sae.config import PROPERTIES
+
+    files = [str(PROPERTIES / "overall.yaml"), str(PROPERTIES / "dataset" / f"{dataset}.yaml")]
+    records = []
+
+    # 1. stock RecBole (its quick_start imports ray: needs setuptools < 81 and numpy < 2)
+    from recbole_sae import compat
+
+    compat.numpy_aliases()
+    from recbole.quick_start import run_recbole
+
+    torch.autograd.set_detect_anomaly(False)
+    seconds, restore = timed_epochs()
+    start = time.perf_counter()
+    stock = run_recbole(model="SASRec", dataset=dataset, config_file_list=files,
+                        config_dict={"checkpoint_dir": "runs/stock"})
+    records.append({"pipeline": "stock RecBole run_recbole", "seconds": time.perf_counter() - start,
+                    "epoch_seconds": seconds[:], "test": dict(stock["test_result"])})
+    restore()
+
+    # 2. the plugin
+    from recbole_sae.quick_start import run_recbole_sae
+
+    start = time.perf_counter()
+    plugin = run_recbole_sae(model="SASRec", dataset=dataset)
+    records.append({"pipeline": "recbole-sae run_recbole_sae", "seconds": time.perf_counter() - start,
+                    "epoch_seconds": [plugin["seconds_per_epoch"]] * plugin["epochs_run"], "test": plugin["test"]})
+
+    with open(out, "a") as f:
+        for rec in records:
+            rec.update({"dataset": dataset, "overrides": overrides, "date": datetime.date.today().isoformat(),
+                        "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
+                        "anomaly_enabled": torch.is_anomaly_enabled()})
+            rec["test"] = {k: round(float(v), 6) for k, v in rec["test"].items()}
+            f.write(json.dumps(rec) + "\n")
+            print(json.dumps({k: rec[k] for k in ("pipeline", "seconds", "epoch_seconds")}),
+                  "test ndcg@10", rec["test"]["ndcg@10"])
+
+
+if __name__ == "__main__":
+    main()
