@@ -36,6 +36,7 @@ from recbole_sae.model.layers import trim
 from recbole_sae.model.sasrec_plus import SASRecPlus
 
 FUSIONS = ("attention", "gate")
+PERSONAL_FIELD = "personal_intent_ids"  # [B, L, K] precomputed personal intents of every position
 
 
 class IntentCrossAttention(nn.Module):
@@ -139,13 +140,27 @@ class SAERec(SASRecPlus):
                                             self.recency_decay, space="embedding")
         return self.index.set_public_intents(found.ids, self.n_public).clone()
 
+    @torch.no_grad()
+    def precompute_rows(self, item_seq, item_seq_len) -> dict:
+        """Personal intents of every position of the training rows: they depend on the items only."""
+        return {PERSONAL_FIELD: self.personal_intents(item_seq, item_seq_len, all_positions=True)[0]}
+
+    def sequence_states(self, interaction):
+        personal = interaction[PERSONAL_FIELD] if PERSONAL_FIELD in interaction.interaction else None
+        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], all_positions=True,
+                            personal_ids=personal)
+
     # -- the network --------------------------------------------------------------------------------
-    def forward(self, item_seq, item_seq_len, all_positions: bool = False, explain: bool = False):
+    def forward(self, item_seq, item_seq_len, all_positions: bool = False, explain: bool = False,
+                personal_ids=None):
         item_seq = trim(item_seq, item_seq_len)
         a = self.encode(item_seq)
         if not all_positions:
             a = self.gather_indexes(a, item_seq_len - 1).unsqueeze(1)
-        ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
+        if personal_ids is not None:
+            ids, scores = personal_ids[:, : a.size(1)], None
+        else:
+            ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
         intents = self.intent_proj(self.intent_directions)
         b, c = a, a
         personal_attention = public_attention = None

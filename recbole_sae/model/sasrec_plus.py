@@ -81,11 +81,13 @@ class SASRecPlus(SASRec):
             return self.full_sequence_loss(interaction)
         return super().calculate_loss(interaction)
 
+    def sequence_states(self, interaction):
+        """Hidden states at every position [B, L, H] of a full-sequence batch."""
+        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], all_positions=True)
+
     def full_sequence_loss(self, interaction):
         """Mean cross-entropy over all real positions; logits only where there is a target."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        hidden = self.forward(item_seq, item_seq_len, all_positions=True)
+        hidden = self.sequence_states(interaction)
         targets = interaction[TARGETS_FIELD][:, : hidden.size(1)]
         real = targets > 0
         logits = hidden[real] @ self.item_embedding.weight.t()

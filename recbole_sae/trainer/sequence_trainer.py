@@ -18,6 +18,7 @@ generator seeded from ``seed`` and the epoch, so runs are reproducible.
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from recbole.data.interaction import Interaction
@@ -105,6 +106,7 @@ class LengthBatches:
             targets = shifted_targets(self.item_seq, self.item_len, self.target)
             new = new_target_mask(feat[user_field], rows, self.item_len, stride, targets.size(1))
             self.targets = torch.where(new, targets, torch.zeros_like(targets))
+        self.extra: dict[str, torch.Tensor] = {}  # more per-row [R, L, ...] fields (see SequenceTrainer)
         self.batch_size = config["train_batch_size"]
         self.bucketing = bucketing
         self.seed = config["seed"]
@@ -140,6 +142,8 @@ class LengthBatches:
             }
             if self.targets is not None:
                 fields[TARGETS_FIELD] = self.targets[index, :width]
+            for name, values in self.extra.items():
+                fields[name] = values[index, :width]
             yield Interaction(fields)
 
 
@@ -171,6 +175,12 @@ class SequenceTrainer(Trainer):
                 f"{self.train_mode} training: {self._batches.n_rows} rows, "
                 f"{self._batches.n_targets} targets, {len(self._batches)} batches per epoch"
             )
+            if self.train_mode == "full_sequence" and hasattr(self.model, "precompute_rows"):
+                # per-row inputs that do not change during training, computed once (e.g. SAERec's
+                # personal intents at every position)
+                start = time.perf_counter()
+                self._batches.extra.update(self.model.precompute_rows(self._batches.item_seq, self._batches.item_len))
+                self.logger.info(f"precomputed {sorted(self._batches.extra)} in {time.perf_counter() - start:.1f} s")
         return self._batches
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):

@@ -118,3 +118,19 @@ def test_run_writes_intents_and_explanations(tiny_dataset, in_tmp, tmp_path):
 
     again = Trainer(config, model).evaluate(test_data, load_best_model=False)
     assert {k: round(float(v), 6) for k, v in again.items()} == result["test"]
+
+
+def test_precomputed_personal_intents_give_the_same_loss(saerec):
+    from recbole_sae.model.saerec import PERSONAL_FIELD
+
+    model, _, _ = saerec()
+    seq = torch.tensor([[3, 8, 13, 18, 0], [5, 10, 15, 20, 25]])
+    lengths = torch.tensor([4, 5])
+    fields = {"item_id_list": seq, "item_length": lengths,
+              "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]])}
+    with torch.no_grad():
+        plain = model.calculate_loss(Interaction(fields))
+        pre = model.precompute_rows(seq, lengths)
+        cached = model.calculate_loss(Interaction({**fields, **pre}))
+    assert pre[PERSONAL_FIELD].shape == (2, 5, 3)
+    assert cached.item() == pytest.approx(plain.item(), rel=1e-6)
