@@ -42,7 +42,7 @@ import json
 import math
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -50,6 +50,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
+from recbole_sae.sae.config import reject_unknown_fields
 
 __all__ = [
     "IntentRules",
@@ -138,10 +139,7 @@ class IntentRules:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "IntentRules":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown IntentRules field(s) {unknown}; valid fields are {sorted(known)}")
+        reject_unknown_fields(cls, data)
         return cls(**dict(data))
 
 

@@ -24,6 +24,14 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+
+def reject_unknown_fields(cls, data: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}")
+
 @dataclass
 class SAEConfig:
     """Hyper-parameters of a :class:`~recbole_sae.sae.model.SparseAutoencoder`.
@@ -133,12 +141,7 @@ class SAEConfig:
         """Build a config from a mapping, rejecting unknown or missing keys."""
         if not isinstance(data, Mapping):
             raise ValueError(f"SAEConfig.from_dict expects a mapping, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown SAEConfig field(s) {unknown}; valid fields are {sorted(known)}"
-            )
+        reject_unknown_fields(cls, data)
         missing = [name for name in ("d_in", "d_sae") if name not in data]
         if missing:
             raise ValueError(f"SAEConfig is missing required field(s) {missing}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from tqdm import tqdm
 
+from .config import reject_unknown_fields
 from .model import SparseAutoencoder
 
 BatchSource = Union[torch.Tensor, Iterable, Callable[[], Any]]
@@ -97,10 +98,7 @@ class SAETrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SAETrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SAETrainConfig field(s) {unknown}; valid fields are {sorted(known)}")
+        reject_unknown_fields(cls, data)
         return cls(**dict(data))
 
 
