@@ -106,6 +106,26 @@ def _weights_fingerprint(model_dir: str) -> List[List[Any]]:
     return out
 
 
+def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: Union[str, os.PathLike],
+                            metadata: Dict[str, str]) -> None:
+    """Write ``tensors`` and ``metadata`` to ``path`` through a temporary file (never half-written)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def _texts_digest(texts: Sequence[str]) -> str:
     h = hashlib.sha256()
     h.update(str(len(texts)).encode())
@@ -393,9 +413,6 @@ class TextEncoder:
         return emb
 
     def _save_cache(self, path: Path, key: str, emb: torch.Tensor) -> None:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
         emb = emb.contiguous()
         meta = {
             "key": key,
@@ -408,17 +425,7 @@ class TextEncoder:
             "max_length": str(self.max_length),
             "normalize": str(self.normalize),
         }
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-        os.close(fd)
-        try:
-            save_file({"embeddings": emb}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        save_safetensors_atomic({"embeddings": emb}, path, meta)
 
     def encode_cached(self, texts: Sequence[str], cache_dir: Union[str, os.PathLike]) -> torch.Tensor:
         """Like :meth:`encode`, but reuse/store the result in ``cache_dir``."""

@@ -3,6 +3,10 @@
 Both expensive steps are cached under ``intent_cache_dir``: the text embeddings by the encoder's
 own key (model, layer, pooling, all texts), the vocabulary by a hash of that key, the SAE and
 training settings and the intent rules. A changed text, model or setting builds anew.
+
+With ``text_embeddings: FILE`` the item embeddings come from that file
+(:mod:`recbole_sae.intents.embedding_file`) and no text encoder is built; the vocabulary key then
+hashes the file's bytes (and the texts, which still give the labels) in place of the encoder's key.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 import torch
 
 from recbole_sae.data.item_text import item_attribute_matrix, item_texts, item_titles
-from recbole_sae.intents.encoder import TextEncoder
+from recbole_sae.intents.embedding_file import dataset_item_embeddings, file_sha256
+from recbole_sae.intents.encoder import TextEncoder, _texts_digest
 from recbole_sae.intents.index import IntentIndex
 from recbole_sae.intents.vocabulary import IntentRules, IntentVocabulary, build_intent_vocabulary
 from recbole_sae.sae import SAEConfig, SAETrainConfig
@@ -76,10 +81,9 @@ def _vocabulary_key(text_key: str, sae_cfg, train_cfg, rules, fields) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def build_intents(config, dataset) -> Intents:
-    """Item texts of ``dataset`` -> cached embeddings -> cached vocabulary -> FAISS index."""
-    texts = item_texts(dataset, config)
-    encoder = TextEncoder(
+def text_encoder(config) -> TextEncoder:
+    """The ``TextEncoder`` of the config's ``text_*`` keys."""
+    return TextEncoder(
         config["text_encoder"],
         pooling=config["text_pooling"],
         layer=int(config["text_layer"]),
@@ -87,12 +91,30 @@ def build_intents(config, dataset) -> Intents:
         batch_size=int(config["text_batch_size"]),
         show_progress=bool(config["show_progress"]),
     )
+
+
+def item_embeddings(config, dataset, texts) -> tuple[torch.Tensor, str]:
+    """``([item_num, d] embeddings, their cache key)``: from ``text_embeddings`` when set, else encoded."""
+    path = config["text_embeddings"]
+    if path:
+        embeddings = dataset_item_embeddings(path, dataset)
+        logger.info(f"item embeddings {tuple(embeddings.shape)} loaded from {path}")
+        # labels and titles still come from the texts: a changed text rebuilds the vocabulary too
+        key = json.dumps({"text_embeddings_sha256": file_sha256(path), "texts_sha256": _texts_digest(texts)})
+        return embeddings, key
+    encoder = text_encoder(config)
+    return encoder.encode_cached(texts, cache_dir(config) / "text"), encoder.cache_key(texts)
+
+
+def build_intents(config, dataset) -> Intents:
+    """Item texts of ``dataset`` -> cached (or precomputed) embeddings -> cached vocabulary -> FAISS index."""
+    texts = item_texts(dataset, config)
     root = cache_dir(config)
-    embeddings = encoder.encode_cached(texts, root / "text")
+    embeddings, text_key = item_embeddings(config, dataset, texts)
     fields = list(config["item_attributes"] or [])
     attributes = {field: item_attribute_matrix(dataset, field) for field in fields}
     sae_cfg, train_cfg, rules = intent_settings(config, embeddings.shape[1])
-    key = _vocabulary_key(encoder.cache_key(texts), sae_cfg, train_cfg, rules, fields)
+    key = _vocabulary_key(text_key, sae_cfg, train_cfg, rules, fields)
     folder = root / "vocabulary" / key
     vocabulary = None
     if (folder / "intents.json").is_file():
