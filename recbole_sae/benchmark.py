@@ -1,6 +1,8 @@
 """Benchmark sweeps: many runs of the single-run pipeline, one results file, one report.
 
     python run_recbole_sae.py --sweep=properties/sweep/quick.yaml [--results=RESULTS.jsonl] [--report_dir=DIR]
+                              [--workers=N]
+    python -m recbole_sae.benchmark sweep FILE [--results RESULTS.jsonl] [--report-dir DIR] [--workers N]
     python -m recbole_sae.benchmark report RESULTS.jsonl [--out DIR] [--baseline NAME]
 
 Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
@@ -17,7 +19,9 @@ Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
     grid: {learning_rate: [0.001, 0.0005]}  # (dict) key -> values; every point of the product is run
     model_grid: {GRU4Rec: {}}    # (dict) per-model grid that replaces `grid` for that model ({} = none)
     run_timeout: 3600            # (int) seconds before a run is killed and recorded as an error (~ = none)
-    torch_threads: 1             # (int) CPU threads of each run (~ = torch's default); not part of the run key
+    torch_threads: 1             # (int) CPU threads of each run (~ = torch's default, or a share of the cores
+                                 #   with several workers); not part of the run key
+    workers: 1                   # (int) runs executed at once (default 1); not part of the run key
 
 A grid value may be a mapping, which sets several keys at once (``dropout: [{hidden_dropout_prob: 0.2,
 attn_dropout_prob: 0.2}, ...]``). Each run's overrides are, lowest first: ``config`` <
@@ -34,6 +38,14 @@ key: a hash of model, dataset, seed and resolved overrides) and retries the ones
 model that is neither a RecBole model nor a plugin model present in this installation is recorded as
 an error and the sweep goes on.
 
+With ``workers: N`` (or ``--workers=N``) above 1, up to N runs execute at once: a pool of N threads,
+each waiting on the process of its run. The sweep process stays the only writer of the results file
+(appends go one at a time, each as soon as its run finishes), an error in one run does not stop the
+others, and an interrupt (Ctrl-C) kills the running processes and records nothing for them. Without
+``torch_threads``, each of the N runs gets ``max(1, os.cpu_count() // N)`` CPU threads (see
+:func:`run_threads`), so that N runs do not oversubscribe the CPU. The estimate of the time left is
+the mean run time times the runs left, divided by the workers (see :func:`time_left`).
+
 On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists
 and any other ``--key=value`` overrides that key in every run (``--epochs=2`` for a smoke test). The
 exit code is 0 when every run finished, 1 when some failed (recorded), 2 for a bad sweep file.
@@ -41,7 +53,8 @@ A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/`
 ``overrides``, the resolved ``config`` (the run folder's ``config.yaml``), ``best_valid`` and ``test``
 metrics, ``best_epoch``, ``seconds_per_epoch``, ``seconds`` (wall time of the run process),
 ``peak_memory_mb`` (the process's max RSS), ``peak_gpu_memory_mb``, ``device``, ``environment``
-(package versions), ``git_commit``, ``status`` (``ok``/``error``) and ``error``. At the end the sweep
+(package versions), ``git_commit``, ``workers`` (runs at once, to read the timings in context),
+``status`` (``ok``/``error``) and ``error``. At the end the sweep
 writes ``<results stem>.md`` (a table per dataset) and ``<results stem>-ndcg10.png`` beside the results
 file (or into ``--report_dir``); the logs of failed runs stay in ``<results stem>-logs/``.
 
@@ -62,9 +75,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,10 +109,11 @@ SWEEP_KEYS = {
     "model_grid": "per-model grid replacing `grid` (dict of dict)",
     "run_timeout": "seconds before a run is killed (int)",
     "torch_threads": "CPU threads of each run (int)",
+    "workers": "runs executed at once (int)",
 }
 
 # Command-line keys of a sweep that are not run overrides.
-SWEEP_CLI_KEYS = {"sweep", "results", "report_dir"}
+SWEEP_CLI_KEYS = {"sweep", "results", "report_dir", "workers"}
 
 SELECT_METRIC = "ndcg@10"  # chooses grid points, on validation only
 # (result key, column title) of the report's tables: test metrics, mean ± std over seeds.
@@ -133,6 +150,7 @@ class Sweep:
     model_grid: dict = field(default_factory=dict)
     run_timeout: float | None = None
     torch_threads: int | None = None
+    workers: int = 1
     cli_overrides: dict = field(default_factory=dict)
 
 
@@ -213,6 +231,13 @@ def _check_grid(grid: dict, where: str) -> dict:
     return grid
 
 
+def _positive_int(value, what: str):
+    """``value`` when it is a positive integer; a ConfigError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer (got {value!r})")
+    return value
+
+
 def load_sweep(path, overrides: dict | None = None) -> Sweep:
     """Read and check a sweep file; ``overrides`` (from the command line) apply to every run."""
     path = Path(path)
@@ -274,8 +299,10 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
         raise ConfigError(f"{where}: 'run_timeout' must be a positive number of seconds (got {timeout!r})")
 
     threads = data.get("torch_threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"{where}: 'torch_threads' must be a positive integer (got {threads!r})")
+    if threads is not None:
+        _positive_int(threads, f"{where}: 'torch_threads'")
+    workers = data.get("workers")
+    workers = 1 if workers is None else _positive_int(workers, f"{where}: 'workers'")
 
     return Sweep(
         name=name,
@@ -292,6 +319,7 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
         model_grid=model_grid,
         run_timeout=timeout,
         torch_threads=threads,
+        workers=workers,
         cli_overrides=dict(overrides or {}),
     )
 
@@ -488,21 +516,33 @@ def _peak_rss_mb(maxrss: float) -> float:
     return round(maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _wait(proc: subprocess.Popen, timeout: float | None):
-    """Wait for ``proc``: ``(exit code, peak RSS in MB or None, timed out)``; the child's own rusage."""
+def _check_stop(stop: threading.Event | None) -> None:
+    """Raise KeyboardInterrupt once ``stop`` is set: the sweep was interrupted."""
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt("sweep interrupted")
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None, stop: threading.Event | None = None):
+    """Wait for ``proc``: ``(exit code, peak RSS in MB or None, timed out)``; the child's own rusage.
+
+    Raises KeyboardInterrupt once ``stop`` is set (the caller kills ``proc``).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    timed_out = False
     if not hasattr(os, "wait4"):  # not a POSIX system: no per-child rusage
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code, timed_out = proc.wait(), True
-        return code, None, timed_out
+        while True:
+            try:
+                return proc.wait(timeout=0.1), None, False
+            except subprocess.TimeoutExpired:
+                _check_stop(stop)
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    return proc.wait(), None, True
+    timed_out = False
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
+        _check_stop(stop)
         if deadline is not None and time.monotonic() > deadline:
             proc.kill()
             pid, status, usage = os.wait4(proc.pid, 0)
@@ -522,11 +562,16 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def execute_run(
-    spec: RunSpec, logs_dir: Path, timeout: float | None = None, threads: int | None = None
+    spec: RunSpec,
+    logs_dir: Path,
+    timeout: float | None = None,
+    threads: int | None = None,
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run ``spec`` in a fresh Python process; the fields of its record that the run decides.
 
     ``threads`` caps the CPU threads of the run (torch, OpenMP, MKL); None keeps torch's default.
+    Setting ``stop`` (from another thread) kills the process and raises KeyboardInterrupt here.
     """
     problem = model_problem(spec.model)
     if problem:
@@ -564,7 +609,7 @@ def execute_run(
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             try:
-                code, peak_mb, timed_out = _wait(proc, timeout)
+                code, peak_mb, timed_out = _wait(proc, timeout, stop)
             finally:
                 if proc.returncode is None:  # interrupted: leave no orphan behind
                     proc.kill()
@@ -658,8 +703,39 @@ def default_results_path(sweep: Sweep) -> Path:
     return DEFAULT_RESULTS_DIR / f"{safe}.jsonl"
 
 
+def run_threads(sweep: Sweep) -> int | None:
+    """CPU threads of each run of ``sweep``.
+
+    The sweep's ``torch_threads`` when set; otherwise, with several workers, an equal share of the
+    CPU cores, ``max(1, os.cpu_count() // workers)``, so that the runs at once do not oversubscribe
+    the CPU; otherwise None (torch's default).
+    """
+    if sweep.torch_threads is not None:
+        return sweep.torch_threads
+    if sweep.workers > 1:
+        return max(1, (os.cpu_count() or 1) // sweep.workers)
+    return None
+
+
+def time_left(durations: list[float], remaining: int, workers: int = 1) -> float | None:
+    """Estimated seconds until ``remaining`` runs are done: mean duration * remaining / workers.
+
+    No more workers than runs count (the last run takes its whole duration); None before any duration.
+    """
+    if not durations:
+        return None
+    if remaining <= 0:
+        return 0.0
+    return sum(durations) / len(durations) * remaining / min(workers, remaining)
+
+
 def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
-    """Run (or resume) a sweep; append each run to ``results``; write the report at the end."""
+    """Run (or resume) a sweep; append each run to ``results``; write the report at the end.
+
+    With ``sweep.workers`` above 1, up to that many runs execute at once, each in a thread of a pool
+    that waits on the run's process; this process alone appends to ``results``, one record at a time
+    under a lock, as soon as each run finishes. An interrupt kills the running processes.
+    """
     log = log or (lambda message: print(message, flush=True))
     results_path = Path(results) if results else default_results_path(sweep)
     logs_dir = results_path.parent / f"{results_path.stem}-logs"
@@ -667,23 +743,39 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     done = {r.get("key") for r in read_results(results_path) if r.get("status") == "ok"}
     todo = sum(spec.key not in done for spec in plan)
     commit, dirty = git_commit()
+    workers, threads = sweep.workers, run_threads(sweep)
     log(
         f"sweep {sweep.name}: {len(plan)} planned runs, {len(plan) - todo} done before; "
+        f"{workers} worker{'s' if workers > 1 else ''}, {threads or 'default'} threads per run; "
         f"results -> {results_path}"
     )
 
     start = time.monotonic()
+    lock = threading.Lock()  # guards the results file, the counters and the log
+    stop = threading.Event()  # set on an interrupt: running runs are killed and not recorded
     durations: list[float] = []
-    executed = skipped = errors = 0
-    for number, spec in enumerate(plan, 1):
+    counts = {"executed": 0, "errors": 0}
+
+    def progress() -> str:
+        left = time_left(durations, todo - counts["executed"], workers)
+        return f"elapsed {_duration(time.monotonic() - start)} | left ~{_duration(left)}"
+
+    def run(number: int, spec: RunSpec) -> None:
         head = f"run {number}/{len(plan)} {spec.title}"
-        if spec.key in done:
-            skipped += 1
-            log(f"{head}: done before, skipped")
-            continue
-        left = sum(durations) / len(durations) * (todo - executed) if durations else None
-        log(f"{head} | elapsed {_duration(time.monotonic() - start)} | left ~{_duration(left)}")
-        fields = execute_run(spec, logs_dir, sweep.run_timeout, sweep.torch_threads)
+        with lock:
+            if stop.is_set():  # interrupted before this run began
+                return
+            log(f"{head} started | {progress()}")
+        began = time.perf_counter()
+        try:
+            fields = execute_run(spec, logs_dir, sweep.run_timeout, threads, stop)
+        except Exception as err:  # recorded, not raised: the other runs go on
+            fields = {
+                "status": "error",
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc()[-4000:],
+                "seconds": round(time.perf_counter() - began, 2),
+            }
         record = {
             "key": spec.key,
             "sweep": sweep.name,
@@ -698,22 +790,53 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
             "config_files": spec.config_files,
             "git_commit": commit,
             "git_dirty": dirty,
+            "workers": workers,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **fields,
         }
-        append_record(results_path, record)
-        executed += 1
-        if fields["seconds"]:
-            durations.append(fields["seconds"])
-        if record["status"] == "ok":
-            valid, test = record["best_valid"].get(SELECT_METRIC), record["test"].get(SELECT_METRIC)
-            log(
-                f"  ok in {record['seconds']:.1f} s: valid {SELECT_METRIC}={valid}, "
-                f"test {SELECT_METRIC}={test}, peak {record['peak_memory_mb']} MB"
-            )
+        with lock:
+            if stop.is_set():
+                return
+            append_record(results_path, record)
+            counts["executed"] += 1
+            if fields["seconds"]:
+                durations.append(fields["seconds"])
+            if record["status"] == "ok":
+                valid, test = record["best_valid"].get(SELECT_METRIC), record["test"].get(SELECT_METRIC)
+                log(
+                    f"{head} finished, ok in {record['seconds']:.1f} s: valid {SELECT_METRIC}={valid}, "
+                    f"test {SELECT_METRIC}={test}, peak {record['peak_memory_mb']} MB | {progress()}"
+                )
+            else:
+                counts["errors"] += 1
+                log(
+                    f"{head} finished, error in {record['seconds']:.1f} s | {progress()}: {record['error']}"
+                    + (f" (log: {record['log']})" if record.get("log") else "")
+                )
+
+    pending = []
+    for number, spec in enumerate(plan, 1):
+        if spec.key in done:
+            log(f"run {number}/{len(plan)} {spec.title}: done before, skipped")
         else:
-            errors += 1
-            log(f"  error: {record['error']}" + (f" (log: {record['log']})" if record.get("log") else ""))
+            pending.append((number, spec))
+    if workers == 1:
+        for number, spec in pending:
+            run(number, spec)  # an interrupt reaches execute_run here, which kills its process
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-run")
+        try:
+            futures = {pool.submit(run, number, spec) for number, spec in pending}
+            while futures:  # a timeout, so that an interrupt is seen whichever thread it reached
+                finished, futures = wait_futures(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # run() records the errors of runs; this raises the sweep's own
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # no further run starts
+            stop.set()  # each running run kills its process within 0.1 s and records nothing
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # the threads end soon after their processes
 
     if logs_dir.is_dir() and not any(logs_dir.iterdir()):
         logs_dir.rmdir()  # logs are kept for failed runs only
@@ -727,6 +850,7 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
         title=f"Benchmark sweep: {sweep.name}",
         source=str(results_path),
     )
+    executed, errors, skipped = counts["executed"], counts["errors"], len(plan) - len(pending)
     log(
         f"sweep {sweep.name} finished in {_duration(time.monotonic() - start)}: {executed} executed, "
         f"{skipped} skipped, {errors} failed; report {report['markdown']}"
@@ -1011,9 +1135,10 @@ def _parse_value(text: str):
 
 
 def main(args: dict) -> int:
-    """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--key=value ...]``.
+    """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--workers=N] [--key=v ...]``.
 
-    ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists; any other
+    ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists;
+    ``--workers`` replaces the sweep's ``workers`` (runs at once); any other
     ``--key=value`` overrides that key in every run. Returns 0 when every run finished, 1 when some
     failed (they are recorded), 2 for a bad sweep file or argument.
     """
@@ -1029,6 +1154,7 @@ def main(args: dict) -> int:
         path = resolve_sweep_path(args.pop("sweep"))
         results = args.pop("results", None)
         report_dir = args.pop("report_dir", None)
+        workers = args.pop("workers", None)
         lists = {k: args.pop(k) for k in ("models", "datasets", "seeds") if k in args}
         overrides = {key: _parse_value(value) for key, value in args.items()}
         sweep = load_sweep(path, overrides)
@@ -1042,6 +1168,8 @@ def main(args: dict) -> int:
                 except ValueError:
                     raise ConfigError(f"--seeds must be integers, got {value}") from None
             setattr(sweep, key, items)
+        if workers is not None:
+            sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if sweep.baseline not in sweep.models:
             sweep.baseline = sweep.models[0]
         summary = run_sweep(sweep, results, report_dir)
@@ -1066,6 +1194,7 @@ def cli(argv: list[str] | None = None) -> int:
     sweep.add_argument("file")
     sweep.add_argument("--results")
     sweep.add_argument("--report-dir")
+    sweep.add_argument("--workers", help="runs executed at once (default: the sweep's `workers`, else 1)")
     one = sub.add_parser("run-one", help="(internal) run one spec in this process")
     one.add_argument("spec")
     one.add_argument("out")
@@ -1079,6 +1208,8 @@ def cli(argv: list[str] | None = None) -> int:
             args["results"] = ns.results
         if ns.report_dir:
             args["report_dir"] = ns.report_dir
+        if ns.workers is not None:
+            args["workers"] = ns.workers
         return main(args)
     results = Path(ns.results)
     if not results.is_file():

@@ -8,6 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -53,7 +57,9 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     messages = []
     summary = bm.run_sweep(bm.load_sweep(sweep_file(**keys)), results, log=messages.append)
     assert (summary["runs"], summary["executed"], summary["skipped"], summary["errors"]) == (4, 4, 0, 2)
-    assert any(m.startswith("run 4/4 SASRec tiny seed=2 | elapsed") and "left ~0:0" in m for m in messages)
+    assert any(m.startswith("run 4/4 SASRec tiny seed=2 started | elapsed") and "left ~0:0" in m for m in messages)
+    assert any(m.startswith("run 4/4 SASRec tiny seed=2 finished, ok in ") for m in messages)
+    assert "1 worker, 1 threads per run" in messages[0]
 
     records = bm.read_results(results)
     assert [(r["model"], r["seed"], r["status"]) for r in records] == [
@@ -76,6 +82,7 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     assert 50 < first["peak_memory_mb"] < 8000 and first["device"] == "cpu"
     assert first["environment"]["recbole"] == "1.2.1" and first["environment"]["torch_threads"] == 1
     assert first["git_commit"] is None or len(first["git_commit"]) == 40
+    assert first["workers"] == 1
     assert os.path.isfile(os.path.join(first["run_dir"], "model.pth"))
     report = Path(summary["markdown"]).read_text()
     assert "| SASRec |" in report and "## Failed runs" in report and "unknown model 'NoSuchModel'" in report
@@ -135,7 +142,7 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     # --models replaces the sweep's list (one run keeps the test short); --eval_batch_size is an override
     assert main(["--sweep=sweep/ci.yaml", f"--results={results}", "--models=SASRec", "--eval_batch_size=128"]) == 0
     out = capsys.readouterr().out
-    assert "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 | elapsed" in out
+    assert "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 started | elapsed" in out
     (record,) = bm.read_results(results)
     assert (record["model"], record["status"], record["sweep"]) == ("SASRec", "ok", "ci")
     assert record["overrides"]["eval_batch_size"] == 128 and record["config"]["eval_batch_size"] == 128
@@ -147,6 +154,178 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     # the report command on the same file
     assert bm.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
     assert (in_tmp / "again" / "ci.md").read_text().count("| SASRec |") == 1
+
+
+def _planted_fields(seconds: float = 0.05) -> dict:
+    """What execute_run returns for a finished run, with planted metrics."""
+    metrics = {key: 0.1 for key, _ in bm.REPORT_METRICS}
+    return {
+        "status": "ok",
+        "error": None,
+        "seconds": seconds,
+        "best_valid": dict(metrics),
+        "test": dict(metrics),
+        "seconds_per_epoch": seconds,
+        "peak_memory_mb": 1.0,
+    }
+
+
+def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    path = sweep_file(models=["SASRec", "GRU4Rec"], seeds=[1, 2, 3], workers=2, torch_threads=None)
+    sweep = bm.load_sweep(path)
+    plan = bm.plan_runs(sweep)
+    results = in_tmp / "results.jsonl"
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=30)  # the first two runs pass it only when they run at the same time
+    state = {"calls": 0, "active": 0, "most": 0}
+    threads_given = []
+
+    def fake(spec, logs_dir, timeout, threads, stop=None):
+        with lock:
+            state["calls"] += 1
+            call = state["calls"]
+            state["active"] += 1
+            state["most"] = max(state["most"], state["active"])
+            threads_given.append(threads)
+        try:
+            if call <= 2:
+                both.wait()
+            else:
+                time.sleep(0.02)
+            if (spec.model, spec.seed) == ("GRU4Rec", 2):
+                raise RuntimeError("planted failure")  # recorded; the other runs go on
+            return _planted_fields()
+        finally:
+            with lock:
+                state["active"] -= 1
+
+    monkeypatch.setattr(bm, "execute_run", fake)
+    messages = []
+    summary = bm.run_sweep(sweep, results, log=messages.append)
+    assert (summary["runs"], summary["executed"], summary["skipped"], summary["errors"]) == (6, 6, 0, 1)
+    assert state == {"calls": 6, "active": 0, "most": 2}
+    assert threads_given == [4] * 6  # torch_threads unset: 8 cores // 2 workers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", bm.ResultsFileWarning)  # every line whole: appends did not interleave
+        records = bm.read_results(results)
+    assert Counter(r["key"] for r in records) == Counter(spec.key for spec in plan)  # each run exactly once
+    assert [r["workers"] for r in records] == [2] * 6
+    failed = [r for r in records if r["status"] == "error"]
+    assert [(r["model"], r["seed"], r["error"]) for r in failed] == [("GRU4Rec", 2, "RuntimeError: planted failure")]
+    assert "planted failure" in failed[0]["traceback"]
+
+    assert "2 workers, 4 threads per run" in messages[0]
+    started = [m for m in messages if " started | elapsed " in m]
+    finished = [m for m in messages if " finished, " in m]
+    assert sorted(m.split()[1] for m in started) == [f"{i}/6" for i in range(1, 7)]
+    assert len(finished) == 6 and all("| elapsed " in m and "| left ~" in m for m in finished)
+    assert sum("finished, error in " in m and "planted failure" in m for m in finished) == 1
+
+    # resume with two workers: only the failed run runs again, appended after the rest
+    before = results.read_bytes()
+    retried = []
+
+    def again(spec, *args, **kwargs):
+        retried.append((spec.model, spec.seed))
+        return _planted_fields()
+
+    monkeypatch.setattr(bm, "execute_run", again)
+    summary = bm.run_sweep(sweep, results, log=[].append)
+    assert retried == [("GRU4Rec", 2)] and (summary["executed"], summary["skipped"], summary["errors"]) == (1, 5, 0)
+    assert results.read_bytes().startswith(before) and len(bm.read_results(results)) == 7
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(bm, "execute_run", must_not_run)
+    before = results.read_bytes()
+    summary = bm.run_sweep(sweep, results, log=[].append)
+    assert (summary["executed"], summary["skipped"]) == (0, 6) and results.read_bytes() == before
+
+
+def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch):
+    # the run processes are a shell script that notes its pid and sleeps
+    pids = in_tmp / "pids"
+    fake_python = in_tmp / "fake-python"
+    fake_python.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
+    fake_python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake_python))
+    monkeypatch.setattr(bm, "model_problem", lambda name: None)
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
+    results = in_tmp / "results.jsonl"
+    main_thread = threading.main_thread().ident
+
+    def started() -> list[int]:
+        return [int(p) for p in pids.read_text().split()] if pids.is_file() else []
+
+    def interrupt():  # Ctrl-C once both runs are running
+        deadline = time.monotonic() + 60
+        while len(started()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(main_thread, signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    messages = []
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        bm.run_sweep(sweep, results, log=messages.append)
+    assert time.monotonic() - began < 30  # the pool's shutdown did not wait for the 60 s sleeps
+    assert len(started()) == 2  # the third run never started
+    for pid in started():
+        with pytest.raises(ProcessLookupError):  # killed and reaped
+            os.kill(pid, 0)
+    assert not results.exists()  # the killed runs are not recorded: a rerun runs them
+    assert sum(" started | " in m for m in messages) == 2 and not any(" finished, " in m for m in messages)
+
+
+def test_run_threads_and_time_left(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    sweep = bm.Sweep(name="s", path=None, models=["SASRec"], datasets=["d"], seeds=[1])
+    assert sweep.workers == 1 and bm.run_threads(sweep) is None  # one worker: torch's default
+    sweep.workers = 4
+    assert bm.run_threads(sweep) == 4
+    sweep.workers = 3
+    assert bm.run_threads(sweep) == 5
+    sweep.workers = 32
+    assert bm.run_threads(sweep) == 1
+    sweep.torch_threads = 2
+    assert bm.run_threads(sweep) == 2  # set in the sweep: kept whatever the workers
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    sweep.torch_threads, sweep.workers = None, 2
+    assert bm.run_threads(sweep) == 1
+
+    assert bm.time_left([10.0, 20.0], 6, 1) == 90.0
+    assert bm.time_left([10.0, 20.0], 6, 2) == 45.0
+    assert bm.time_left([10.0, 20.0], 1, 4) == 15.0  # one run left takes a whole run, whatever the workers
+    assert bm.time_left([10.0], 0, 2) == 0.0 and bm.time_left([], 3, 2) is None
+
+
+def test_workers_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypatch, capsys):
+    seen = []
+
+    def fake_run_sweep(sweep, results=None, report_dir=None):
+        seen.append(sweep)
+        return {"errors": 0}
+
+    monkeypatch.setattr(bm, "run_sweep", fake_run_sweep)
+    assert bm.load_sweep(sweep_file()).workers == 1
+    assert bm.load_sweep(sweep_file(workers=None)).workers == 1
+    path = sweep_file(workers=3)
+    assert bm.load_sweep(path).workers == 3
+
+    from recbole_sae.cli import main
+
+    assert main([f"--sweep={path}", "--workers=4", "--epochs=2"]) == 0
+    assert seen[-1].workers == 4 and seen[-1].cli_overrides == {"epochs": 2}  # not a run override
+    assert bm.cli(["sweep", str(path), "--workers", "2"]) == 0 and seen[-1].workers == 2
+    assert bm.cli(["sweep", str(path)]) == 0 and seen[-1].workers == 3
+    assert main([f"--sweep={path}", "--workers=0"]) == 2
+    assert "error: --workers must be a positive integer (got 0)" in capsys.readouterr().err
+    assert bm.cli(["sweep", str(path), "--workers", "two"]) == 2
+    assert "--workers must be a positive integer (got 'two')" in capsys.readouterr().err
+    assert len(seen) == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +481,9 @@ def test_shipped_sweeps_load(in_tmp):
     for name in ("ci", "quick", "full"):
         path = bm.resolve_sweep_path(f"sweep/{name}.yaml")
         assert path == bm.PROPERTIES / "sweep" / f"{name}.yaml"
-        sizes[name] = len(bm.plan_runs(bm.load_sweep(path)))
+        sweep = bm.load_sweep(path)
+        sizes[name] = len(bm.plan_runs(sweep))
+        assert sweep.workers == 1
     assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 6 * 2 * 3}
     assert bm.resolve_sweep_path("properties/sweep/quick.yaml") == bm.PROPERTIES / "sweep" / "quick.yaml"
     quick = bm.load_sweep(bm.resolve_sweep_path("quick"))
@@ -320,6 +501,9 @@ def test_bad_sweep_files(sweep_file, capsys):
         bm.load_sweep(sweep_file(baseline="BERT4Rec"))
     with pytest.raises(ConfigError, match="grid key 'learning_rate' needs a non-empty list"):
         bm.load_sweep(sweep_file(grid={"learning_rate": 0.1}))
+    for bad in (0, -2, 1.5, True, "4"):
+        with pytest.raises(ConfigError, match="'workers' must be a positive integer"):
+            bm.load_sweep(sweep_file(workers=bad))
 
     from recbole_sae.cli import main
 
