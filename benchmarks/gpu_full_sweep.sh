@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The `full` sweep profile (paper size) on a GPU machine that has PyTorch but neither RecBole nor
+# network access: the packages travel as wheels in .whl/ (recbole, colorlog, texttable, thop,
+# faiss-cpu, pandas<3), amazon-beauty and its item text embeddings (written here with
+# `python -m recbole_sae.intents.embedding_file`) in .carry/.
+#   benchmarks/gpu_full_sweep.sh start   # install, check, start the sweep in the background
+#   benchmarks/gpu_full_sweep.sh poll S  # wait S seconds, print progress, copy results to $OUT
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1 || true
+export PYTHONPATH=/tmp/site:$PWD RECBOLE_SAE_DATA=$PWD/.carry/datasets PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+RESULTS=runs/sweeps/full.jsonl
+case "${1:-}" in
+start)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, recbole, pandas, numpy, faiss, recbole_sae; print('torch', torch.__version__, torch.cuda.is_available(), 'recbole', recbole.__version__, 'pandas', pandas.__version__, 'numpy', numpy.__version__, 'faiss', faiss.__version__)" || exit 1
+  mkdir -p runs/sweeps
+  setsid nohup python3 run_recbole_sae.py --sweep=properties/sweep/full.yaml --workers="${WORKERS:-12}" \
+    --models=BERT4Rec,SAERec,SASRec,SASRecPlus,SASRecSAE,GRU4Rec \
+    --text_embeddings=$PWD/.carry/amazon-beauty-minilm.safetensors --results=$RESULTS \
+    > runs/sweeps/full.log 2>&1 < /dev/null &
+  sleep "${2:-60}"
+  ;;
+poll)
+  sleep "${2:-60}"
+  ;;
+esac
+tail -n 40 runs/sweeps/full.log
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+if [ -n "${OUT:-}" ]; then
+  cp runs/sweeps/full.log "$OUT/" 2>/dev/null
+  cp $RESULTS "$OUT/" 2>/dev/null
+  [ -d runs/sweeps/full-logs ] && tar czf "$OUT/full-logs.tgz" runs/sweeps/full-logs 2>/dev/null
+  ls runs/sweeps/full.md >/dev/null 2>&1 && cp runs/sweeps/full.md runs/sweeps/full-ndcg10.png "$OUT/" 2>/dev/null
+fi
+true
