@@ -13,6 +13,12 @@ context. Validation and test items are in other splits and never appear.
 Both modes can group rows of similar length into a batch (``length_bucketing``) so that trimming a
 batch to its longest row removes most padding; the batch order is shuffled every epoch with a
 generator seeded from ``seed`` and the epoch, so runs are reproducible.
+
+``full_sequence_batch`` says what ``train_batch_size`` counts in full_sequence mode: ``targets``
+(default) fills each batch with about ``train_batch_size`` loss targets, as many as a batch of
+RecBole's prefix rows has, so both modes take the same number of optimiser steps per epoch and a
+``train_batch_size`` tuned for one suits the other; ``windows`` puts ``train_batch_size`` windows in
+a batch (several targets each: fewer, larger steps).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD
+
+BATCH_UNITS = ("targets", "windows")  # what train_batch_size counts in full_sequence mode
 
 
 def _row_offsets(user_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,10 +116,20 @@ class LengthBatches:
             self.targets = torch.where(new, targets, torch.zeros_like(targets))
         self.extra: dict[str, torch.Tensor] = {}  # more per-row [R, L, ...] fields (see SequenceTrainer)
         self.batch_size = config["train_batch_size"]
+        unit = (config["full_sequence_batch"] or "targets") if full_sequence else "windows"
+        if unit not in BATCH_UNITS:
+            from recbole_sae.errors import ConfigError
+
+            raise ConfigError(f"full_sequence_batch must be one of {BATCH_UNITS}, got '{unit}'")
+        # loss targets per row: a batch holds about batch_size of them (prefix rows: one each)
+        self.row_targets = (self.targets > 0).sum(1) if unit == "targets" else None
         self.bucketing = bucketing
         self.seed = config["seed"]
 
     def __len__(self) -> int:
+        """Batches per epoch (counting targets: an upper bound, since a batch may overshoot)."""
+        if self.row_targets is not None:
+            return math.ceil(self.n_targets / self.batch_size)
         return math.ceil(self.item_seq.size(0) / self.batch_size)
 
     @property
@@ -122,13 +140,25 @@ class LengthBatches:
     def n_targets(self) -> int:
         return int((self.targets > 0).sum()) if self.targets is not None else self.n_rows
 
+    def _batch_sizes(self, order: torch.Tensor) -> list[int] | int:
+        """Rows per batch along ``order``: ``batch_size`` rows, or rows holding ~``batch_size`` targets."""
+        if self.row_targets is None:
+            return self.batch_size
+        sizes, rows, targets = [], 0, 0
+        for count in self.row_targets[order].tolist():  # a batch closes at the row that fills it
+            rows, targets = rows + 1, targets + count
+            if targets >= self.batch_size:
+                sizes.append(rows)
+                rows = targets = 0
+        return sizes + [rows] if rows else sizes
+
     def epoch(self, epoch_idx: int):
         """The batches of one epoch, in a reproducible random order."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch_idx)
         order = torch.randperm(self.n_rows, generator=gen)
         if self.bucketing:  # sort the shuffled rows by length (stable): random within a length
             order = order[torch.sort(self.item_len[order], stable=True).indices]
-        batches = list(torch.split(order, self.batch_size))
+        batches = list(torch.split(order, self._batch_sizes(order)))
         if self.bucketing:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
         for index in batches:

@@ -24,6 +24,39 @@ def _user_sequences(data, data_path):
     return seqs
 
 
+@pytest.mark.parametrize("bucketing", [True, False])
+def test_full_sequence_batches_count_targets_or_windows(tiny_build, bucketing):
+    config, _, train_data, _, _ = tiny_build(
+        "SASRecPlus", MAX_ITEM_LIST_LENGTH=8, full_sequence_stride=4, train_batch_size=7
+    )
+    by_targets = LengthBatches(train_data.dataset, config, full_sequence=True, bucketing=bucketing)
+    rows_seen, sizes = [], []
+    for batch in by_targets.epoch(3):
+        n = int((batch[TARGETS_FIELD] > 0).sum())
+        sizes.append(n)
+        rows_seen += batch["user_id"].tolist()
+    most = int(by_targets.row_targets.max())
+    # every batch but one (the remainder) reaches 7 targets and stops at the row that got it there
+    assert all(7 <= n < 7 + most for n in sorted(sizes)[1:])
+    assert sum(sizes) == by_targets.n_targets
+    assert len(rows_seen) == by_targets.n_rows
+    assert len(sizes) <= len(by_targets)  # the count ceil(targets / 7) bounds the batches
+    # the same data batched by windows: 7 rows per batch, fewer and larger steps
+    config["full_sequence_batch"] = "windows"
+    by_windows = LengthBatches(train_data.dataset, config, full_sequence=True, bucketing=bucketing)
+    assert sorted(b["user_id"].numel() for b in by_windows.epoch(3))[1:] == [7] * (len(by_windows) - 1)
+    assert len(by_windows) < len(by_targets)
+
+
+def test_full_sequence_batch_rejects_unknown_unit(tiny_build):
+    from recbole_sae.errors import ConfigError
+
+    config, _, train_data, _, _ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=6)
+    config["full_sequence_batch"] = "users"
+    with pytest.raises(ConfigError, match="full_sequence_batch must be one of"):
+        LengthBatches(train_data.dataset, config, full_sequence=True)
+
+
 def test_full_sequence_rows_pick_window_ends():
     users = torch.tensor([1, 1, 1, 1, 1, 2, 2, 3])
     # user 1 has rows 0..4 (last 4): windows of 2 end at rows 4, 2, 0; user 2 rows 5, 6 -> 6; user 3 -> 7
