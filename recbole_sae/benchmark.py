@@ -1,8 +1,9 @@
 """Benchmark sweeps: many runs of the single-run pipeline, one results file, one report.
 
     python run_recbole_sae.py --sweep=properties/sweep/quick.yaml [--results=RESULTS.jsonl] [--report_dir=DIR]
-                              [--workers=N]
+                              [--workers=N] [--oom_retries=N]
     python -m recbole_sae.benchmark sweep FILE [--results RESULTS.jsonl] [--report-dir DIR] [--workers N]
+                                               [--oom-retries N]
     python -m recbole_sae.benchmark report RESULTS.jsonl [--out DIR] [--baseline NAME]
 
 Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
@@ -22,6 +23,8 @@ Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
     torch_threads: 1             # (int) CPU threads of each run (~ = torch's default, or a share of the cores
                                  #   with several workers); not part of the run key
     workers: 1                   # (int) runs executed at once (default 1); not part of the run key
+    oom_retries: 2               # (int) requeues of a run out of GPU memory beside other runs (default 2,
+                                 #   0 = none); not part of the run key
 
 A grid value may be a mapping, which sets several keys at once (``dropout: [{hidden_dropout_prob: 0.2,
 attn_dropout_prob: 0.2}, ...]``). Each run's overrides are, lowest first: ``config`` <
@@ -46,6 +49,13 @@ others, and an interrupt (Ctrl-C) kills the running processes and records nothin
 :func:`run_threads`), so that N runs do not oversubscribe the CPU. The estimate of the time left is
 the mean run time times the runs left, divided by the workers (see :func:`time_left`).
 
+Runs that share one GPU can run out of its memory because of the others. A run that fails with a GPU
+out-of-memory error (see :func:`is_gpu_oom`) while other runs were executing is therefore not
+recorded: it goes back to the end of the queue and runs again, at most ``oom_retries`` times (or
+``--oom_retries=N``; 0 = never). A requeued run starts only once no other run is executing, and no
+run starts beside it, so it runs alone; out of memory while alone, it is recorded as an error like
+any other (so in practice a run gets one retry, whatever ``oom_retries`` above 1 allows).
+
 On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists
 and any other ``--key=value`` overrides that key in every run (``--epochs=2`` for a smoke test). The
 exit code is 0 when every run finished, 1 when some failed (recorded), 2 for a bad sweep file.
@@ -54,7 +64,8 @@ A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/`
 metrics, ``best_epoch``, ``seconds_per_epoch``, ``seconds`` (wall time of the run process),
 ``peak_memory_mb`` (the process's max RSS), ``peak_gpu_memory_mb``, ``device``, ``environment``
 (package versions), ``git_commit``, ``workers`` (runs at once, to read the timings in context),
-``status`` (``ok``/``error``) and ``error``. At the end the sweep
+``attempts`` (1, or more for a run requeued after running out of GPU memory), ``status``
+(``ok``/``error``) and ``error``. At the end the sweep
 writes ``<results stem>.md`` (a table per dataset) and ``<results stem>-ndcg10.png`` beside the results
 file (or into ``--report_dir``); the logs of failed runs stay in ``<results stem>-logs/``.
 
@@ -72,6 +83,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -79,6 +91,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -110,10 +123,11 @@ SWEEP_KEYS = {
     "run_timeout": "seconds before a run is killed (int)",
     "torch_threads": "CPU threads of each run (int)",
     "workers": "runs executed at once (int)",
+    "oom_retries": "times a run out of GPU memory beside other runs is requeued (int >= 0)",
 }
 
 # Command-line keys of a sweep that are not run overrides.
-SWEEP_CLI_KEYS = {"sweep", "results", "report_dir", "workers"}
+SWEEP_CLI_KEYS = {"sweep", "results", "report_dir", "workers", "oom_retries"}
 
 SELECT_METRIC = "ndcg@10"  # chooses grid points, on validation only
 # (result key, column title) of the report's tables: test metrics, mean ± std over seeds.
@@ -151,6 +165,7 @@ class Sweep:
     run_timeout: float | None = None
     torch_threads: int | None = None
     workers: int = 1
+    oom_retries: int = 2
     cli_overrides: dict = field(default_factory=dict)
 
 
@@ -231,10 +246,11 @@ def _check_grid(grid: dict, where: str) -> dict:
     return grid
 
 
-def _positive_int(value, what: str):
-    """``value`` when it is a positive integer; a ConfigError naming ``what`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer (got {value!r})")
+def _positive_int(value, what: str, minimum: int = 1):
+    """``value`` when it is an integer >= ``minimum`` (1 or 0); a ConfigError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        raise ConfigError(f"{what} must be {kind} (got {value!r})")
     return value
 
 
@@ -303,6 +319,8 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
         _positive_int(threads, f"{where}: 'torch_threads'")
     workers = data.get("workers")
     workers = 1 if workers is None else _positive_int(workers, f"{where}: 'workers'")
+    oom_retries = data.get("oom_retries")
+    oom_retries = 2 if oom_retries is None else _positive_int(oom_retries, f"{where}: 'oom_retries'", 0)
 
     return Sweep(
         name=name,
@@ -320,6 +338,7 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
         run_timeout=timeout,
         torch_threads=threads,
         workers=workers,
+        oom_retries=oom_retries,
         cli_overrides=dict(overrides or {}),
     )
 
@@ -553,6 +572,17 @@ def _wait(proc: subprocess.Popen, timeout: float | None, stop: threading.Event |
     return proc.returncode, _peak_rss_mb(usage.ru_maxrss), timed_out
 
 
+# What torch and CUDA say when the GPU has no memory left: torch's OutOfMemoryError ("CUDA out of
+# memory. Tried to allocate ..."), the CUDA runtime's "CUDA error: out of memory" (AcceleratorError)
+# and a failed allocation of a library handle ("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate").
+GPU_OOM = re.compile(r"CUDA out of memory|CUDA error: out of memory|_STATUS_ALLOC_FAILED")
+
+
+def is_gpu_oom(error: str | None) -> bool:
+    """Whether a run's ``error`` text says that the GPU ran out of memory."""
+    return bool(error) and GPU_OOM.search(error) is not None
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -735,6 +765,12 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     With ``sweep.workers`` above 1, up to that many runs execute at once, each in a thread of a pool
     that waits on the run's process; this process alone appends to ``results``, one record at a time
     under a lock, as soon as each run finishes. An interrupt kills the running processes.
+
+    A run that fails with a GPU out-of-memory error (:func:`is_gpu_oom`) while other runs were
+    executing is not recorded but put back at the end of the queue, at most ``sweep.oom_retries``
+    times; a requeued run starts only when no other run is executing, and no run starts beside it.
+    Out of memory while it ran alone, or after its retries, it is recorded as an error. Every record
+    holds its ``attempts``.
     """
     log = log or (lambda message: print(message, flush=True))
     results_path = Path(results) if results else default_results_path(sweep)
@@ -751,21 +787,28 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     )
 
     start = time.monotonic()
-    lock = threading.Lock()  # guards the results file, the counters and the log
+    lock = threading.Lock()  # guards the results file, the counters, `executing` and the log
     stop = threading.Event()  # set on an interrupt: running runs are killed and not recorded
     durations: list[float] = []
     counts = {"executed": 0, "errors": 0}
+    # run key -> the most other runs that executed at once beside it so far, for the runs executing
+    executing: dict[str, int] = {}
 
     def progress() -> str:
         left = time_left(durations, todo - counts["executed"], workers)
         return f"elapsed {_duration(time.monotonic() - start)} | left ~{_duration(left)}"
 
-    def run(number: int, spec: RunSpec) -> None:
+    def run(number: int, spec: RunSpec, attempt: int = 1) -> bool:
+        """Execute and record one attempt of ``spec``; True when it is to be requeued instead."""
         head = f"run {number}/{len(plan)} {spec.title}"
         with lock:
             if stop.is_set():  # interrupted before this run began
-                return
-            log(f"{head} started | {progress()}")
+                return False
+            retry = f", retry {attempt - 1}/{sweep.oom_retries}, alone" if attempt > 1 else ""
+            log(f"{head} started{retry} | {progress()}")
+            for key in executing:
+                executing[key] = max(executing[key], len(executing))
+            executing[spec.key] = len(executing)
         began = time.perf_counter()
         try:
             fields = execute_run(spec, logs_dir, sweep.run_timeout, threads, stop)
@@ -776,6 +819,9 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
                 "traceback": traceback.format_exc()[-4000:],
                 "seconds": round(time.perf_counter() - began, 2),
             }
+        finally:
+            with lock:
+                others = executing.pop(spec.key)
         record = {
             "key": spec.key,
             "sweep": sweep.name,
@@ -791,12 +837,20 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
             "git_commit": commit,
             "git_dirty": dirty,
             "workers": workers,
+            "attempts": attempt,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **fields,
         }
         with lock:
             if stop.is_set():
-                return
+                return False
+            if record["status"] != "ok" and others and attempt <= sweep.oom_retries and is_gpu_oom(record["error"]):
+                verb = "run was" if others == 1 else "runs were"
+                log(
+                    f"{head} out of GPU memory while {others} other {verb} executing; "
+                    f"requeued (retry {attempt}/{sweep.oom_retries}), will run alone"
+                )
+                return True
             append_record(results_path, record)
             counts["executed"] += 1
             if fields["seconds"]:
@@ -813,6 +867,7 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
                     f"{head} finished, error in {record['seconds']:.1f} s | {progress()}: {record['error']}"
                     + (f" (log: {record['log']})" if record.get("log") else "")
                 )
+        return False
 
     pending = []
     for number, spec in enumerate(plan, 1):
@@ -824,13 +879,24 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
         for number, spec in pending:
             run(number, spec)  # an interrupt reaches execute_run here, which kills its process
     else:
+        queue = deque((number, spec, 1) for number, spec in pending)  # requeued runs go to the end
+        running: dict = {}  # future -> (number, spec, attempt)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-run")
         try:
-            futures = {pool.submit(run, number, spec) for number, spec in pending}
-            while futures:  # a timeout, so that an interrupt is seen whichever thread it reached
-                finished, futures = wait_futures(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+            while queue or running:
+                # first come first started; a requeued run (attempt > 1) waits until no run executes,
+                # and no run starts beside it
+                while queue and len(running) < workers and not any(a > 1 for _, _, a in running.values()):
+                    if queue[0][2] > 1 and running:
+                        break
+                    number, spec, attempt = queue.popleft()
+                    running[pool.submit(run, number, spec, attempt)] = (number, spec, attempt)
+                # a timeout, so that an interrupt is seen whichever thread it reached
+                finished, _ = wait_futures(running, timeout=1.0, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    future.result()  # run() records the errors of runs; this raises the sweep's own
+                    number, spec, attempt = running.pop(future)
+                    if future.result():  # run() records the errors of runs; this raises the sweep's own
+                        queue.append((number, spec, attempt + 1))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)  # no further run starts
             stop.set()  # each running run kills its process within 0.1 s and records nothing
@@ -1135,10 +1201,12 @@ def _parse_value(text: str):
 
 
 def main(args: dict) -> int:
-    """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--workers=N] [--key=v ...]``.
+    """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--workers=N] [--oom_retries=N]
+    [--key=v ...]``.
 
     ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists;
-    ``--workers`` replaces the sweep's ``workers`` (runs at once); any other
+    ``--workers`` replaces the sweep's ``workers`` (runs at once) and ``--oom_retries`` its
+    ``oom_retries``; any other
     ``--key=value`` overrides that key in every run. Returns 0 when every run finished, 1 when some
     failed (they are recorded), 2 for a bad sweep file or argument.
     """
@@ -1155,6 +1223,7 @@ def main(args: dict) -> int:
         results = args.pop("results", None)
         report_dir = args.pop("report_dir", None)
         workers = args.pop("workers", None)
+        oom_retries = args.pop("oom_retries", None)
         lists = {k: args.pop(k) for k in ("models", "datasets", "seeds") if k in args}
         overrides = {key: _parse_value(value) for key, value in args.items()}
         sweep = load_sweep(path, overrides)
@@ -1170,6 +1239,8 @@ def main(args: dict) -> int:
             setattr(sweep, key, items)
         if workers is not None:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
+        if oom_retries is not None:
+            sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
         if sweep.baseline not in sweep.models:
             sweep.baseline = sweep.models[0]
         summary = run_sweep(sweep, results, report_dir)
@@ -1195,6 +1266,12 @@ def cli(argv: list[str] | None = None) -> int:
     sweep.add_argument("--results")
     sweep.add_argument("--report-dir")
     sweep.add_argument("--workers", help="runs executed at once (default: the sweep's `workers`, else 1)")
+    sweep.add_argument(
+        "--oom-retries",
+        "--oom_retries",
+        dest="oom_retries",
+        help="requeues of a run out of GPU memory beside other runs (default: the sweep's `oom_retries`, else 2)",
+    )
     one = sub.add_parser("run-one", help="(internal) run one spec in this process")
     one.add_argument("spec")
     one.add_argument("out")
@@ -1210,6 +1287,8 @@ def cli(argv: list[str] | None = None) -> int:
             args["report_dir"] = ns.report_dir
         if ns.workers is not None:
             args["workers"] = ns.workers
+        if ns.oom_retries is not None:
+            args["oom_retries"] = ns.oom_retries
         return main(args)
     results = Path(ns.results)
     if not results.is_file():

@@ -82,7 +82,7 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     assert 50 < first["peak_memory_mb"] < 8000 and first["device"] == "cpu"
     assert first["environment"]["recbole"] == "1.2.1" and first["environment"]["torch_threads"] == 1
     assert first["git_commit"] is None or len(first["git_commit"]) == 40
-    assert first["workers"] == 1
+    assert first["workers"] == 1 and first["attempts"] == 1
     assert os.path.isfile(os.path.join(first["run_dir"], "model.pth"))
     report = Path(summary["markdown"]).read_text()
     assert "| SASRec |" in report and "## Failed runs" in report and "unknown model 'NoSuchModel'" in report
@@ -211,7 +211,7 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
         warnings.simplefilter("error", bm.ResultsFileWarning)  # every line whole: appends did not interleave
         records = bm.read_results(results)
     assert Counter(r["key"] for r in records) == Counter(spec.key for spec in plan)  # each run exactly once
-    assert [r["workers"] for r in records] == [2] * 6
+    assert [r["workers"] for r in records] == [2] * 6 and [r["attempts"] for r in records] == [1] * 6
     failed = [r for r in records if r["status"] == "error"]
     assert [(r["model"], r["seed"], r["error"]) for r in failed] == [("GRU4Rec", 2, "RuntimeError: planted failure")]
     assert "planted failure" in failed[0]["traceback"]
@@ -243,6 +243,133 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
     before = results.read_bytes()
     summary = bm.run_sweep(sweep, results, log=[].append)
     assert (summary["executed"], summary["skipped"]) == (0, 6) and results.read_bytes() == before
+
+
+OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.11 GiB. GPU 0 has a total capacity of 79.18 GiB"
+
+
+def _concurrency_fake(oom_when, together: bool = True):
+    """A fake execute_run that notes ``(seed, other runs executing at its start)`` per call.
+
+    With ``together``, the first two calls wait for each other (they run at the same time); a call returns the OOM
+    error when ``oom_when(seed, other runs executing at its end)`` is true, planted metrics otherwise.
+    """
+    lock = threading.Lock()
+    both = threading.Barrier(2, timeout=30)
+    calls = []
+    active = [0]
+
+    def fake(spec, logs_dir, timeout, threads, stop=None):
+        with lock:
+            others = active[0]
+            active[0] += 1
+            calls.append((spec.seed, others))
+            call = len(calls)
+        try:
+            if together and call <= 2:
+                both.wait()
+            else:
+                time.sleep(0.02)
+            with lock:  # the first two met at the barrier: each ran beside the other
+                beside = 1 if together and call <= 2 else active[0] - 1
+            if oom_when(spec.seed, beside):
+                return {"status": "error", "error": OOM, "seconds": 0.01, "log": "x.log"}
+            return _planted_fields()
+        finally:
+            with lock:
+                active[0] -= 1
+
+    return fake, calls
+
+
+def test_a_run_out_of_gpu_memory_beside_others_is_requeued_and_runs_alone(sweep_file, in_tmp, monkeypatch):
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
+    assert sweep.oom_retries == 2  # the default
+    fake, calls = _concurrency_fake(lambda seed, beside: seed == 1 and beside > 0)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    results = in_tmp / "results.jsonl"
+    messages = []
+    summary = bm.run_sweep(sweep, results, log=messages.append)
+    assert (summary["executed"], summary["errors"]) == (3, 0)
+    assert sorted(seed for seed, _ in calls[:3]) == [1, 2, 3]
+    assert calls[-1] == (1, 0) and len(calls) == 4  # the second attempt ran with no other run executing
+
+    records = {r["seed"]: r for r in bm.read_results(results)}
+    assert len(bm.read_results(results)) == 3  # the out-of-memory attempt is not recorded
+    assert (records[1]["status"], records[1]["attempts"], records[1]["error"]) == ("ok", 2, None)
+    assert [records[s]["attempts"] for s in (2, 3)] == [1, 1]
+    assert bm.read_results(results)[-1]["seed"] == 1  # requeued at the end of the queue
+
+    requeued = [m for m in messages if "requeued" in m]
+    assert requeued == [
+        "run 1/3 SASRec tiny seed=1 out of GPU memory while 1 other run was executing; "
+        "requeued (retry 1/2), will run alone"
+    ]
+    assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 1/2, alone | elapsed") for m in messages) == 1
+    assert sum(" finished, " in m for m in messages) == 3
+
+
+def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in_tmp, monkeypatch):
+    def errors(results) -> list[tuple]:
+        return [(r["seed"], r["status"], r["attempts"], r["error"]) for r in bm.read_results(results)]
+
+    # alone (one run for two workers): recorded at once
+    fake, calls = _concurrency_fake(lambda seed, beside: True, together=False)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    messages = []
+    summary = bm.run_sweep(bm.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append)
+    assert (summary["executed"], summary["errors"]) == (1, 1) and calls == [(1, 0)]
+    assert errors(in_tmp / "alone.jsonl") == [(1, "error", 1, OOM)]
+    assert not any("requeued" in m for m in messages)
+
+    # always out of memory: requeued once, then out of memory alone -> recorded with attempts = 1 + oom_retries
+    fake, calls = _concurrency_fake(lambda seed, beside: True)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    messages = []
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=1))
+    summary = bm.run_sweep(sweep, in_tmp / "exhausted.jsonl", log=messages.append)
+    assert (summary["executed"], summary["errors"]) == (2, 2)
+    assert sorted(seed for seed, _ in calls[:2]) == [1, 2]  # together, both out of memory
+    assert sorted(calls[2:]) == [(1, 0), (2, 0)]  # then each alone, out of memory again
+    assert sorted(errors(in_tmp / "exhausted.jsonl")) == [(1, "error", 2, OOM), (2, "error", 2, OOM)]
+    assert sum("requeued (retry 1/1), will run alone" in m for m in messages) == 2
+
+    # with the default of 2 retries, the second attempt runs alone: its out of memory is recorded
+    fake, calls = _concurrency_fake(lambda seed, beside: True)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2))
+    summary = bm.run_sweep(sweep, in_tmp / "default.jsonl", log=[].append)
+    assert len(calls) == 4 and [r["attempts"] for r in bm.read_results(in_tmp / "default.jsonl")] == [2, 2]
+
+    # oom_retries 0: no retry, beside other runs or not
+    fake, calls = _concurrency_fake(lambda seed, beside: True)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=0))
+    summary = bm.run_sweep(sweep, in_tmp / "none.jsonl", log=[].append)
+    assert len(calls) == 2
+    assert sorted(errors(in_tmp / "none.jsonl")) == [(1, "error", 1, OOM), (2, "error", 1, OOM)]
+
+    # other errors beside other runs are not retried
+    def other_error(spec, *args, **kwargs):
+        time.sleep(0.05)
+        return {"status": "error", "error": "RuntimeError: shapes do not match", "seconds": 0.05}
+
+    monkeypatch.setattr(bm, "execute_run", other_error)
+    summary = bm.run_sweep(bm.load_sweep(sweep_file(seeds=[1, 2], workers=2)), in_tmp / "other.jsonl", log=[].append)
+    assert (summary["executed"], summary["errors"]) == (2, 2)
+    assert [r["attempts"] for r in bm.read_results(in_tmp / "other.jsonl")] == [1, 1]
+
+
+def test_is_gpu_oom():
+    assert bm.is_gpu_oom(OOM)
+    assert bm.is_gpu_oom(
+        "AcceleratorError: CUDA error: out of memory\nSearch for `cudaErrorMemoryAllocation' in "
+        "https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html for more information.\n"
+    )
+    assert bm.is_gpu_oom("RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+    assert not bm.is_gpu_oom("RuntimeError: CUDA error: device-side assert triggered")
+    assert not bm.is_gpu_oom("MemoryError: Unable to allocate 3.2 GiB for an array")  # the CPU's, not the GPU's
+    assert not bm.is_gpu_oom("") and not bm.is_gpu_oom(None)
 
 
 def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch):
@@ -326,6 +453,14 @@ def test_workers_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypat
     assert bm.cli(["sweep", str(path), "--workers", "two"]) == 2
     assert "--workers must be a positive integer (got 'two')" in capsys.readouterr().err
     assert len(seen) == 3
+
+    assert seen[-1].oom_retries == 2  # the default
+    assert main([f"--sweep={path}", "--oom_retries=0", "--epochs=2"]) == 0
+    assert seen[-1].oom_retries == 0 and seen[-1].cli_overrides == {"epochs": 2}  # not a run override
+    assert bm.cli(["sweep", str(path), "--oom-retries", "5"]) == 0 and seen[-1].oom_retries == 5
+    assert bm.load_sweep(sweep_file(oom_retries=0)).oom_retries == 0
+    assert main([f"--sweep={path}", "--oom_retries=-1"]) == 2
+    assert "error: --oom_retries must be a non-negative integer (got -1)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +618,7 @@ def test_shipped_sweeps_load(in_tmp):
         assert path == bm.PROPERTIES / "sweep" / f"{name}.yaml"
         sweep = bm.load_sweep(path)
         sizes[name] = len(bm.plan_runs(sweep))
-        assert sweep.workers == 1
+        assert sweep.workers == 1 and sweep.oom_retries == 2
     assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 6 * 2 * 3}
     assert bm.resolve_sweep_path("properties/sweep/quick.yaml") == bm.PROPERTIES / "sweep" / "quick.yaml"
     quick = bm.load_sweep(bm.resolve_sweep_path("quick"))
@@ -504,6 +639,9 @@ def test_bad_sweep_files(sweep_file, capsys):
     for bad in (0, -2, 1.5, True, "4"):
         with pytest.raises(ConfigError, match="'workers' must be a positive integer"):
             bm.load_sweep(sweep_file(workers=bad))
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ConfigError, match="'oom_retries' must be a non-negative integer"):
+            bm.load_sweep(sweep_file(oom_retries=bad))
 
     from recbole_sae.cli import main
 
