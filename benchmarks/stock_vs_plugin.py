@@ -43,30 +43,39 @@ def main():
     files = [str(PROPERTIES / "overall.yaml"), str(PROPERTIES / "dataset" / f"{dataset}.yaml")]
     records = []
 
-    # 1. stock RecBole (its quick_start imports ray: needs setuptools < 81 and numpy < 2)
+    # stock RecBole (its quick_start imports ray: needs setuptools < 81 and numpy < 2)
     from recbole_sae import compat
 
     compat.numpy_aliases()
     from recbole.quick_start import run_recbole
 
     torch.autograd.set_detect_anomaly(False)
-    seconds, restore = timed_epochs()
-    start = time.perf_counter()
-    stock = run_recbole(model="SASRec", dataset=dataset, config_file_list=files,
-                        config_dict={"checkpoint_dir": "runs/stock"})
-    records.append({"pipeline": "stock RecBole run_recbole", "seconds": time.perf_counter() - start,
-                    "epoch_seconds": seconds[:], "test": dict(stock["test_result"])})
-    restore()
 
-    # 2. the plugin
-    from recbole_sae.quick_start import run_recbole_sae
+    def stock():
+        seconds, restore = timed_epochs()
+        start = time.perf_counter()
+        result = run_recbole(model="SASRec", dataset=dataset, config_file_list=files,
+                             config_dict={"checkpoint_dir": "runs/stock"})
+        restore()
+        return {"pipeline": "stock RecBole run_recbole", "seconds": time.perf_counter() - start,
+                "epoch_seconds": seconds[:], "test": dict(result["test_result"])}
 
-    seconds, restore = timed_epochs()  # the same wrapper: both pipelines use RecBole's Trainer
-    start = time.perf_counter()
-    plugin = run_recbole_sae(model="SASRec", dataset=dataset)
-    records.append({"pipeline": "recbole-sae run_recbole_sae", "seconds": time.perf_counter() - start,
-                    "epoch_seconds": seconds[:], "test": plugin["test"]})
-    restore()
+    def plugin():
+        from recbole_sae.quick_start import run_recbole_sae
+
+        seconds, restore = timed_epochs()  # the same wrapper: both pipelines use RecBole's Trainer
+        start = time.perf_counter()
+        result = run_recbole_sae(model="SASRec", dataset=dataset)
+        restore()
+        return {"pipeline": "recbole-sae run_recbole_sae", "seconds": time.perf_counter() - start,
+                "epoch_seconds": seconds[:], "test": result["test"]}
+
+    # PLUGIN_FIRST=1 swaps the order, to tell a pipeline's cost from running first in the process
+    order = [plugin, stock] if os.environ.get("PLUGIN_FIRST") else [stock, plugin]
+    for run in order:
+        rec = run()
+        rec["position"] = len(records) + 1
+        records.append(rec)
 
     with open(out, "a") as f:
         for rec in records:
