@@ -16,4 +16,6 @@ done <<'RUNS'
 --sae_layer=0 --sae_expansion=32 --sae_k=16
 --sae_layer=0 --sae_expansion=8 --sae_k=4
 --sae_layer=embedding --sae_expansion=32 --sae_k=8
+--sae_layer=last --sae_expansion=8 --sae_activation=batchtopk --sae_k=16
+--sae_layer=last --sae_expansion=8 --sae_activation=relu --sae_l1_coeff=0.001
 RUNS
