@@ -318,9 +318,9 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
     if threads is not None:
         _positive_int(threads, f"{where}: 'torch_threads'")
     workers = data.get("workers")
-    workers = 1 if workers is None else _positive_int(workers, f"{where}: 'workers'")
+    workers = Sweep.workers if workers is None else _positive_int(workers, f"{where}: 'workers'")
     oom_retries = data.get("oom_retries")
-    oom_retries = 2 if oom_retries is None else _positive_int(oom_retries, f"{where}: 'oom_retries'", 0)
+    oom_retries = Sweep.oom_retries if oom_retries is None else _positive_int(oom_retries, f"{where}: 'oom_retries'", 0)
 
     return Sweep(
         name=name,

@@ -32,6 +32,7 @@ from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_sae.errors import ConfigError
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD
 
 BATCH_UNITS = ("targets", "windows")  # what train_batch_size counts in full_sequence mode
@@ -100,8 +101,6 @@ class LengthBatches:
         max_len = config["MAX_ITEM_LIST_LENGTH"]
         stride = int(config["full_sequence_stride"] or default_stride(max_len))
         if not 1 <= stride <= max_len:
-            from recbole_sae.errors import ConfigError
-
             raise ConfigError(f"full_sequence_stride must be in 1..MAX_ITEM_LIST_LENGTH ({max_len}), got {stride}")
         if full_sequence:
             rows = full_sequence_rows(feat[user_field], stride)
@@ -118,8 +117,6 @@ class LengthBatches:
         self.batch_size = config["train_batch_size"]
         unit = (config["full_sequence_batch"] or "targets") if full_sequence else "windows"
         if unit not in BATCH_UNITS:
-            from recbole_sae.errors import ConfigError
-
             raise ConfigError(f"full_sequence_batch must be one of {BATCH_UNITS}, got '{unit}'")
         # loss targets per row: a batch holds about batch_size of them (prefix rows: one each)
         self.row_targets = (self.targets > 0).sum(1) if unit == "targets" else None
@@ -188,8 +185,6 @@ class SequenceTrainer(Trainer):
         self.train_mode = config["train_mode"] or "full_sequence"
         self.length_bucketing = config["length_bucketing"] is not False
         if self.train_mode == "full_sequence" and not getattr(model, "supports_full_sequence", False):
-            from recbole_sae.errors import ConfigError
-
             raise ConfigError(f"{type(model).__name__} does not support train_mode=full_sequence")
         self._batches = None
 
