@@ -24,7 +24,7 @@ Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
                                  #   with several workers); not part of the run key
     workers: 1                   # (int) runs executed at once (default 1); not part of the run key
     oom_retries: 2               # (int) requeues of a run out of GPU memory beside other runs (default 2,
-                                 #   0 = none); not part of the run key
+                                 #   0 = none; the last one runs alone); not part of the run key
 
 A grid value may be a mapping, which sets several keys at once (``dropout: [{hidden_dropout_prob: 0.2,
 attn_dropout_prob: 0.2}, ...]``). Each run's overrides are, lowest first: ``config`` <
@@ -52,9 +52,11 @@ the mean run time times the runs left, divided by the workers (see :func:`time_l
 Runs that share one GPU can run out of its memory because of the others. A run that fails with a GPU
 out-of-memory error (see :func:`is_gpu_oom`) while other runs were executing is therefore not
 recorded: it goes back to the end of the queue and runs again, at most ``oom_retries`` times (or
-``--oom_retries=N``; 0 = never). A requeued run starts only once no other run is executing, and no
-run starts beside it, so it runs alone; out of memory while alone, it is recorded as an error like
-any other (so in practice a run gets one retry, whatever ``oom_retries`` above 1 allows).
+``--oom_retries=N``; 0 = never). The last of those retries runs alone (it starts only once no other
+run is executing, and no run starts beside it); the ones before it run beside others like any run,
+since memory may be free by then. Out of memory while alone, a run is recorded as an error like any
+other. So ``oom_retries: 1`` sends a run that ran out of memory straight to running alone, and the
+default 2 first tries once more beside others.
 
 On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists
 and any other ``--key=value`` overrides that key in every run (``--epochs=2`` for a smoke test). The
@@ -759,6 +761,12 @@ def time_left(durations: list[float], remaining: int, workers: int = 1) -> float
     return sum(durations) / len(durations) * remaining / min(workers, remaining)
 
 
+def runs_alone(attempt: int, oom_retries: int) -> bool:
+    """Whether attempt number ``attempt`` of a run (1 = first) must run with no other run beside it:
+    the last retry after running out of GPU memory beside others, attempt ``oom_retries + 1``."""
+    return attempt > 1 and attempt > oom_retries
+
+
 def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     """Run (or resume) a sweep; append each run to ``results``; write the report at the end.
 
@@ -768,9 +776,9 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
 
     A run that fails with a GPU out-of-memory error (:func:`is_gpu_oom`) while other runs were
     executing is not recorded but put back at the end of the queue, at most ``sweep.oom_retries``
-    times; a requeued run starts only when no other run is executing, and no run starts beside it.
-    Out of memory while it ran alone, or after its retries, it is recorded as an error. Every record
-    holds its ``attempts``.
+    times; the last retry (:func:`runs_alone`) starts only when no other run is executing, and no run
+    starts beside it. Out of memory while it ran alone, or after its retries, it is recorded as an
+    error. Every record holds its ``attempts``.
     """
     log = log or (lambda message: print(message, flush=True))
     results_path = Path(results) if results else default_results_path(sweep)
@@ -798,13 +806,18 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
         left = time_left(durations, todo - counts["executed"], workers)
         return f"elapsed {_duration(time.monotonic() - start)} | left ~{_duration(left)}"
 
+    def alone(attempt: int) -> bool:
+        return runs_alone(attempt, sweep.oom_retries)
+
     def run(number: int, spec: RunSpec, attempt: int = 1) -> bool:
         """Execute and record one attempt of ``spec``; True when it is to be requeued instead."""
         head = f"run {number}/{len(plan)} {spec.title}"
         with lock:
             if stop.is_set():  # interrupted before this run began
                 return False
-            retry = f", retry {attempt - 1}/{sweep.oom_retries}, alone" if attempt > 1 else ""
+            retry = ""
+            if attempt > 1:
+                retry = f", retry {attempt - 1}/{sweep.oom_retries}" + (", alone" if alone(attempt) else "")
             log(f"{head} started{retry} | {progress()}")
             for key in executing:
                 executing[key] = max(executing[key], len(executing))
@@ -848,7 +861,8 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
                 verb = "run was" if others == 1 else "runs were"
                 log(
                     f"{head} out of GPU memory while {others} other {verb} executing; "
-                    f"requeued (retry {attempt}/{sweep.oom_retries}), will run alone"
+                    f"requeued (retry {attempt}/{sweep.oom_retries}), "
+                    + ("will run alone" if alone(attempt + 1) else "will run again beside others")
                 )
                 return True
             append_record(results_path, record)
@@ -884,10 +898,10 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-run")
         try:
             while queue or running:
-                # first come first started; a requeued run (attempt > 1) waits until no run executes,
+                # first come first started; a run on its last retry waits until no run executes,
                 # and no run starts beside it
-                while queue and len(running) < workers and not any(a > 1 for _, _, a in running.values()):
-                    if queue[0][2] > 1 and running:
+                while queue and len(running) < workers and not any(alone(a) for _, _, a in running.values()):
+                    if alone(queue[0][2]) and running:
                         break
                     number, spec, attempt = queue.popleft()
                     running[pool.submit(run, number, spec, attempt)] = (number, spec, attempt)

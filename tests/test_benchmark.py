@@ -248,14 +248,15 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
 OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.11 GiB. GPU 0 has a total capacity of 79.18 GiB"
 
 
-def _concurrency_fake(oom_when, together: bool = True):
+def _concurrency_fake(oom_when, together: int = 2):
     """A fake execute_run that notes ``(seed, other runs executing at its start)`` per call.
 
-    With ``together``, the first two calls wait for each other (they run at the same time); a call returns the OOM
-    error when ``oom_when(seed, other runs executing at its end)`` is true, planted metrics otherwise.
+    The first ``together`` calls meet in pairs (calls 1 and 2 wait for each other, then 3 and 4, ...: each pair runs
+    at the same time); a call returns the OOM error when ``oom_when(seed, other runs executing at its end)`` is true,
+    planted metrics otherwise.
     """
     lock = threading.Lock()
-    both = threading.Barrier(2, timeout=30)
+    pairs = [threading.Barrier(2, timeout=30) for _ in range(together // 2)]
     calls = []
     active = [0]
 
@@ -265,13 +266,14 @@ def _concurrency_fake(oom_when, together: bool = True):
             active[0] += 1
             calls.append((spec.seed, others))
             call = len(calls)
+        paired = call <= 2 * len(pairs)
         try:
-            if together and call <= 2:
-                both.wait()
+            if paired:
+                pairs[(call - 1) // 2].wait()
             else:
                 time.sleep(0.02)
-            with lock:  # the first two met at the barrier: each ran beside the other
-                beside = 1 if together and call <= 2 else active[0] - 1
+            with lock:  # a pair met at its barrier: each ran beside the other
+                beside = 1 if paired else active[0] - 1
             if oom_when(spec.seed, beside):
                 return {"status": "error", "error": OOM, "seconds": 0.01, "log": "x.log"}
             return _planted_fields()
@@ -283,8 +285,7 @@ def _concurrency_fake(oom_when, together: bool = True):
 
 
 def test_a_run_out_of_gpu_memory_beside_others_is_requeued_and_runs_alone(sweep_file, in_tmp, monkeypatch):
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
-    assert sweep.oom_retries == 2  # the default
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2, oom_retries=1))
     fake, calls = _concurrency_fake(lambda seed, beside: seed == 1 and beside > 0)
     monkeypatch.setattr(bm, "execute_run", fake)
     results = in_tmp / "results.jsonl"
@@ -303,10 +304,31 @@ def test_a_run_out_of_gpu_memory_beside_others_is_requeued_and_runs_alone(sweep_
     requeued = [m for m in messages if "requeued" in m]
     assert requeued == [
         "run 1/3 SASRec tiny seed=1 out of GPU memory while 1 other run was executing; "
-        "requeued (retry 1/2), will run alone"
+        "requeued (retry 1/1), will run alone"
     ]
-    assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 1/2, alone | elapsed") for m in messages) == 1
+    assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 1/1, alone | elapsed") for m in messages) == 1
     assert sum(" finished, " in m for m in messages) == 3
+
+
+def test_with_two_retries_the_first_runs_beside_others_and_the_last_alone(sweep_file, in_tmp, monkeypatch):
+    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
+    assert sweep.oom_retries == 2  # the default
+    # seed 1 runs out of memory whenever another run executes: beside seed 2 (calls 1-2), beside seed 3 (calls 3-4)
+    fake, calls = _concurrency_fake(lambda seed, beside: seed == 1 and beside > 0, together=4)
+    monkeypatch.setattr(bm, "execute_run", fake)
+    messages = []
+    summary = bm.run_sweep(sweep, in_tmp / "results.jsonl", log=messages.append)
+    assert (summary["executed"], summary["errors"]) == (3, 0)
+    assert sorted(seed for seed, _ in calls[2:4]) == [1, 3]  # the first retry started beside seed 3
+    assert calls[4] == (1, 0) and len(calls) == 5  # the second, last retry ran alone and finished
+    records = {r["seed"]: r for r in bm.read_results(in_tmp / "results.jsonl")}
+    assert (records[1]["status"], records[1]["attempts"]) == ("ok", 3)
+    requeued = [m.split("; ")[1] for m in messages if "requeued" in m]
+    assert requeued == ["requeued (retry 1/2), will run again beside others", "requeued (retry 2/2), will run alone"]
+    assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 1/2 | elapsed") for m in messages) == 1
+    assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 2/2, alone | elapsed") for m in messages) == 1
+    assert [bm.runs_alone(a, 2) for a in (1, 2, 3)] == [False, False, True]
+    assert [bm.runs_alone(a, 0) for a in (1, 2)] == [False, True]
 
 
 def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in_tmp, monkeypatch):
@@ -314,7 +336,7 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
         return [(r["seed"], r["status"], r["attempts"], r["error"]) for r in bm.read_results(results)]
 
     # alone (one run for two workers): recorded at once
-    fake, calls = _concurrency_fake(lambda seed, beside: True, together=False)
+    fake, calls = _concurrency_fake(lambda seed, beside: True, together=0)
     monkeypatch.setattr(bm, "execute_run", fake)
     messages = []
     summary = bm.run_sweep(bm.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append)
@@ -334,12 +356,13 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
     assert sorted(errors(in_tmp / "exhausted.jsonl")) == [(1, "error", 2, OOM), (2, "error", 2, OOM)]
     assert sum("requeued (retry 1/1), will run alone" in m for m in messages) == 2
 
-    # with the default of 2 retries, the second attempt runs alone: its out of memory is recorded
-    fake, calls = _concurrency_fake(lambda seed, beside: True)
+    # with the default of 2 retries: the second attempts run beside each other again, the third ones alone
+    fake, calls = _concurrency_fake(lambda seed, beside: True, together=4)
     monkeypatch.setattr(bm, "execute_run", fake)
     sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2))
     summary = bm.run_sweep(sweep, in_tmp / "default.jsonl", log=[].append)
-    assert len(calls) == 4 and [r["attempts"] for r in bm.read_results(in_tmp / "default.jsonl")] == [2, 2]
+    assert len(calls) == 6 and sorted(calls[4:]) == [(1, 0), (2, 0)]
+    assert [r["attempts"] for r in bm.read_results(in_tmp / "default.jsonl")] == [3, 3]
 
     # oom_retries 0: no retry, beside other runs or not
     fake, calls = _concurrency_fake(lambda seed, beside: True)
