@@ -34,6 +34,18 @@ from recbole_sae.sae import SAEConfig, SparseAutoencoder
 INTERVENTIONS = (None, "splice", "splice_error", "ablate")
 
 
+def _int_list(value):
+    """A yaml/CLI list of ints (``[32, 128]`` or ``"32,128"``) as a list; ``None`` stays ``None``."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.strip("[]() ").split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"expected a list of integers such as [32,128], got {value!r}") from None
+    return [value]
+
+
 def sae_config_from(config, d_in: int) -> SAEConfig:
     """The SAE's config from the model's ``sae_*`` keys."""
     d_sae = config["sae_d_sae"] or int(config["sae_expansion"]) * d_in
@@ -50,6 +62,7 @@ def sae_config_from(config, d_in: int) -> SAEConfig:
             normalize=config["sae_normalize"],
             b_dec_init=config["sae_b_dec_init"],
             seed=config["seed"],
+            matryoshka=_int_list(config["sae_matryoshka"]),
         )
         cfg.validate()
     except ValueError as err:

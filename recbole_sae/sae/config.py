@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 ACTIVATIONS = ("topk", "batchtopk", "relu")
 NORMALIZATIONS = ("none", "global")
@@ -60,6 +60,14 @@ class SAEConfig:
             (computed in the normalised space).
         tied_init: initialise the encoder as the transpose of the decoder.
         seed: seed of the weight initialisation.
+        matryoshka: ``None`` (a flat dictionary) or the sizes of nested
+            prefixes of the dictionary, strictly increasing and below
+            ``d_sae`` (e.g. ``[32, 128]``).  The reconstruction loss is then
+            the mean of the MSEs of the reconstructions from the first ``m``
+            latents, for every ``m`` in ``matryoshka`` and ``d_sae``: the
+            first latents must explain the input alone, which pulls broad,
+            frequent features into them instead of splitting them across
+            many narrow latents.  Encoding and decoding are unchanged.
     """
 
     d_in: int
@@ -74,6 +82,7 @@ class SAEConfig:
     b_dec_init: str = "geometric_median"
     tied_init: bool = True
     seed: int = 0
+    matryoshka: Optional[List[int]] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,6 +139,21 @@ class SAEConfig:
             raise ValueError(f"SAEConfig.tied_init must be a bool, got {self.tied_init!r}")
         if not _is_int(self.seed):
             raise ValueError(f"SAEConfig.seed must be an integer, got {self.seed!r}")
+        if self.matryoshka is not None:
+            sizes = self.matryoshka
+            if (
+                not isinstance(sizes, (list, tuple))
+                or not sizes
+                or not all(_is_int(m) for m in sizes)
+                or any(b <= a for a, b in zip(sizes, sizes[1:]))
+                or sizes[0] < 1
+                or sizes[-1] >= self.d_sae
+            ):
+                raise ValueError(
+                    "SAEConfig.matryoshka must be None or a non-empty, strictly increasing list of "
+                    f"prefix sizes between 1 and d_sae - 1 = {self.d_sae - 1}, got {sizes!r}"
+                )
+            self.matryoshka = [int(m) for m in sizes]
 
     # ----------------------------------------------------------- serialisation
     def to_dict(self) -> dict:

@@ -305,8 +305,10 @@ class SparseAutoencoder(nn.Module):
 
         Returns a dict of scalar tensors:
 
-        * ``total`` = ``mse + aux_coeff * aux (+ l1_coeff * l1 for relu)``;
-        * ``mse``: mean squared error per element in the normalised space;
+        * ``total`` = ``mse + aux_coeff * aux (+ l1_coeff * l1 for relu)``, where with
+          ``cfg.matryoshka`` the ``mse`` term is the mean of the MSEs of the nested prefixes'
+          reconstructions and of the full one;
+        * ``mse``: mean squared error per element in the normalised space (full dictionary);
         * ``aux``: AuxK loss -- the residual ``x_n - x_hat_n`` (detached) is
           reconstructed from the top ``aux_k`` pre-activations of the DEAD
           latents only (through ``W_dec``, no bias) and the per-element MSE of
@@ -325,12 +327,17 @@ class SparseAutoencoder(nn.Module):
         x_n = self.normalize_input(x).reshape(-1, self.cfg.d_in)
         pre = self._pre_from_normalized(x_n)
         f = self.activate(pre)
-        x_hat_n = self.decode_normalized(f)
-        err = x_n - x_hat_n
-        mse = err.pow(2).mean()
+        if self.cfg.matryoshka:
+            prefix_mse = self._prefix_mses(x_n, f)
+            err = x_n - self.decode_normalized(f)
+            mse = err.pow(2).mean()
+            reconstruction = torch.stack(prefix_mse + [mse]).mean()
+        else:
+            err = x_n - self.decode_normalized(f)
+            mse = reconstruction = err.pow(2).mean()
 
         l1 = (f * torch.linalg.vector_norm(self.W_dec, dim=1)).sum(dim=-1).mean()
-        total = mse
+        total = reconstruction
         if self.cfg.activation == "relu" and self.cfg.l1_coeff > 0:
             total = total + self.cfg.l1_coeff * l1
 
@@ -356,6 +363,16 @@ class SparseAutoencoder(nn.Module):
                 self._update_stats(f)
 
         return {"total": total, "mse": mse, "aux": aux, "l1": l1, "l0": l0, "fvu": fvu.detach()}
+
+    def _prefix_mses(self, x_n: torch.Tensor, f: torch.Tensor):
+        """Per-element MSE of the reconstruction from the first ``m`` latents, for each ``m`` in
+        ``cfg.matryoshka`` (the decoder bias included), computed group by group."""
+        out, x_hat, start = [], self.b_dec.expand_as(x_n), 0
+        for m in self.cfg.matryoshka:
+            x_hat = x_hat + f[:, start:m] @ self.W_dec[start:m]
+            out.append((x_n - x_hat).pow(2).mean())
+            start = m
+        return out
 
     @torch.no_grad()
     def _update_stats(self, f: torch.Tensor) -> None:

@@ -67,7 +67,9 @@ def test_ablation_writes_the_mean_state_at_the_site(tiny_build):
 
 
 @pytest.mark.parametrize("key,value,message", [("sae_layer", 7, "out of range"), ("sae_layer", "middle", "sae_layer"),
-                                               ("sae_positions", "first", "positions"), ("sae_k", 999, "SAE")])
+                                               ("sae_positions", "first", "positions"), ("sae_k", 999, "SAE"),
+                                               ("sae_matryoshka", [64, 8], "matryoshka"),
+                                               ("sae_matryoshka", "8,x", "list of integers")])
 def test_bad_settings_are_clear_errors(tiny_build, key, value, message):
     with pytest.raises(ConfigError, match=message):
         _model(tiny_build, **{key: value})
@@ -111,3 +113,9 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
                                                          "embedding_size": 16, "MAX_ITEM_LIST_LENGTH": 10})
     with pytest.raises(CheckpointMismatchError, match="holds a GRU4Rec model"):
         run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(other["run_dir"], "model.pth")})
+
+
+@pytest.mark.parametrize("value", [[8, 32], "[8,32]", "8,32"])
+def test_matryoshka_sizes_from_yaml_or_command_line(tiny_build, value):
+    model, _ = _model(tiny_build, sae_matryoshka=value)
+    assert model.sae.cfg.matryoshka == [8, 32]

@@ -84,3 +84,10 @@ def test_invalid_cfg_json(tmp_path):
     (tmp_path / "cfg.json").write_text("{not json")
     with pytest.raises(ValueError, match="JSON"):
         SparseAutoencoder.load(tmp_path)
+
+
+def test_round_trip_keeps_matryoshka_sizes(tmp_path):
+    sae = SparseAutoencoder(SAEConfig(d_in=8, d_sae=32, k=3, matryoshka=[4, 12]))
+    sae.save(tmp_path / "sae")
+    assert json.loads((tmp_path / "sae" / "cfg.json").read_text())["matryoshka"] == [4, 12]
+    assert SparseAutoencoder.load(tmp_path / "sae").cfg.matryoshka == [4, 12]

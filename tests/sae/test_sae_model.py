@@ -298,3 +298,41 @@ def test_bad_input_shape():
         sae.encode(torch.zeros(3, 15))
     with pytest.raises(ValueError, match="64"):
         sae.decode(torch.zeros(3, 15))
+
+
+# ------------------------------------------------------------------ matryoshka
+def test_matryoshka_loss_is_the_mean_of_the_nested_reconstruction_errors():
+    sae = make(d_sae=64, k=6, matryoshka=[8, 24])
+    x = data()
+    sae.fit_normalization(x)
+    sae.init_b_dec(x)
+    out = sae.loss(x, update_stats=False)
+    x_n = sae.normalize_input(x)
+    f = sae.encode(x)
+    # by hand: reconstruct from latents [0, m) only, for m = 8, 24 and the whole dictionary
+    by_hand = []
+    for m in (8, 24, 64):
+        keep = torch.zeros(64)
+        keep[:m] = 1.0
+        by_hand.append((x_n - ((f * keep) @ sae.W_dec + sae.b_dec)).pow(2).mean())
+    assert torch.allclose(out["mse"], by_hand[-1], atol=1e-6)  # "mse" stays the full dictionary's
+    assert torch.allclose(out["total"], torch.stack(by_hand).mean(), atol=1e-6)
+    # the nested terms weigh the first latents more: their gradient is larger than without nesting
+    flat = make(d_sae=64, k=6)
+    flat.load_state_dict(sae.state_dict())
+    g_nested = torch.autograd.grad(out["total"], sae.W_dec)[0]
+    g_flat = torch.autograd.grad(flat.loss(x, update_stats=False)["total"], flat.W_dec)[0]
+    assert torch.allclose(g_nested[24:], g_flat[24:] / 3, atol=1e-6)  # only the full term sees them
+    assert not torch.allclose(g_nested[:8], g_flat[:8] / 3, atol=1e-6)
+
+
+def test_matryoshka_does_not_change_encoding_or_decoding():
+    nested, flat = make(matryoshka=[8, 32]), make()
+    x = data()
+    assert torch.equal(nested(x)[0], flat(x)[0])
+
+
+@pytest.mark.parametrize("sizes", [[], [32, 16], [16, 16], [0, 8], [8, 64], [4.5], "8,16"])
+def test_matryoshka_sizes_are_validated(sizes):
+    with pytest.raises(ValueError, match="matryoshka"):
+        make(matryoshka=sizes)
