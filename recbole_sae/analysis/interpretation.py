@@ -365,11 +365,16 @@ def _ratio(num: float, den: float) -> Optional[float]:
     return num / den
 
 
+# Attribute values on fewer than this share of the positions count as rare in the summary's split.
+RARE_BASE_RATE = 0.05
+
+
 def monosemanticity_summary(
     stats_sae: Mapping[str, torch.Tensor],
     stats_raw: Mapping[str, torch.Tensor],
     values: Optional[Sequence[str]] = None,
     min_support: int = 10,
+    rare_rate: float = RARE_BASE_RATE,
 ) -> dict:
     """SAE latents vs raw hidden dims: how well the best unit captures each value.
 
@@ -385,8 +390,13 @@ def monosemanticity_summary(
          "ratio_auc_above_chance",        # (SAE mean AUC - 0.5) / (raw mean AUC - 0.5)
          "rows": [{"value", "support", "base_rate",
                    "raw_best_abs_corr", "sae_best_abs_corr", "raw_best_auc", "sae_best_auc",
-                   "raw_dim", "sae_latent", "gain"}]}     # gain = SAE - raw best |corr|
+                   "raw_dim", "sae_latent", "gain"}],     # gain = SAE - raw best |corr|
+         "by_frequency": {"rare": {...}, "common": {...}}}
 
+    ``by_frequency`` repeats ``n_values``, the two mean best ``|corr|`` and their ratio for the
+    values on fewer than ``rare_rate`` of the positions (``rare``) and the others (``common``):
+    a sparse latent can match a rare value closely, while a value on a large share of the
+    positions is one a dense raw dimension can already track.
     With no value passing ``min_support`` the means and ratios are ``None``.
     """
     names = _value_names(stats_sae, values)
@@ -414,12 +424,22 @@ def monosemanticity_summary(
             "gain": sae_c - raw_c,
         })
 
-    def mean(key: str) -> Optional[float]:
-        return sum(row[key] for row in rows) / len(rows) if rows else None
+    def mean(key: str, group=rows) -> Optional[float]:
+        return sum(row[key] for row in group) / len(group) if group else None
+
+    def corr_split(group) -> dict:
+        sae_c, raw_c = mean("sae_best_abs_corr", group), mean("raw_best_abs_corr", group)
+        return {"n_values": len(group), "sae_mean_best_abs_corr": sae_c, "raw_mean_best_abs_corr": raw_c,
+                "ratio_corr": _ratio(sae_c, raw_c) if group else None}
 
     sae = {"mean_best_abs_corr": mean("sae_best_abs_corr"), "mean_best_auc": mean("sae_best_auc")}
     raw = {"mean_best_abs_corr": mean("raw_best_abs_corr"), "mean_best_auc": mean("raw_best_auc")}
     have = bool(rows)
+    by_frequency = {
+        "rare_rate": float(rare_rate),
+        "rare": corr_split([row for row in rows if row["base_rate"] < rare_rate]),
+        "common": corr_split([row for row in rows if row["base_rate"] >= rare_rate]),
+    }
     return {
         "n_values": len(rows),
         "min_support": int(min_support),
@@ -431,6 +451,7 @@ def monosemanticity_summary(
             _ratio(sae["mean_best_auc"] - 0.5, raw["mean_best_auc"] - 0.5) if have else None
         ),
         "rows": rows,
+        "by_frequency": by_frequency,
     }
 
 

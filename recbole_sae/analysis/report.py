@@ -171,6 +171,21 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
         "field", "values", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
         "raw best AUC", "SAE best AUC", "ratio AUC",
     ]))
+    split_rows = []
+    for field, fres in fields.items():
+        split = fres["summary"].get("by_frequency")
+        for group in ("rare", "common") if split else ():
+            g = split[group]
+            share = f"{'<' if group == 'rare' else '>='} {split['rare_rate']:.0%}"
+            split_rows.append([field, f"{group} ({share} of positions)", g["n_values"],
+                               g["raw_mean_best_abs_corr"], g["sae_mean_best_abs_corr"], g["ratio_corr"]])
+    if split_rows:
+        out.append("")
+        out.append("By how common the value is:")
+        out.append("")
+        out.append(markdown_table(split_rows, [
+            "field", "values", "n", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
+        ]))
     if files.get("plot"):
         out.append(f"![best |corr| per value, raw vs SAE]({files['plot']})")
         out.append("")

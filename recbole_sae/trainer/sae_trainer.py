@@ -208,6 +208,8 @@ class SASRecSAETrainer(SequenceTrainer):
                 "monosemanticity_ratio": s["ratio_corr"],
                 "raw_mean_best_auc": s["raw"]["mean_best_auc"],
                 "sae_mean_best_auc": s["sae"]["mean_best_auc"],
+                "ratio_rare_values": s["by_frequency"]["rare"]["ratio_corr"],
+                "ratio_common_values": s["by_frequency"]["common"]["ratio_corr"],
             }
         return summary
 

@@ -208,6 +208,15 @@ def test_best_per_value_and_monosemanticity_ratio():
     assert western["gain"] == pytest.approx(0.4)
     assert (western["raw_best_auc"], western["sae_best_auc"]) == (0.6, 0.95)
 
+    # by frequency: Western is on 30% of the positions, Horror on 20%
+    split = monosemanticity_summary(sae, raw, values, min_support=10, rare_rate=0.25)["by_frequency"]
+    assert split["rare_rate"] == 0.25
+    assert split["rare"] == {"n_values": 1, "sae_mean_best_abs_corr": pytest.approx(0.6),
+                             "raw_mean_best_abs_corr": pytest.approx(0.2), "ratio_corr": pytest.approx(3.0)}
+    assert split["common"] == {"n_values": 1, "sae_mean_best_abs_corr": pytest.approx(0.8),
+                               "raw_mean_best_abs_corr": pytest.approx(0.4), "ratio_corr": pytest.approx(2.0)}
+    assert s["by_frequency"]["rare"]["n_values"] == 0 and s["by_frequency"]["rare"]["ratio_corr"] is None
+
     empty = monosemanticity_summary(sae, raw, values, min_support=1000)
     assert empty["n_values"] == 0 and empty["ratio_corr"] is None and empty["sae"]["mean_best_abs_corr"] is None
 

@@ -86,6 +86,10 @@ def test_interpretation_report_files(tmp_path):
     assert f"| genre | {s['n_values']} | {raw_c:.4f} | {sae_c:.4f} |" in md
     assert "largest SAE gain" in md and "example latents" in md
     assert "(interpretation.png)" in md and "(latents.html)" in md
+    common = s["by_frequency"]["common"]
+    assert common["n_values"] + s["by_frequency"]["rare"]["n_values"] == s["n_values"]
+    assert (f"| genre | common (>= 5% of positions) | {common['n_values']} | "
+            f"{common['raw_mean_best_abs_corr']:.4f} | {common['sae_mean_best_abs_corr']:.4f} |") in md
 
     page = paths["html"].read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "<style>" in page

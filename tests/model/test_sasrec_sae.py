@@ -1,5 +1,6 @@
 """SASRecSAE: hooks, interventions, the two-stage pipeline and its reports."""
 
+import json
 import os
 
 import pytest
@@ -97,6 +98,9 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
         assert rec["recovered"] == pytest.approx((rec["spliced"] - rec["ablated"]) / (rec["original"] - rec["ablated"]), abs=1e-4)
     genre = report["interpretation"]["genre"]
     assert genre["n_values"] == 5 and genre["monosemanticity_ratio"] > 0
+    split = json.load(open(os.path.join(run_dir, "interpretation/interpretation.json")))["fields"]["genre"]["summary"]
+    for group in ("rare", "common"):  # the RESULT summary carries the by-frequency ratios of the report
+        assert genre[f"ratio_{group}_values"] == split["by_frequency"][group]["ratio_corr"]
 
     # the checkpoint holds the trained SAE
     config, model, *_ = load_data_and_model(run_dir, expected_model="SASRecSAE")
