@@ -16,6 +16,7 @@ Public API::
     stats = latent_attribute_stats(acts, item_ids, attr_matrix)      # dict of [L, V] tensors
     best_per_value(stats, values)                                     # best latent per value
     monosemanticity_summary(stats_sae, stats_raw, values)             # SAE vs raw dims
+    linear_probe_corr(raw_acts, item_ids, attr_matrix)                # [V]: all dims together
     label_latents(stats, values)                                      # "Western (0.71) · Drama (0.12)"
     top_items_by_activation(acts, item_ids, k)                        # [L, k] item ids
     logit_lens(decoder_directions, item_embeddings, k)                # ([L, k] ids, [L, k] scores)
@@ -34,6 +35,7 @@ __all__ = [
     "latent_attribute_stats",
     "best_per_value",
     "monosemanticity_summary",
+    "linear_probe_corr",
     "label_latents",
     "top_items_by_activation",
     "logit_lens",
@@ -359,6 +361,48 @@ def best_per_value(
     return out
 
 
+@torch.no_grad()
+def linear_probe_corr(
+    acts: torch.Tensor,
+    item_ids: torch.Tensor,
+    attr_matrix: torch.Tensor,
+    ridge: float = 1e-3,
+) -> torch.Tensor:
+    """How much of each attribute value a linear read-out of ALL the dims finds: ``[V]`` float64.
+
+    For every value, a ridge regression (penalty ``ridge`` times the mean diagonal of the Gram
+    matrix, intercept unpenalised) from the standardised activations to the value's indicator is
+    fitted on the positions of the items with an even id and scored on those with an odd id, then
+    the reverse: held out by item, so that the read-out cannot learn items by heart (with d dims
+    and a few thousand items that alone gives a correlation of about sqrt(d / items) to any
+    per-item noise); the result is the Pearson correlation between these held-out predictions and
+    the indicator over all positions, 0 for a value that is constant. It is the ceiling a single unit is measured
+    against: a latent that captures a value as well as the whole state allows reaches it, and a
+    value the state barely encodes keeps every unit, raw or SAE, low.
+    """
+    acts = _check_acts(acts)
+    n, d = acts.shape
+    attr = _check_attr(attr_matrix)
+    item_ids = _check_item_ids(item_ids, n, attr.shape[0])
+    x = acts.to(torch.float64)
+    x = (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-12)
+    x = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
+    y = attr[item_ids].to(torch.float64)
+    odd = (item_ids % 2).bool()
+    if odd.all() or not odd.any():
+        raise ValueError("linear_probe_corr needs positions of items with even and with odd ids")
+    pred = torch.empty_like(y)
+    for fit, score in ((~odd, odd), (odd, ~odd)):
+        gram = x[fit].T @ x[fit]
+        penalty = ridge * gram.diagonal()[:d].mean().clamp_min(1e-12)
+        gram[range(d), range(d)] += penalty
+        coef = torch.linalg.solve(gram, x[fit].T @ y[fit])
+        pred[score] = x[score] @ coef
+    pc, yc = pred - pred.mean(dim=0), y - y.mean(dim=0)
+    den = torch.sqrt((pc * pc).sum(dim=0) * (yc * yc).sum(dim=0))
+    return torch.where(den > 0, (pc * yc).sum(dim=0) / den.clamp_min(1e-300), torch.zeros_like(den))
+
+
 def _ratio(num: float, den: float) -> Optional[float]:
     if den == 0 or not math.isfinite(num) or not math.isfinite(den):
         return None
@@ -375,6 +419,7 @@ def monosemanticity_summary(
     values: Optional[Sequence[str]] = None,
     min_support: int = 10,
     rare_rate: float = RARE_BASE_RATE,
+    probe: Optional[torch.Tensor] = None,
 ) -> dict:
     """SAE latents vs raw hidden dims: how well the best unit captures each value.
 
@@ -393,6 +438,9 @@ def monosemanticity_summary(
                    "raw_dim", "sae_latent", "gain"}],     # gain = SAE - raw best |corr|
          "by_frequency": {"rare": {...}, "common": {...}}}
 
+    With ``probe`` (``[V]``, :func:`linear_probe_corr` of the raw dims) each row has
+    ``probe_corr``, the summary ``probe_mean_corr`` and the groups of ``by_frequency`` theirs:
+    how far above the best raw dimension the whole state reaches.
     ``by_frequency`` repeats ``n_values``, the two mean best ``|corr|`` and their ratio for the
     values on fewer than ``rare_rate`` of the positions (``rare``) and the others (``common``):
     a sparse latent can match a rare value closely, while a value on a large share of the
@@ -406,8 +454,10 @@ def monosemanticity_summary(
         raise ValueError("SAE and raw stats were computed on different positions (supports differ)")
     sae_best = best_per_value(stats_sae, names)
     raw_best = best_per_value(stats_raw, names)
+    if probe is not None and probe.shape != (len(names),):
+        raise ValueError(f"probe has shape {tuple(probe.shape)}, expected ({len(names)},)")
     rows = []
-    for s, r in zip(sae_best, raw_best):
+    for v, (s, r) in enumerate(zip(sae_best, raw_best)):
         if s["support"] < min_support:
             continue
         sae_c, raw_c = abs(s["by_corr"]["corr"]), abs(r["by_corr"]["corr"])
@@ -423,14 +473,19 @@ def monosemanticity_summary(
             "sae_latent": s["by_corr"]["latent"],
             "gain": sae_c - raw_c,
         })
+        if probe is not None:
+            rows[-1]["probe_corr"] = float(probe[v])
 
     def mean(key: str, group=rows) -> Optional[float]:
         return sum(row[key] for row in group) / len(group) if group else None
 
     def corr_split(group) -> dict:
         sae_c, raw_c = mean("sae_best_abs_corr", group), mean("raw_best_abs_corr", group)
-        return {"n_values": len(group), "sae_mean_best_abs_corr": sae_c, "raw_mean_best_abs_corr": raw_c,
-                "ratio_corr": _ratio(sae_c, raw_c) if group else None}
+        out = {"n_values": len(group), "sae_mean_best_abs_corr": sae_c, "raw_mean_best_abs_corr": raw_c,
+               "ratio_corr": _ratio(sae_c, raw_c) if group else None}
+        if probe is not None:
+            out["probe_mean_corr"] = mean("probe_corr", group)
+        return out
 
     sae = {"mean_best_abs_corr": mean("sae_best_abs_corr"), "mean_best_auc": mean("sae_best_auc")}
     raw = {"mean_best_abs_corr": mean("raw_best_abs_corr"), "mean_best_auc": mean("raw_best_auc")}
@@ -440,11 +495,13 @@ def monosemanticity_summary(
         "rare": corr_split([row for row in rows if row["base_rate"] < rare_rate]),
         "common": corr_split([row for row in rows if row["base_rate"] >= rare_rate]),
     }
+    extra = {"probe_mean_corr": mean("probe_corr")} if probe is not None else {}
     return {
         "n_values": len(rows),
         "min_support": int(min_support),
         "sae": sae,
         "raw": raw,
+        **extra,
         "ratio_corr": _ratio(sae["mean_best_abs_corr"], raw["mean_best_abs_corr"]) if have else None,
         "ratio_auc": _ratio(sae["mean_best_auc"], raw["mean_best_auc"]) if have else None,
         "ratio_auc_above_chance": (
@@ -673,7 +730,7 @@ def interpret(
 
         {"n_positions", "n_latents", "n_alive", "n_dead", "n_raw_dims", "min_support", "k",
          "fields": {field: {
-             "summary": <monosemanticity_summary, rounded>,
+             "summary": <monosemanticity_summary with the raw dims' linear_probe_corr, rounded>,
              "values": [{"value", "support", "base_rate",
                          "sae": {"latent", "corr", "auc", "precision", "recall"},   # best by |corr|
                          "sae_auc": {...same keys...},                             # best by AUC
@@ -716,12 +773,15 @@ def interpret(
     joint_matrix = torch.cat(matrices, dim=1)
     joint = latent_attribute_stats(sae_acts, item_ids, joint_matrix, chunk=chunk)
     joint_raw = latent_attribute_stats(raw_acts, item_ids, joint_matrix, chunk=chunk)
+    parities = torch.unique(item_ids.long() % 2).numel()
+    probe = linear_probe_corr(raw_acts, item_ids, joint_matrix) if parities == 2 else None
     firing_rate = joint["firing_rate"]
 
     fields_out = {}
     for field, values, lo, hi in spans:
         st_sae, st_raw = _value_slice(joint, lo, hi), _value_slice(joint_raw, lo, hi)
-        summary = _round_tree(monosemanticity_summary(st_sae, st_raw, values, min_support=min_support))
+        summary = _round_tree(monosemanticity_summary(
+            st_sae, st_raw, values, min_support=min_support, probe=None if probe is None else probe[lo:hi]))
         per_value = []
         for s, r in zip(best_per_value(st_sae, values), best_per_value(st_raw, values)):
             per_value.append({

@@ -153,7 +153,9 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
         "For each attribute value the best unit (SAE latent, or raw dimension as the baseline) is the "
         "one with the largest |Pearson correlation| (resp. ROC-AUC) between its activation and the "
         "value's indicator over all positions; the tables average these over values. "
-        "Monosemanticity ratio = SAE / raw."
+        "Monosemanticity ratio = SAE / raw. The probe column is the correlation that a linear "
+        "read-out of all raw dimensions together reaches on held-out positions: the ceiling for "
+        "one unit."
     )
     out.append("")
     fields = result.get("fields", {})
@@ -163,13 +165,13 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
         summary_rows.append([
             field, s["n_values"],
             s["raw"]["mean_best_abs_corr"], s["sae"]["mean_best_abs_corr"], s["ratio_corr"],
-            s["raw"]["mean_best_auc"], s["sae"]["mean_best_auc"], s["ratio_auc"],
+            s["raw"]["mean_best_auc"], s["sae"]["mean_best_auc"], s["ratio_auc"], s.get("probe_mean_corr"),
         ])
     out.append("## Monosemanticity: raw dimensions vs SAE latents")
     out.append("")
     out.append(markdown_table(summary_rows, [
         "field", "values", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
-        "raw best AUC", "SAE best AUC", "ratio AUC",
+        "raw best AUC", "SAE best AUC", "ratio AUC", "all raw dims (probe) |corr|",
     ]))
     split_rows = []
     for field, fres in fields.items():
@@ -178,13 +180,15 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
             g = split[group]
             share = f"{'<' if group == 'rare' else '>='} {split['rare_rate']:.0%}"
             split_rows.append([field, f"{group} ({share} of positions)", g["n_values"],
-                               g["raw_mean_best_abs_corr"], g["sae_mean_best_abs_corr"], g["ratio_corr"]])
+                               g["raw_mean_best_abs_corr"], g["sae_mean_best_abs_corr"], g["ratio_corr"],
+                               g.get("probe_mean_corr")])
     if split_rows:
         out.append("")
         out.append("By how common the value is:")
         out.append("")
         out.append(markdown_table(split_rows, [
             "field", "values", "n", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
+            "all raw dims (probe) |corr|",
         ]))
     if files.get("plot"):
         out.append(f"![best |corr| per value, raw vs SAE]({files['plot']})")

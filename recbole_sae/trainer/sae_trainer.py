@@ -208,6 +208,7 @@ class SASRecSAETrainer(SequenceTrainer):
                 "monosemanticity_ratio": s["ratio_corr"],
                 "raw_mean_best_auc": s["raw"]["mean_best_auc"],
                 "sae_mean_best_auc": s["sae"]["mean_best_auc"],
+                "probe_mean_corr": s.get("probe_mean_corr"),
                 "ratio_rare_values": s["by_frequency"]["rare"]["ratio_corr"],
                 "ratio_common_values": s["by_frequency"]["common"]["ratio_corr"],
             }

@@ -15,6 +15,7 @@ from recbole_sae.analysis import (
     label_latents,
     latent_attribute_stats,
     logit_lens,
+    linear_probe_corr,
     monosemanticity_summary,
     top_items_by_activation,
 )
@@ -333,3 +334,34 @@ def test_interpret_end_to_end_is_json_ready():
     no_lens = interpret(sae_acts, raw, item_ids, {"genre": (["Western", "Drama"], genre)}, titles, k=2)
     assert no_lens["latents"][0]["logit_items"] == []
     assert no_lens["latents"][0]["label"].startswith("Western (")  # one field: plain value names
+
+
+def test_linear_probe_finds_a_value_spread_over_several_dims():
+    g = torch.Generator().manual_seed(0)
+    n_items, n = 2000, 8000
+    item_vec = torch.randn(n_items, 4, generator=g)
+    # value 0: sign of dim0 + dim1 + dim2 (no single dim holds it); value 1: unrelated; value 2: every item
+    attr = torch.stack([item_vec[:, :3].sum(dim=1) > 0, torch.rand(n_items, generator=g) < 0.3,
+                        torch.ones(n_items, dtype=torch.bool)], dim=1)
+    item_ids = torch.randint(0, n_items, (n,), generator=g)
+    acts = item_vec[item_ids] + 0.1 * torch.randn(n, 4, generator=g)
+    probe = linear_probe_corr(acts, item_ids, attr)
+    assert probe.shape == (3,) and probe.dtype == torch.float64
+    single = latent_attribute_stats(acts, item_ids, attr)["corr"][:, 0].abs().max()
+    assert probe[0] > 0.75 and probe[0] > single + 0.2  # the read-out of all dims beats the best one
+    assert abs(float(probe[1])) < 0.1  # held out by item: no fit to per-item noise
+    assert probe[2] == 0.0  # a constant value
+    # the scale of a dim changes nothing
+    scaled = acts * torch.tensor([1.0, 100.0, 0.01, 3.0])
+    assert torch.allclose(linear_probe_corr(scaled, item_ids, attr), probe, atol=1e-6)
+
+    s = monosemanticity_summary(
+        latent_attribute_stats(acts, item_ids, attr), latent_attribute_stats(acts, item_ids, attr),
+        ["sum", "noise", "all"], min_support=10, probe=probe)
+    assert [row["probe_corr"] for row in s["rows"]] == pytest.approx(probe.tolist())
+    assert s["probe_mean_corr"] == pytest.approx(float(probe.mean()))
+    with pytest.raises(ValueError, match="probe has shape"):
+        monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
+                                latent_attribute_stats(acts, item_ids, attr), probe=probe[:2])
+    with pytest.raises(ValueError, match="even and with odd"):
+        linear_probe_corr(acts, item_ids * 2, torch.cat([attr, attr]))
