@@ -376,9 +376,12 @@ def linear_probe_corr(
     the reverse: held out by item, so that the read-out cannot learn items by heart (with d dims
     and a few thousand items that alone gives a correlation of about sqrt(d / items) to any
     per-item noise); the result is the Pearson correlation between these held-out predictions and
-    the indicator over all positions, 0 for a value that is constant. It is the ceiling a single unit is measured
-    against: a latent that captures a value as well as the whole state allows reaches it, and a
-    value the state barely encodes keeps every unit, raw or SAE, low.
+    the indicator over all positions, 0 for a value that is constant.
+
+    It measures how much of the value the state encodes linearly in a way that carries over to
+    items the read-out never saw. The best-unit correlations of :func:`latent_attribute_stats`
+    are taken over the same items the units fire on; a best unit far above the probe picks out
+    particular items of the value (a few well-known Westerns) rather than the value itself.
     """
     acts = _check_acts(acts)
     n, d = acts.shape
@@ -440,7 +443,7 @@ def monosemanticity_summary(
 
     With ``probe`` (``[V]``, :func:`linear_probe_corr` of the raw dims) each row has
     ``probe_corr``, the summary ``probe_mean_corr`` and the groups of ``by_frequency`` theirs:
-    how far above the best raw dimension the whole state reaches.
+    how much of each value a read-out of the whole state carries to unseen items.
     ``by_frequency`` repeats ``n_values``, the two mean best ``|corr|`` and their ratio for the
     values on fewer than ``rare_rate`` of the positions (``rare``) and the others (``common``):
     a sparse latent can match a rare value closely, while a value on a large share of the

@@ -154,8 +154,8 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
         "one with the largest |Pearson correlation| (resp. ROC-AUC) between its activation and the "
         "value's indicator over all positions; the tables average these over values. "
         "Monosemanticity ratio = SAE / raw. The probe column is the correlation that a linear "
-        "read-out of all raw dimensions together reaches on held-out positions: the ceiling for "
-        "one unit."
+        "read-out of all raw dimensions together reaches on items it was not fitted on: a best unit "
+        "far above it recognises particular items of the value rather than the value itself."
     )
     out.append("")
     fields = result.get("fields", {})
