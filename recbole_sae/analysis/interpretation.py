@@ -361,6 +361,11 @@ def best_per_value(
     return out
 
 
+def _both_parities(item_ids: torch.Tensor) -> bool:
+    """Whether the positions hold items with even and with odd ids (the probe's two folds)."""
+    return torch.unique(item_ids.long() % 2).numel() == 2
+
+
 @torch.no_grad()
 def linear_probe_corr(
     acts: torch.Tensor,
@@ -391,9 +396,9 @@ def linear_probe_corr(
     x = (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-12)
     x = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], dim=1)
     y = attr[item_ids].to(torch.float64)
-    odd = (item_ids % 2).bool()
-    if odd.all() or not odd.any():
+    if not _both_parities(item_ids):
         raise ValueError("linear_probe_corr needs positions of items with even and with odd ids")
+    odd = (item_ids % 2).bool()
     pred = torch.empty_like(y)
     for fit, score in ((~odd, odd), (odd, ~odd)):
         gram = x[fit].T @ x[fit]
@@ -776,8 +781,7 @@ def interpret(
     joint_matrix = torch.cat(matrices, dim=1)
     joint = latent_attribute_stats(sae_acts, item_ids, joint_matrix, chunk=chunk)
     joint_raw = latent_attribute_stats(raw_acts, item_ids, joint_matrix, chunk=chunk)
-    parities = torch.unique(item_ids.long() % 2).numel()
-    probe = linear_probe_corr(raw_acts, item_ids, joint_matrix) if parities == 2 else None
+    probe = linear_probe_corr(raw_acts, item_ids, joint_matrix) if _both_parities(item_ids) else None
     firing_rate = joint["firing_rate"]
 
     fields_out = {}

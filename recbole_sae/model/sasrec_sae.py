@@ -36,8 +36,10 @@ INTERVENTIONS = (None, "splice", "splice_error", "ablate")
 
 def _int_list(value):
     """A yaml/CLI list of ints (``[32, 128]`` or ``"32,128"``) as a list; ``None`` stays ``None``."""
-    if value is None or isinstance(value, (list, tuple)):
-        return None if value is None else list(value)
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return list(value)
     if isinstance(value, str):
         try:
             return [int(v) for v in value.strip("[]() ").split(",") if v.strip()]

@@ -327,14 +327,11 @@ class SparseAutoencoder(nn.Module):
         x_n = self.normalize_input(x).reshape(-1, self.cfg.d_in)
         pre = self._pre_from_normalized(x_n)
         f = self.activate(pre)
+        err = x_n - self.decode_normalized(f)
+        mse = err.pow(2).mean()
+        reconstruction = mse
         if self.cfg.matryoshka:
-            prefix_mse = self._prefix_mses(x_n, f)
-            err = x_n - self.decode_normalized(f)
-            mse = err.pow(2).mean()
-            reconstruction = torch.stack(prefix_mse + [mse]).mean()
-        else:
-            err = x_n - self.decode_normalized(f)
-            mse = reconstruction = err.pow(2).mean()
+            reconstruction = torch.stack(self._prefix_mses(x_n, f) + [mse]).mean()
 
         l1 = (f * torch.linalg.vector_norm(self.W_dec, dim=1)).sum(dim=-1).mean()
         total = reconstruction
