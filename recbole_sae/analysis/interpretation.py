@@ -411,8 +411,45 @@ def linear_probe_corr(
     return torch.where(den > 0, (pc * yc).sum(dim=0) / den.clamp_min(1e-300), torch.zeros_like(den))
 
 
+@torch.no_grad()
+def held_out_best_corr(
+    acts: torch.Tensor,
+    item_ids: torch.Tensor,
+    attr_matrix: torch.Tensor,
+    chunk: Optional[int] = None,
+) -> torch.Tensor:
+    """The best unit's correlation with the choice of unit held out by item: ``[V]`` float64.
+
+    For every value, the unit with the largest ``|corr|`` over the positions of the items with an
+    even id is scored on the positions of the items with an odd id (its correlation there, times
+    the sign it had where it was chosen), then the reverse; the result is the mean of the two.
+
+    The best ``|corr|`` of :func:`best_per_value` is a maximum over all units on the same
+    positions it is reported on: the more units (a 2,048-latent dictionary against 64 raw
+    dimensions), the more it gains from units that happen to fit, and a unit that fires on a few
+    particular items of the value scores as if it were the value. Choosing on one half of the
+    items and scoring on the other removes both: a unit that carries the value scores about the
+    same on unseen items; one that recognises items scores near 0 there.
+    """
+    acts = _check_acts(acts)
+    attr = _check_attr(attr_matrix)
+    item_ids = _check_item_ids(item_ids, acts.shape[0], attr.shape[0])
+    if not _both_parities(item_ids):
+        raise ValueError("held_out_best_corr needs positions of items with even and with odd ids")
+    odd = (item_ids % 2).bool().to(acts.device)
+    folds = [latent_attribute_stats(acts[m], item_ids[m.to(item_ids.device)], attr, chunk=chunk)["corr"]
+             for m in (~odd, odd)]
+    cols = torch.arange(attr.shape[1], device=folds[0].device)
+    scores = []
+    for chosen_on, scored_on in ((folds[0], folds[1]), (folds[1], folds[0])):
+        best = torch.argmax(chosen_on.abs(), dim=0)
+        scores.append(scored_on[best, cols] * torch.sign(chosen_on[best, cols]))
+    return (scores[0] + scores[1]) / 2
+
+
 def _ratio(num: float, den: float) -> Optional[float]:
-    if den == 0 or not math.isfinite(num) or not math.isfinite(den):
+    """``num / den``; ``None`` when ``den`` is 0 up to rounding (a mean of +1 and -1) or either is not finite."""
+    if not math.isfinite(num) or not math.isfinite(den) or abs(den) < 1e-12:
         return None
     return num / den
 
@@ -428,6 +465,7 @@ def monosemanticity_summary(
     min_support: int = 10,
     rare_rate: float = RARE_BASE_RATE,
     probe: Optional[torch.Tensor] = None,
+    held_out: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
 ) -> dict:
     """SAE latents vs raw hidden dims: how well the best unit captures each value.
 
@@ -453,6 +491,11 @@ def monosemanticity_summary(
     values on fewer than ``rare_rate`` of the positions (``rare``) and the others (``common``):
     a sparse latent can match a rare value closely, while a value on a large share of the
     positions is one a dense raw dimension can already track.
+    With ``held_out`` (``(sae [V], raw [V])``, :func:`held_out_best_corr` of the latents and of
+    the raw dims) each row has ``sae_held_out_corr`` and ``raw_held_out_corr``, and the summary
+    and each group of ``by_frequency`` the means (``sae_mean_held_out_corr``,
+    ``raw_mean_held_out_corr``) and their ratio ``ratio_held_out``: the ratio with the best unit
+    chosen on other items than it is scored on.
     With no value passing ``min_support`` the means and ratios are ``None``.
     """
     names = _value_names(stats_sae, values)
@@ -462,8 +505,9 @@ def monosemanticity_summary(
         raise ValueError("SAE and raw stats were computed on different positions (supports differ)")
     sae_best = best_per_value(stats_sae, names)
     raw_best = best_per_value(stats_raw, names)
-    if probe is not None and probe.shape != (len(names),):
-        raise ValueError(f"probe has shape {tuple(probe.shape)}, expected ({len(names)},)")
+    for name, vec in [("probe", probe)] + list(zip(("held_out[0]", "held_out[1]"), held_out or ())):
+        if vec is not None and vec.shape != (len(names),):
+            raise ValueError(f"{name} has shape {tuple(vec.shape)}, expected ({len(names)},)")
     rows = []
     for v, (s, r) in enumerate(zip(sae_best, raw_best)):
         if s["support"] < min_support:
@@ -483,9 +527,19 @@ def monosemanticity_summary(
         })
         if probe is not None:
             rows[-1]["probe_corr"] = float(probe[v])
+        if held_out is not None:
+            rows[-1]["sae_held_out_corr"] = float(held_out[0][v])
+            rows[-1]["raw_held_out_corr"] = float(held_out[1][v])
 
     def mean(key: str, group=rows) -> Optional[float]:
         return sum(row[key] for row in group) / len(group) if group else None
+
+    def held_out_means(group) -> dict:
+        if held_out is None:
+            return {}
+        sae_h, raw_h = mean("sae_held_out_corr", group), mean("raw_held_out_corr", group)
+        return {"sae_mean_held_out_corr": sae_h, "raw_mean_held_out_corr": raw_h,
+                "ratio_held_out": _ratio(sae_h, raw_h) if group else None}
 
     def corr_split(group) -> dict:
         sae_c, raw_c = mean("sae_best_abs_corr", group), mean("raw_best_abs_corr", group)
@@ -493,6 +547,7 @@ def monosemanticity_summary(
                "ratio_corr": _ratio(sae_c, raw_c) if group else None}
         if probe is not None:
             out["probe_mean_corr"] = mean("probe_corr", group)
+        out.update(held_out_means(group))
         return out
 
     sae = {"mean_best_abs_corr": mean("sae_best_abs_corr"), "mean_best_auc": mean("sae_best_auc")}
@@ -504,6 +559,7 @@ def monosemanticity_summary(
         "common": corr_split([row for row in rows if row["base_rate"] >= rare_rate]),
     }
     extra = {"probe_mean_corr": mean("probe_corr")} if probe is not None else {}
+    extra.update(held_out_means(rows))
     return {
         "n_values": len(rows),
         "min_support": int(min_support),
@@ -738,7 +794,8 @@ def interpret(
 
         {"n_positions", "n_latents", "n_alive", "n_dead", "n_raw_dims", "min_support", "k",
          "fields": {field: {
-             "summary": <monosemanticity_summary with the raw dims' linear_probe_corr, rounded>,
+             "summary": <monosemanticity_summary with the raw dims' linear_probe_corr and the
+                         held_out_best_corr of both, rounded>,
              "values": [{"value", "support", "base_rate",
                          "sae": {"latent", "corr", "auc", "precision", "recall"},   # best by |corr|
                          "sae_auc": {...same keys...},                             # best by AUC
@@ -781,14 +838,18 @@ def interpret(
     joint_matrix = torch.cat(matrices, dim=1)
     joint = latent_attribute_stats(sae_acts, item_ids, joint_matrix, chunk=chunk)
     joint_raw = latent_attribute_stats(raw_acts, item_ids, joint_matrix, chunk=chunk)
-    probe = linear_probe_corr(raw_acts, item_ids, joint_matrix) if _both_parities(item_ids) else None
+    probe = held_out = None
+    if _both_parities(item_ids):
+        probe = linear_probe_corr(raw_acts, item_ids, joint_matrix)
+        held_out = tuple(held_out_best_corr(a, item_ids, joint_matrix, chunk=chunk) for a in (sae_acts, raw_acts))
     firing_rate = joint["firing_rate"]
 
     fields_out = {}
     for field, values, lo, hi in spans:
         st_sae, st_raw = _value_slice(joint, lo, hi), _value_slice(joint_raw, lo, hi)
         summary = _round_tree(monosemanticity_summary(
-            st_sae, st_raw, values, min_support=min_support, probe=None if probe is None else probe[lo:hi]))
+            st_sae, st_raw, values, min_support=min_support, probe=None if probe is None else probe[lo:hi],
+            held_out=None if held_out is None else (held_out[0][lo:hi], held_out[1][lo:hi])))
         per_value = []
         for s, r in zip(best_per_value(st_sae, values), best_per_value(st_raw, values)):
             per_value.append({

@@ -140,6 +140,14 @@ def _example_latents(latents: List[dict], n: int) -> List[dict]:
     return sorted(latents, key=lambda lat: (-strength(lat), lat["id"]))[:n]
 
 
+HELD_OUT_HEADERS = ("raw held-out corr", "SAE held-out corr", "ratio held-out")
+
+
+def _held_out_cells(summary: Mapping[str, Any]) -> list:
+    """The held-out means and ratio of a summary or frequency group (``None`` where not computed)."""
+    return [summary.get(k) for k in ("raw_mean_held_out_corr", "sae_mean_held_out_corr", "ratio_held_out")]
+
+
 def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -> str:
     out = [f"# {title}", ""]
     out.append(
@@ -155,7 +163,10 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
         "value's indicator over all positions; the tables average these over values. "
         "Monosemanticity ratio = SAE / raw. The probe column is the correlation that a linear "
         "read-out of all raw dimensions together reaches on items it was not fitted on: a best unit "
-        "far above it recognises particular items of the value rather than the value itself."
+        "far above it recognises particular items of the value rather than the value itself. "
+        "The held-out columns choose each value's best unit on the items with an even id and score it "
+        "on those with an odd id, and back: a maximum over many units gains from units that happen to "
+        "fit, and a unit that fires on a few particular items scores near 0 on the others."
     )
     out.append("")
     fields = result.get("fields", {})
@@ -166,12 +177,13 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
             field, s["n_values"],
             s["raw"]["mean_best_abs_corr"], s["sae"]["mean_best_abs_corr"], s["ratio_corr"],
             s["raw"]["mean_best_auc"], s["sae"]["mean_best_auc"], s["ratio_auc"], s.get("probe_mean_corr"),
+            *_held_out_cells(s),
         ])
     out.append("## Monosemanticity: raw dimensions vs SAE latents")
     out.append("")
     out.append(markdown_table(summary_rows, [
         "field", "values", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
-        "raw best AUC", "SAE best AUC", "ratio AUC", "all raw dims (probe) |corr|",
+        "raw best AUC", "SAE best AUC", "ratio AUC", "all raw dims (probe) |corr|", *HELD_OUT_HEADERS,
     ]))
     split_rows = []
     for field, fres in fields.items():
@@ -181,14 +193,14 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str]) -
             share = f"{'<' if group == 'rare' else '>='} {split['rare_rate']:.0%}"
             split_rows.append([field, f"{group} ({share} of positions)", g["n_values"],
                                g["raw_mean_best_abs_corr"], g["sae_mean_best_abs_corr"], g["ratio_corr"],
-                               g.get("probe_mean_corr")])
+                               g.get("probe_mean_corr"), *_held_out_cells(g)])
     if split_rows:
         out.append("")
         out.append("By how common the value is:")
         out.append("")
         out.append(markdown_table(split_rows, [
             "field", "values", "n", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
-            "all raw dims (probe) |corr|",
+            "all raw dims (probe) |corr|", *HELD_OUT_HEADERS,
         ]))
     if files.get("plot"):
         out.append(f"![best |corr| per value, raw vs SAE]({files['plot']})")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 

@@ -21,6 +21,7 @@ trains the SAE (``self.sae``, saved in the checkpoint and as safetensors) on tho
 
 from __future__ import annotations
 
+from logging import getLogger
 from typing import Callable, Union
 
 import torch
@@ -28,8 +29,11 @@ import torch
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.hooks import HiddenSite, position_mask, replace_at
 from recbole_sae.model.layers import trim
+from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.model.sasrec_plus import SASRecPlus
 from recbole_sae.sae import SAEConfig, SparseAutoencoder
+
+logger = getLogger()
 
 INTERVENTIONS = (None, "splice", "splice_error", "ablate")
 
@@ -78,6 +82,14 @@ class SASRecSAE(SASRecPlus):
     parent_model = "SASRec"
 
     def __init__(self, config, dataset):
+        run = None
+        self.run_dir = self.checkpoint = None  # the sae_run loaded, if any
+        if config["sae_run"]:
+            run_dir, checkpoint = resolve_sae_run(config["sae_run"], config["model"])
+            state = load_run_checkpoint(run_dir, checkpoint, config["model"])
+            # seed: the users held out of the SAE's training are drawn from it (SASRecSAE's reports)
+            copied = adopt_run_config(config, state["config"], run_dir, extra_keys=("seed",))
+            run = (run_dir, checkpoint, state, copied)
         super().__init__(config, dataset)
         self.site = HiddenSite(self, config["sae_layer"])
         self.sae_positions = config["sae_positions"]
@@ -85,6 +97,15 @@ class SASRecSAE(SASRecPlus):
         self.sae = SparseAutoencoder(sae_config_from(config, self.hidden_size))
         self.register_buffer("ablation_mean", torch.zeros(self.hidden_size))
         self.intervention: Union[None, str, Callable] = None
+        if run is not None:
+            run_dir, checkpoint, state, copied = run
+            load_run_weights(self, state, run_dir, checkpoint)
+            self.run_dir, self.checkpoint = run_dir, checkpoint
+            logger.info(
+                f"{type(self).__name__}: SASRec + SAE ({self.sae.cfg.d_in}->{self.sae.cfg.d_sae}, "
+                f"{self.sae.cfg.activation}) at {self.site.name} loaded from {checkpoint}; settings of the run: "
+                + ", ".join(f"{k}={v}" for k, v in copied.items())
+            )
 
     # -- forward with an optional edit at the site -------------------------------------------------
     def forward(self, item_seq, item_seq_len, all_positions: bool = False):

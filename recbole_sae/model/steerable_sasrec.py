@@ -62,24 +62,15 @@ from typing import Iterable, List, Optional, Sequence
 
 import torch
 
-from recbole_sae import compat
-from recbole_sae.errors import CheckpointMismatchError, ConfigError
+from recbole_sae.errors import ConfigError
 from recbole_sae.model.hooks import SITE_POSITIONS, position_mask, replace_at
 from recbole_sae.model.layers import trim
 from recbole_sae.model.sasrec_plus import SASRecPlus
+from recbole_sae.model.saved_run import resolve_sae_run
 from recbole_sae.model.sasrec_sae import SASRecSAE
 
 OPS = ("add", "scale", "clamp")
-RUN_MODEL = "SASRecSAE"
-CHECKPOINT_NAME = "model.pth"
 INTERPRETATION_FILE = os.path.join("interpretation", "interpretation.json")
-# Keys of the network and the SAE copied from the SASRecSAE run's config (plus every sae_* key).
-ARCHITECTURE_KEYS = (
-    "n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
-    "hidden_act", "layer_norm_eps", "initializer_range", "loss_type", "sdpa_attention", "train_mode",
-)
-# Keys that shape the data: they must equal the run's, since the data is built before the model.
-DATA_KEYS = ("MAX_ITEM_LIST_LENGTH",)
 STEER_SYNTAX = (
     "items like latent=12:+6, latent=12:scale=2, latent=12:clamp=10, class=Western:+6 or "
     "'categories=Nail Polish:-4', separated by ',' or ';'"
@@ -215,84 +206,13 @@ def parse_steer(text: str, require_strength: bool = True) -> List[SteerTerm]:
     return terms
 
 
-# --------------------------------------------------------------------------- loading the run
-def resolve_sae_run(path) -> tuple[str, str]:
-    """``(run folder, checkpoint)`` of ``sae_run`` (a run folder or its ``model.pth``)."""
-    if not path:
-        raise ConfigError(
-            "SteerableSASRec needs sae_run: the folder of a finished SASRecSAE run, e.g. "
-            "--sae_run=runs/SASRecSAE-ml-100k-<time> (run python run_recbole_sae.py --model=SASRecSAE first)"
-        )
-    path = os.path.abspath(os.path.expanduser(str(path)))
-    if os.path.isdir(path):
-        run_dir, checkpoint = path, os.path.join(path, CHECKPOINT_NAME)
-    elif os.path.isfile(path):
-        run_dir, checkpoint = os.path.dirname(path), path
-    else:
-        raise CheckpointMismatchError(
-            f"sae_run {path} does not exist: pass the folder of a SASRecSAE run (its path is printed "
-            "as run_dir at the end of python run_recbole_sae.py --model=SASRecSAE ...)"
-        )
-    if not os.path.isfile(checkpoint):
-        raise CheckpointMismatchError(
-            f"sae_run {run_dir} has no {CHECKPOINT_NAME}: it is not a finished run; run SASRecSAE first"
-        )
-    return run_dir, checkpoint
-
-
-def load_run_checkpoint(run_dir: str, checkpoint: str) -> dict:
-    """The SASRecSAE checkpoint, after the checks that it is one and that its SAE was trained."""
-    state = compat.load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
-        raise CheckpointMismatchError(f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no config and state_dict)")
-    source = state["config"]["model"]
-    if source != RUN_MODEL:
-        raise CheckpointMismatchError(
-            f"sae_run {checkpoint} holds a {source} model; SteerableSASRec needs a {RUN_MODEL} run "
-            f"(python run_recbole_sae.py --model={RUN_MODEL} --dataset=...), whose checkpoint has the SAE"
-        )
-    seen = state["state_dict"].get("sae.n_rows_seen")
-    if not os.path.isdir(os.path.join(run_dir, "sae")) or seen is None or int(seen) == 0:
-        raise CheckpointMismatchError(
-            f"the SASRecSAE run {run_dir} has no trained SAE (no sae/ folder or an untrained SAE in "
-            f"{os.path.basename(checkpoint)}): the run did not finish; run SASRecSAE to the end first"
-        )
-    return state
-
-
-def adopt_run_config(config, saved, run_dir: str) -> dict:
-    """Copy the run's architecture keys into ``config``; check the keys that shape the data."""
-    if saved["dataset"] != config["dataset"]:
-        raise CheckpointMismatchError(
-            f"the SASRecSAE run {run_dir} was trained on '{saved['dataset']}', this run is on "
-            f"'{config['dataset']}': pass --dataset={saved['dataset']}"
-        )
-    for key in DATA_KEYS:
-        if saved[key] != config[key]:
-            raise ConfigError(
-                f"the SASRecSAE run {run_dir} used {key}={saved[key]}, this run {key}={config[key]}: "
-                f"pass --{key}={saved[key]} (the data is built before the model is loaded)"
-            )
-    keys = list(ARCHITECTURE_KEYS) + sorted(k for k in saved.final_config_dict if k.startswith("sae_"))
-    copied = {}
-    for key in keys:
-        if key in saved.final_config_dict:
-            copied[key] = saved[key]
-            config[key] = saved[key]
-    return copied
-
-
 # --------------------------------------------------------------------------- the model
 class SteerableSASRec(SASRecSAE):
     """A SASRecSAE loaded from a finished run whose latents can be edited (see the module docstring)."""
 
     def __init__(self, config, dataset):
-        run_dir, checkpoint = resolve_sae_run(config["sae_run"])
-        state = load_run_checkpoint(run_dir, checkpoint)
-        copied = adopt_run_config(config, state["config"], run_dir)
-        super().__init__(config, dataset)
-        self.run_dir, self.checkpoint = run_dir, checkpoint
-        self._load_run_weights(state)
+        resolve_sae_run(config["sae_run"], type(self).__name__)  # a clear error before anything is built
+        super().__init__(config, dataset)  # loads the run's SASRec and SAE (SASRecSAE with sae_run)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()  # inference only: no dropout, whoever calls it
@@ -306,25 +226,6 @@ class SteerableSASRec(SASRecSAE):
         self._attributes: dict = {}
         self._resolved: dict = {}
         self._titles = None
-        logger.info(
-            f"SteerableSASRec: SASRec + SAE ({self.sae.cfg.d_in}->{self.sae.cfg.d_sae}, {self.sae.cfg.activation}) "
-            f"at {self.site.name} loaded from {checkpoint}; settings of the run: "
-            + ", ".join(f"{k}={v}" for k, v in copied.items())
-        )
-
-    def _load_run_weights(self, state: dict) -> None:
-        weights = state["state_dict"]
-        emb = weights.get("item_embedding.weight")
-        if emb is not None and emb.shape[0] != self.n_items:
-            raise CheckpointMismatchError(
-                f"the SASRecSAE run {self.run_dir} has {emb.shape[0] - 1} items, this dataset {self.n_items - 1}: "
-                "use the same dataset with the same filtering as the run"
-            )
-        try:
-            self.load_state_dict(weights, strict=True)
-        except RuntimeError as err:
-            detail = " ".join(str(err).split())[:600]
-            raise CheckpointMismatchError(f"{self.checkpoint} does not fit SteerableSASRec: {detail}") from None
 
     @staticmethod
     def _check_positions(positions: str) -> str:

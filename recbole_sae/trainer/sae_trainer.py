@@ -1,7 +1,8 @@
 """The two-stage trainer of SASRecSAE, and the SAE evaluation and interpretation reports.
 
 Stage 1 trains the SASRec (``SequenceTrainer``: full_sequence or prefix mode), or loads the
-SASRec weights of ``sasrec_checkpoint``. Stage 2 freezes it, collects the hidden states at the
+SASRec weights of ``sasrec_checkpoint``; with ``sae_run`` the model has loaded the SASRec and the
+SAE of a finished run, nothing is trained, and only the reports below are computed again. Stage 2 freezes it, collects the hidden states at the
 SAE's site over the training sequences (one row per user window, all real positions or the last
 one), keeps ``sae_holdout_frac`` of the users out, and trains the SAE on the rest. The checkpoint
 is then saved again with the SAE inside.
@@ -60,6 +61,14 @@ class SASRecSAETrainer(SequenceTrainer):
 
     # -- stage 1 + 2 ---------------------------------------------------------------------------------
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.model.checkpoint:  # sae_run: the SASRec and the SAE are loaded; only the reports remain
+            self.logger.info(f"stages 1 and 2: SASRec and SAE loaded from {self.model.checkpoint}; nothing is trained")
+            score, result = self._valid_epoch(valid_data, show_progress=show_progress)
+            self.best_valid_score, self.best_valid_result = score, result
+            self._collect_and_hold_out(train_data)
+            if saved:
+                self._save_checkpoint(self.start_epoch, verbose=verbose)
+            return score, result
         checkpoint = self.config["sasrec_checkpoint"]
         if checkpoint:
             load_sasrec_weights(self.model, checkpoint)
@@ -90,14 +99,18 @@ class SASRecSAETrainer(SequenceTrainer):
             users.append(batch[batches.user_field][rows].cpu())
         return torch.cat(states), torch.cat(items), torch.cat(users)
 
+    def _collect_and_hold_out(self, train_data) -> torch.Tensor:
+        """Collect the states, keep the held-out users' for the reports; the SAE's training states."""
+        states, items, users = self.collect_states(train_data)
+        held = self._holdout_mask(users)
+        self.holdout = (states[held], items[held])
+        return states[~held]
+
     def train_stage_two(self, train_data, show_progress=False):
         model = self.model
         for p in model.parameters():
             p.requires_grad_(False)
-        states, items, users = self.collect_states(train_data)
-        held = self._holdout_mask(users)
-        self.holdout = (states[held], items[held])
-        train_states = states[~held]
+        train_states = self._collect_and_hold_out(train_data)
         cap = self.config["sae_max_rows"]
         if cap and train_states.size(0) > cap:
             pick = torch.randperm(train_states.size(0), generator=torch.Generator().manual_seed(self.config["seed"]))
@@ -105,7 +118,7 @@ class SASRecSAETrainer(SequenceTrainer):
         self.logger.info(
             f"stage 2: SAE {model.sae.cfg.d_in}->{model.sae.cfg.d_sae} ({model.sae.cfg.activation}) on "
             f"{train_states.size(0)} states at {model.site.name} ({model.sae_positions} positions); "
-            f"{int(held.sum())} states of held-out users for the reports"
+            f"{self.holdout[0].size(0)} states of held-out users for the reports"
         )
         model.ablation_mean.copy_(train_states.mean(0).to(model.ablation_mean))
         for p in model.sae.parameters():
@@ -211,6 +224,7 @@ class SASRecSAETrainer(SequenceTrainer):
                 "probe_mean_corr": s.get("probe_mean_corr"),
                 "ratio_rare_values": s["by_frequency"]["rare"]["ratio_corr"],
                 "ratio_common_values": s["by_frequency"]["common"]["ratio_corr"],
+                "ratio_held_out": s.get("ratio_held_out"),
             }
         return summary
 

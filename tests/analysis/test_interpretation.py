@@ -15,6 +15,7 @@ from recbole_sae.analysis import (
     label_latents,
     latent_attribute_stats,
     logit_lens,
+    held_out_best_corr,
     linear_probe_corr,
     monosemanticity_summary,
     top_items_by_activation,
@@ -365,3 +366,64 @@ def test_linear_probe_finds_a_value_spread_over_several_dims():
                                 latent_attribute_stats(acts, item_ids, attr), probe=probe[:2])
     with pytest.raises(ValueError, match="even and with odd"):
         linear_probe_corr(acts, item_ids * 2, torch.cat([attr, attr]))
+
+
+def test_held_out_best_corr_scores_the_unit_on_items_it_was_not_chosen_on():
+    # 8 items, ids 0..7; value 0 ("Western") on items 0, 1, 2, 3; value 1 ("Drama") on 4, 5.
+    n_items = 8
+    attr = torch.zeros(n_items, 2, dtype=torch.bool)
+    attr[:4, 0] = True
+    attr[4:6, 1] = True
+    item_ids = torch.arange(n_items).repeat(5)
+    west, drama = attr[item_ids, 0].double(), attr[item_ids, 1].double()
+    even = (item_ids % 2 == 0).double()
+    acts = torch.stack([
+        west * even,         # unit 0: the even Westerns only (item recognition)
+        west,                # unit 1: every Western
+        -drama,              # unit 2: Drama with a negative sign
+        drama * (2 * even - 1),  # unit 3: +Drama on even items, -Drama on odd ones
+    ], dim=1)
+    full = latent_attribute_stats(acts, item_ids, attr)["corr"]
+    assert full[:, 0].abs().max() == pytest.approx(1.0)  # unit 1 on all positions
+    h = held_out_best_corr(acts, item_ids, attr)
+    # Western: chosen on the even items, units 0 and 1 tie at 1 and the lower id (0) wins; it never
+    # fires on the odd items (correlation 0 there). Chosen on the odd items: unit 1, which scores 1 on
+    # the even ones. Mean: (0 + 1) / 2.
+    assert h[0].item() == pytest.approx(0.5)
+    # Drama: unit 2 (-1 on both halves) is chosen on each half with the sign it has there: +1.
+    assert h[1].item() == pytest.approx(1.0)
+    # Without unit 2, unit 3 is chosen (|corr| 1 on each half) and its sign flips between halves: -1.
+    h3 = held_out_best_corr(acts[:, [0, 1, 3]], item_ids, attr)
+    assert h3.tolist() == pytest.approx([0.5, -1.0])
+
+    s = monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
+                                latent_attribute_stats(acts[:, [1, 3]], item_ids, attr),
+                                ["Western", "Drama"], min_support=1,
+                                held_out=(h, held_out_best_corr(acts[:, [1, 3]], item_ids, attr)))
+    assert [r["sae_held_out_corr"] for r in s["rows"]] == pytest.approx([0.5, 1.0])
+    assert [r["raw_held_out_corr"] for r in s["rows"]] == pytest.approx([1.0, -1.0])
+    assert s["sae_mean_held_out_corr"] == pytest.approx(0.75)
+    assert s["raw_mean_held_out_corr"] == pytest.approx(0.0)
+    assert s["ratio_held_out"] is None  # the raw mean is 0
+    assert s["by_frequency"]["common"]["sae_mean_held_out_corr"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"held_out\[1\] has shape"):
+        monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
+                                latent_attribute_stats(acts, item_ids, attr), held_out=(h, h[:1]))
+    with pytest.raises(ValueError, match="even and with odd"):
+        held_out_best_corr(acts, item_ids * 2, torch.cat([attr, attr]))
+
+
+def test_interpret_reports_the_held_out_ratio():
+    g = torch.Generator().manual_seed(1)
+    n_items, n = 200, 4000
+    attr = (torch.rand(n_items, 3, generator=g) < 0.2)
+    item_ids = torch.randint(0, n_items, (n,), generator=g)
+    raw = attr[item_ids].double() + torch.randn(n, 3, generator=g)
+    sae = torch.relu(attr[item_ids].double() * 2 + 0.1 * torch.randn(n, 3, generator=g))
+    res = interpret(sae, raw, item_ids, {"v": (["a", "b", "c"], attr)})
+    s = res["fields"]["v"]["summary"]
+    expect_sae = held_out_best_corr(sae, item_ids, attr)
+    expect_raw = held_out_best_corr(raw, item_ids, attr)
+    assert [r["sae_held_out_corr"] for r in s["rows"]] == pytest.approx(expect_sae.tolist(), abs=1e-4)
+    assert s["ratio_held_out"] == pytest.approx(float(expect_sae.mean() / expect_raw.mean()), abs=1e-3)
+    assert s["ratio_held_out"] > 1.5  # the clean units beat the noisy dims on unseen items too

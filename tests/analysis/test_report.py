@@ -90,6 +90,8 @@ def test_interpretation_report_files(tmp_path):
     assert common["n_values"] + s["by_frequency"]["rare"]["n_values"] == s["n_values"]
     assert (f"| genre | common (>= 5% of positions) | {common['n_values']} | "
             f"{common['raw_mean_best_abs_corr']:.4f} | {common['sae_mean_best_abs_corr']:.4f} |") in md
+    assert (f"| {s['raw_mean_held_out_corr']:.4f} | {s['sae_mean_held_out_corr']:.4f} | "
+            f"{s['ratio_held_out']:.4f} |") in md  # the held-out columns end the summary row
 
     page = paths["html"].read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "<style>" in page

@@ -101,6 +101,7 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
     split = json.load(open(os.path.join(run_dir, "interpretation/interpretation.json")))["fields"]["genre"]["summary"]
     for group in ("rare", "common"):  # the RESULT summary carries the by-frequency ratios of the report
         assert genre[f"ratio_{group}_values"] == split["by_frequency"][group]["ratio_corr"]
+    assert genre["ratio_held_out"] == split["ratio_held_out"]
 
     # the checkpoint holds the trained SAE
     config, model, *_ = load_data_and_model(run_dir, expected_model="SASRecSAE")
@@ -108,6 +109,17 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
 
     saved = SparseAutoencoder.load(os.path.join(run_dir, "sae"))
     assert torch.equal(model.sae.W_dec, saved.W_dec) and torch.equal(model.sae.norm_scale, saved.norm_scale)
+
+    # sae_run: nothing trained, the run's settings adopted (even against other flags), the same reports
+    redo = run_recbole_sae("SASRecSAE", name, [yaml_file],
+                           {**cfg, "sae_run": run_dir, "seed": 7, "sae_k": 2, "hidden_size": 32, "epochs": 5})
+    assert redo["run_dir"] != run_dir and redo["best_epoch"] in (None, 0)
+    for key in ("fidelity", "interventions", "recovered", "interpretation", "d_sae", "site"):
+        assert redo["sae"][key] == report[key], key
+    assert redo["test"] == result["test"]
+    plus = run_recbole_sae("SASRecPlus", name, [yaml_file], {**cfg, "epochs": 1})
+    with pytest.raises(CheckpointMismatchError, match="holds a SASRecPlus model; SASRecSAE needs a SASRecSAE run"):
+        run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sae_run": plus["run_dir"]})
 
     # stage 1 can be skipped by loading a SASRec checkpoint ...
     again = run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")})
