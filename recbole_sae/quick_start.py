@@ -136,9 +136,10 @@ def run_recbole_sae(
             "dataset": config["dataset"],
             "best_valid": _round(best_valid_result),
             "test": _round(test_result),
+            # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
             "best_epoch": _best_epoch(
                 valid_scores, config["eval_step"], config["valid_metric_bigger"]
-            ),
+            ) if epoch_seconds else None,
             "epochs_run": len(epoch_seconds),
             "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3)
             if epoch_seconds
