@@ -85,6 +85,11 @@ class SASRecSAE(SASRecPlus):
         run = None
         self.run_dir = self.checkpoint = None  # the sae_run loaded, if any
         if config["sae_run"]:
+            if config["sasrec_checkpoint"]:
+                raise ConfigError(
+                    "sae_run and sasrec_checkpoint are both set: sae_run already loads the run's SASRec "
+                    "(and its SAE); drop --sasrec_checkpoint, or drop --sae_run to train a new SAE on that SASRec"
+                )
             run_dir, checkpoint = resolve_sae_run(config["sae_run"], config["model"])
             state = load_run_checkpoint(run_dir, checkpoint, config["model"])
             # seed: the users held out of the SAE's training are drawn from it (SASRecSAE's reports)

@@ -118,6 +118,9 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
         assert redo["sae"][key] == report[key], key
     assert redo["test"] == result["test"]
     plus = run_recbole_sae("SASRecPlus", name, [yaml_file], {**cfg, "epochs": 1})
+    with pytest.raises(ConfigError, match="sae_run and sasrec_checkpoint are both set"):
+        run_recbole_sae("SASRecSAE", name, [yaml_file],
+                        {**cfg, "sae_run": run_dir, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")})
     with pytest.raises(CheckpointMismatchError, match="holds a SASRecPlus model; SASRecSAE needs a SASRecSAE run"):
         run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sae_run": plus["run_dir"]})
 
