@@ -80,11 +80,13 @@ class SASRecSAE(SASRecPlus):
     """SASRec + an SAE on one of its hidden states (see the module docstring)."""
 
     parent_model = "SASRec"
+    # Whether the model only exists as a finished SASRecSAE run (sae_run) loaded: SteerableSASRec.
+    requires_sae_run = False
 
     def __init__(self, config, dataset):
         run = None
         self.run_dir = self.checkpoint = None  # the sae_run loaded, if any
-        if config["sae_run"]:
+        if config["sae_run"] or self.requires_sae_run:
             if config["sasrec_checkpoint"]:
                 raise ConfigError(
                     "sae_run and sasrec_checkpoint are both set: sae_run already loads the run's SASRec "

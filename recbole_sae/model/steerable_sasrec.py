@@ -66,7 +66,6 @@ from recbole_sae.errors import ConfigError
 from recbole_sae.model.hooks import SITE_POSITIONS, position_mask, replace_at
 from recbole_sae.model.layers import trim
 from recbole_sae.model.sasrec_plus import SASRecPlus
-from recbole_sae.model.saved_run import resolve_sae_run
 from recbole_sae.model.sasrec_sae import SASRecSAE
 
 OPS = ("add", "scale", "clamp")
@@ -210,9 +209,10 @@ def parse_steer(text: str, require_strength: bool = True) -> List[SteerTerm]:
 class SteerableSASRec(SASRecSAE):
     """A SASRecSAE loaded from a finished run whose latents can be edited (see the module docstring)."""
 
+    requires_sae_run = True  # SASRecSAE.__init__ loads the run's SASRec and SAE, or says sae_run is missing
+
     def __init__(self, config, dataset):
-        resolve_sae_run(config["sae_run"], type(self).__name__)  # a clear error before anything is built
-        super().__init__(config, dataset)  # loads the run's SASRec and SAE (SASRecSAE with sae_run)
+        super().__init__(config, dataset)
         for p in self.parameters():
             p.requires_grad_(False)
         self.eval()  # inference only: no dropout, whoever calls it

@@ -1,11 +1,12 @@
 """The two-stage trainer of SASRecSAE, and the SAE evaluation and interpretation reports.
 
 Stage 1 trains the SASRec (``SequenceTrainer``: full_sequence or prefix mode), or loads the
-SASRec weights of ``sasrec_checkpoint``; with ``sae_run`` the model has loaded the SASRec and the
-SAE of a finished run, nothing is trained, and only the reports below are computed again. Stage 2 freezes it, collects the hidden states at the
+SASRec weights of ``sasrec_checkpoint``. Stage 2 freezes it, collects the hidden states at the
 SAE's site over the training sequences (one row per user window, all real positions or the last
 one), keeps ``sae_holdout_frac`` of the users out, and trains the SAE on the rest. The checkpoint
-is then saved again with the SAE inside.
+is then saved again with the SAE inside. With ``sae_run`` the model has loaded the SASRec and the
+SAE of a finished run: nothing is trained, the states are collected and held out as in stage 2,
+and only the reports below are computed again.
 
 After the test, ``after_test`` reports: SAE fidelity on the held-out users' states (MSE, FVU,
 L0, dead latents); the recommendation metrics on validation and test of the SASRec as is, with
