@@ -103,6 +103,7 @@ from pathlib import Path
 import yaml
 
 from recbole_sae.errors import ConfigError, RecboleSAEError
+from recbole_sae.textlist import split_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE_ROOT = PACKAGE_DIR.parent
@@ -1242,7 +1243,7 @@ def main(args: dict) -> int:
         overrides = {key: _parse_value(value) for key, value in args.items()}
         sweep = load_sweep(path, overrides)
         for key, value in lists.items():
-            items = [v.strip() for v in str(value).split(",") if v.strip()]
+            items = split_list(value)
             if not items:
                 raise ConfigError(f"--{key} is empty")
             if key == "seeds":

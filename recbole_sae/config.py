@@ -30,6 +30,7 @@ from recbole_sae import compat
 from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
 from recbole_sae.registry import get_model
+from recbole_sae.textlist import split_list
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
@@ -118,8 +119,7 @@ def split_config_files(value) -> list[str] | None:
     """``a.yaml,b.yaml`` or a list -> absolute paths; a missing file is a clear error."""
     if not value:
         return None
-    files = value if isinstance(value, (list, tuple)) else str(value).split(",")
-    files = [os.path.abspath(f.strip()) for f in files if f and f.strip()]
+    files = [os.path.abspath(f) for f in split_list(value)]
     for f in files:
         if not os.path.isfile(f):
             raise ConfigError(f"config file not found: {f} (check --config_files)")

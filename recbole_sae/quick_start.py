@@ -23,7 +23,7 @@ compat.apply()
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
-CHECKPOINT_NAME = "model.pth"
+from recbole_sae.model.saved_run import CHECKPOINT_NAME  # noqa: E402
 
 
 def _new_run_dir(config) -> str:

@@ -32,12 +32,13 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from recbole_sae.analysis.report import markdown_table, write_json
+from recbole_sae.textlist import split_list
 
 __all__ = [
     "parse_strengths",
@@ -59,14 +60,9 @@ def parse_strengths(value) -> List[float]:
     """``"-8,-4,0,4,8"``, ``"[-8, 8]"``, a number or a sequence of numbers -> a list of floats."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return list(DEFAULT_STRENGTHS)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        items: Iterable = [value]
-    elif isinstance(value, str):
-        items = [v for v in value.strip().strip("[]()").replace(";", ",").split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)):
-        items = value
-    else:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, list, tuple)):
         raise ValueError(f"strengths must be numbers like -8,-4,0,4,8, got {value!r}")
+    items = split_list(value)
     out = []
     for item in items:
         try:

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from recbole_sae.errors import ConfigError
+from recbole_sae.textlist import split_list
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ def _text_settings(dataset, config) -> Tuple[List[str], str, Optional[str]]:
     template = _get(config, "item_text_template")
     title_field = _get(config, "item_title_field")
     if isinstance(fields, str):
-        fields = [f.strip() for f in fields.split(",") if f.strip()]
+        fields = split_list(fields)
     if not fields and template:
         fields = list(dict.fromkeys(name for name, _ in template_fields(template)))
     if not fields:

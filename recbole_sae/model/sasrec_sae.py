@@ -32,6 +32,7 @@ from recbole_sae.model.layers import trim
 from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.model.sasrec_plus import SASRecPlus
 from recbole_sae.sae import SAEConfig, SparseAutoencoder
+from recbole_sae.textlist import split_list
 
 logger = getLogger()
 
@@ -42,14 +43,10 @@ def _int_list(value):
     """A yaml/CLI list of ints (``[32, 128]`` or ``"32,128"``) as a list; ``None`` stays ``None``."""
     if value is None:
         return None
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, str):
-        try:
-            return [int(v) for v in value.strip("[]() ").split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"expected a list of integers such as [32,128], got {value!r}") from None
-    return [value]
+    try:
+        return [int(v) for v in split_list(value)]
+    except (TypeError, ValueError):
+        raise ConfigError(f"expected a list of integers such as [32,128], got {value!r}") from None
 
 
 def sae_config_from(config, d_in: int) -> SAEConfig:
