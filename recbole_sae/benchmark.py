@@ -518,6 +518,13 @@ def git_commit() -> tuple[str | None, bool | None]:
         return None, None
 
 
+def _known_model(name: str) -> bool:
+    """Whether ``name`` is a plugin model (installed or not) or a RecBole model."""
+    from recbole_sae import registry
+
+    return name in registry.PLUGIN_MODELS or name.lower() in registry.recbole_model_modules()
+
+
 def model_problem(name: str) -> str | None:
     """Why ``name`` cannot run in this installation, or None when it can."""
     from recbole_sae import registry
@@ -527,7 +534,7 @@ def model_problem(name: str) -> str | None:
     if name in registry.PLUGIN_MODELS:
         module = registry.PLUGIN_MODELS[name].split(":")[0]
         return f"plugin model '{name}' is not in this installation (module {module} not found)"
-    if name.lower() in registry.recbole_model_modules():
+    if _known_model(name):
         return None
     plugins = ", ".join(registry.plugin_model_names()) or "none installed"
     return f"unknown model '{name}': not a plugin model ({plugins}) and not a RecBole model"
@@ -1256,6 +1263,15 @@ def main(args: dict) -> int:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if oom_retries is not None:
             sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
+        unknown = [name for name in sweep.models if not _known_model(name)]
+        if unknown:
+            from recbole_sae import registry
+
+            plugins = ", ".join(registry.plugin_model_names()) or "none installed"
+            raise ConfigError(
+                f"unknown model(s) {', '.join(unknown)} in the sweep's models: use a plugin model ({plugins}) "
+                "or a RecBole model by its class name (e.g. SASRec, BERT4Rec, GRU4Rec)"
+            )
         if sweep.baseline not in sweep.models:
             sweep.baseline = sweep.models[0]
         summary = run_sweep(sweep, results, report_dir)

@@ -672,3 +672,12 @@ def test_bad_sweep_files(sweep_file, capsys):
     assert "error: sweep file not found: nowhere.yaml" in capsys.readouterr().err
     assert bm.main({"sweep": str(sweep_file(models=[]))}) == 2
     assert "error: " in (err := capsys.readouterr().err) and "'models' must be a non-empty list" in err
+
+
+def test_unknown_model_stops_the_sweep_before_any_run(in_tmp, capsys):
+    """A typo in the models used to run the sweep and record one failed run per seed."""
+    results = in_tmp / "typo.jsonl"
+    assert bm.main({"sweep": "sweep/ci.yaml", "results": str(results), "models": "SASRec,SASRecc"}) == 2
+    err = capsys.readouterr().err
+    assert "unknown model(s) SASRecc in the sweep's models" in err and "SASRecSAE" in err
+    assert not results.exists()
