@@ -37,6 +37,13 @@ SMALL = {
 
 
 @pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in every test, whatever an earlier test or a library call set."""
+    torch.set_num_threads(1)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def clean_argv(monkeypatch):
     """RecBole reads --key=value from sys.argv into every Config: tests never pass pytest's own."""
     monkeypatch.setattr(sys, "argv", [sys.argv[0]])

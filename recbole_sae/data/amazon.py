@@ -110,15 +110,20 @@ def parse_line(raw: bytes | str) -> Optional[Dict[str, Any]]:
     return obj if isinstance(obj, dict) else None
 
 
+def _parsed_lines(path: Path, stats: Dict[str, int]) -> Iterator[Optional[Dict[str, Any]]]:
+    """The parsed object of each non-blank line (None where it does not parse), counted in
+    ``stats["lines"]``."""
+    for raw in _open_lines(path):
+        if raw.strip():
+            stats["lines"] += 1
+            yield parse_line(raw)
+
+
 def _read_reviews(path: Path) -> Tuple[List[Tuple[str, str, int]], Dict[str, int]]:
     """Read (user, asin, unix time) triples in file order, counting bad lines."""
     rows: List[Tuple[str, str, int]] = []
     stats = {"lines": 0, "malformed": 0}
-    for raw in _open_lines(path):
-        if not raw.strip():
-            continue
-        stats["lines"] += 1
-        obj = parse_line(raw)
+    for obj in _parsed_lines(path, stats):
         row = None
         if obj is not None:
             user, asin, ts = obj.get("reviewerID"), obj.get("asin"), obj.get("unixReviewTime")
@@ -143,11 +148,7 @@ def _read_meta(path: Path, wanted: set) -> Tuple[Dict[str, Dict[str, Any]], Dict
     """Read metadata objects for the ``wanted`` asins (first line per asin wins)."""
     meta: Dict[str, Dict[str, Any]] = {}
     stats = {"lines": 0, "malformed": 0}
-    for raw in _open_lines(path):
-        if not raw.strip():
-            continue
-        stats["lines"] += 1
-        obj = parse_line(raw)
+    for obj in _parsed_lines(path, stats):
         asin = obj.get("asin") if obj is not None else None
         if not isinstance(asin, str) or not asin.strip():
             stats["malformed"] += 1

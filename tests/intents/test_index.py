@@ -19,14 +19,6 @@ from recbole_sae.intents.index import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids contention on a small shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _unit(x):
     return torch.nn.functional.normalize(x, dim=1)

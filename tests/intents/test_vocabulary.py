@@ -19,14 +19,6 @@ WORDS = ["cowboy", "ghost", "joke", "love"]
 N_ITEMS, DIM = 120, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids contention on a small shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def planted(generic: bool = False, seed: int = 0):
     """Items = (1..2) x one of 4 orthonormal group directions (+ noise); group g <-> genre g.

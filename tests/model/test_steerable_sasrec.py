@@ -18,14 +18,6 @@ RUN_SETTINGS = {"n_layers": 2, "n_heads": 1, "sae_layer": "last", "sae_positions
                 "sae_k": 4, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def sae_run(tmp_path_factory):
