@@ -11,9 +11,10 @@ import html
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from recbole_sae.fileio import write_text_atomic
 
 __all__ = [
     "to_jsonable",
@@ -62,22 +63,7 @@ def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> Path:
     """
     path = Path(path)
     text = json.dumps(to_jsonable(obj), indent=indent, ensure_ascii=False, allow_nan=False)
-    return _write_text(text + "\n", path)
-
-
-def _write_text(text: str, path: Path) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_text_atomic(text + "\n", path)
 
 
 def _cell(value: Any, float_digits: int) -> str:
@@ -377,7 +363,7 @@ def write_interpretation_report(
     }
     write_json(result, paths["json"])
     _plot(result, paths["plot"], title)
-    _write_text(_html(result, title), paths["html"])
+    write_text_atomic(_html(result, title), paths["html"])
     names = {"plot": paths["plot"].name, "html": paths["html"].name}
-    _write_text(_markdown(result, title, names), paths["markdown"])
+    write_text_atomic(_markdown(result, title, names), paths["markdown"])
     return paths

@@ -40,6 +40,8 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from recbole_sae.fileio import umask_mode
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["TextEncoder", "DEFAULT_MODEL", "VALID_POOLING", "resolve_model_path"]
@@ -117,6 +119,7 @@ def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: Union[str, o
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

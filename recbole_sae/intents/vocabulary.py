@@ -49,6 +49,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from safetensors.torch import load_file, save_file
 
+from recbole_sae.fileio import umask_mode
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 from recbole_sae.sae.config import reject_unknown_fields
 
@@ -283,6 +284,7 @@ class IntentVocabulary:
             "code_vals": vals.cpu().contiguous(),
         }
         save_file(tensors, str(directory / TENSORS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
+        umask_mode(directory / TENSORS_NAME)
         meta = {
             "format_version": FORMAT_VERSION,
             "n_items": self.n_items,

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from recbole_sae.fileio import umask_mode
 from .config import SAEConfig
 from .model import SparseAutoencoder
 
@@ -35,6 +36,7 @@ def save_sae(sae: SparseAutoencoder, directory: Union[str, Path]) -> Path:
         str(directory / WEIGHTS_NAME),
         metadata={"format": "pt", "sae_format_version": FORMAT_VERSION},
     )
+    umask_mode(directory / WEIGHTS_NAME)
     with open(directory / CONFIG_NAME, "w", encoding="utf-8") as fh:
         json.dump(sae.cfg.to_dict(), fh, indent=2, sort_keys=True)
         fh.write("\n")
