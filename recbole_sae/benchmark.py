@@ -1001,17 +1001,24 @@ def _groups(records: list[dict]) -> dict:
 def choose_grid_points(records: list[dict], metric: str = SELECT_METRIC) -> dict:
     """``{(dataset, model): grid_label}``: the highest mean *validation* ``metric`` over seeds.
 
-    Test metrics play no part; a tie keeps the grid point seen first.
+    Test metrics play no part. RecBole rounds metrics to 4 digits, so ties happen: they go to the
+    mean validation value of the report's other metrics in turn (NDCG@20, HR@10, HR@20, MRR@10),
+    then to the grid label in sorted order, never to the order in which runs finished.
     """
+    order = [metric] + [key for key, _ in REPORT_METRICS if key != metric]
+
+    def score(by_seed: dict) -> tuple:
+        means = []
+        for key in order:
+            values = [r["best_valid"][key] for r in by_seed.values() if key in r.get("best_valid", {})]
+            means.append(mean_std(values)[0] if values else float("-inf"))
+        return tuple(means)
+
     chosen = {}
     for dataset, models in _groups(records).items():
         for model, labels in models.items():
-            best_label, best_score = None, None
-            for label, by_seed in labels.items():
-                score, _ = mean_std(r["best_valid"][metric] for r in by_seed.values())
-                if best_score is None or score > best_score:
-                    best_label, best_score = label, score
-            chosen[(dataset, model)] = best_label
+            ranked = sorted(labels.items(), key=lambda item: item[0])  # label order decides full ties
+            chosen[(dataset, model)] = max(ranked, key=lambda item: score(item[1]))[0]
     return chosen
 
 
@@ -1172,7 +1179,7 @@ def write_report(
         lines += ["Runs: " + "; ".join(about) + ".", ""]
     lines += [
         "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
-        "the one with the best mean *validation* NDCG@10. ΔNDCG@10 is the relative difference of the mean "
+        "the one with the best mean *validation* NDCG@10 (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
         f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
         "n/a with fewer than two paired seeds. Best value per column in bold (s/epoch: lowest).",
         "",

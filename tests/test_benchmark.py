@@ -680,3 +680,15 @@ def test_unknown_model_stops_the_sweep_before_any_run(in_tmp, capsys):
     err = capsys.readouterr().err
     assert "unknown model(s) SASRecc in the sweep's models" in err and "SASRecSAE" in err
     assert not results.exists()
+
+
+def test_tied_grid_points_do_not_depend_on_the_finishing_order():
+    """RecBole's 4-digit rounding makes ties; the first record seen used to win them."""
+    a = _record("SAERec", 1, test=0.04, valid=0.0512, label="dropout=0.2")
+    b = _record("SAERec", 1, test=0.05, valid=0.0512, label="dropout=0.5")
+    b["best_valid"]["ndcg@20"] = 0.0600  # the first tie-break: validation NDCG@20
+    for records in ([a, b], [b, a]):
+        assert bm.choose_grid_points(records) == {("d", "SAERec"): "dropout=0.5"}
+    c = _record("SAERec", 1, test=0.04, valid=0.0512, label="dropout=0.1")  # ties on everything with a
+    for records in ([a, c], [c, a]):
+        assert bm.choose_grid_points(records) == {("d", "SAERec"): "dropout=0.1"}
