@@ -525,6 +525,13 @@ def _known_model(name: str) -> bool:
     return name in registry.PLUGIN_MODELS or name.lower() in registry.recbole_model_modules()
 
 
+def _installed_plugins() -> str:
+    """The plugin models of this installation, as text for error messages."""
+    from recbole_sae import registry
+
+    return ", ".join(registry.plugin_model_names()) or "none installed"
+
+
 def model_problem(name: str) -> str | None:
     """Why ``name`` cannot run in this installation, or None when it can."""
     from recbole_sae import registry
@@ -534,10 +541,9 @@ def model_problem(name: str) -> str | None:
     if name in registry.PLUGIN_MODELS:
         module = registry.PLUGIN_MODELS[name].split(":")[0]
         return f"plugin model '{name}' is not in this installation (module {module} not found)"
-    if _known_model(name):
+    if name.lower() in registry.recbole_model_modules():
         return None
-    plugins = ", ".join(registry.plugin_model_names()) or "none installed"
-    return f"unknown model '{name}': not a plugin model ({plugins}) and not a RecBole model"
+    return f"unknown model '{name}': not a plugin model ({_installed_plugins()}) and not a RecBole model"
 
 
 def _peak_rss_mb(maxrss: float) -> float:
@@ -1272,11 +1278,8 @@ def main(args: dict) -> int:
             sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
         unknown = [name for name in sweep.models if not _known_model(name)]
         if unknown:
-            from recbole_sae import registry
-
-            plugins = ", ".join(registry.plugin_model_names()) or "none installed"
             raise ConfigError(
-                f"unknown model(s) {', '.join(unknown)} in the sweep's models: use a plugin model ({plugins}) "
+                f"unknown model(s) {', '.join(unknown)} in the sweep's models: use a plugin model ({_installed_plugins()}) "
                 "or a RecBole model by its class name (e.g. SASRec, BERT4Rec, GRU4Rec)"
             )
         if sweep.baseline not in sweep.models:

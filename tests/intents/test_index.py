@@ -19,7 +19,6 @@ from recbole_sae.intents.index import (
 )
 
 
-
 def _unit(x):
     return torch.nn.functional.normalize(x, dim=1)
 

@@ -19,7 +19,6 @@ WORDS = ["cowboy", "ghost", "joke", "love"]
 N_ITEMS, DIM = 120, 8
 
 
-
 def planted(generic: bool = False, seed: int = 0):
     """Items = (1..2) x one of 4 orthonormal group directions (+ noise); group g <-> genre g.
 

@@ -18,7 +18,6 @@ RUN_SETTINGS = {"n_layers": 2, "n_heads": 1, "sae_layer": "last", "sae_positions
                 "sae_k": 4, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10}
 
 
-
 @pytest.fixture(scope="module")
 def sae_run(tmp_path_factory):
     """A finished SASRecSAE run folder (untrained SASRec, briefly trained SAE, real interpretation)."""
