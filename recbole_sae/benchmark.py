@@ -39,7 +39,9 @@ and so that each run's peak memory is its own. Each finished run is appended at 
 line to the results file; a rerun of the sweep skips the runs already recorded as ``ok`` (same run
 key: a hash of model, dataset, seed and resolved overrides) and retries the ones that failed. A
 model that is neither a RecBole model nor a plugin model present in this installation is recorded as
-an error and the sweep goes on.
+an error and the sweep goes on. A sweep may be run in parts into one results file (``--models=``,
+``--seeds=``, ``--datasets=`` subsets): the report written at the end of each part covers every
+finished run of the sweep (same ``name``) in that file, against the sweep file's ``baseline``.
 
 With ``workers: N`` (or ``--workers=N``) above 1, up to N runs execute at once: a pool of N threads,
 each waiting on the process of its run. The sweep process stays the only writer of the results file
@@ -934,8 +936,10 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
 
     if logs_dir.is_dir() and not any(logs_dir.iterdir()):
         logs_dir.rmdir()  # logs are kept for failed runs only
+    # the whole sweep as far as the results file holds it: a sweep run in parts (--models=, --seeds=) into one file
+    # gets one report of all its parts, not of the last part alone
     keys = {spec.key for spec in plan}
-    records = [r for r in read_results(results_path) if r.get("key") in keys]
+    records = [r for r in read_results(results_path) if r.get("key") in keys or r.get("sweep") == sweep.name]
     report = write_report(
         records,
         Path(report_dir) if report_dir else results_path.parent,
@@ -1282,8 +1286,6 @@ def main(args: dict) -> int:
                 f"unknown model(s) {', '.join(unknown)} in the sweep's models: use a plugin model ({_installed_plugins()}) "
                 "or a RecBole model by its class name (e.g. SASRec, BERT4Rec, GRU4Rec)"
             )
-        if sweep.baseline not in sweep.models:
-            sweep.baseline = sweep.models[0]
         summary = run_sweep(sweep, results, report_dir)
     except RecboleSAEError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -244,6 +244,47 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
     assert (summary["executed"], summary["skipped"]) == (0, 6) and results.read_bytes() == before
 
 
+def test_a_sweep_run_in_parts_reports_every_part(sweep_file, in_tmp, monkeypatch, capsys):
+    """`--models=` / `--seeds=` subsets of one sweep into one results file: the report written at the end of each
+    part covers all the sweep's finished runs there, against the sweep's own baseline (each part used to overwrite
+    the report with its own runs only, compared against its first model)."""
+    from recbole_sae.cli import main
+
+    path = sweep_file(models=["SASRec", "GRU4Rec"], seeds=[1, 2], name="parts").rename(in_tmp / "parts.yaml")
+    results = in_tmp / "parts.jsonl"
+    sasrec_test = {1: 0.10, 2: 0.12}
+
+    def fake(spec, *args, **kwargs):
+        fields = _planted_fields()
+        fields["test"] = {**fields["test"], "ndcg@10": 0.11 if spec.model == "GRU4Rec" else sasrec_test.get(spec.seed, 0.1)}
+        return fields
+
+    monkeypatch.setattr(bm, "execute_run", fake)
+    report = in_tmp / "parts.md"
+
+    assert main([f"--sweep={path}", f"--results={results}", "--models=GRU4Rec"]) == 0
+    text = report.read_text()
+    assert "| GRU4Rec |" in text and "No finished SASRec run on tiny" in text and "ΔNDCG@10 vs SASRec" in text
+    assert {r["baseline"] for r in bm.read_results(results)} == {"SASRec"}
+
+    assert main([f"--sweep={path}", f"--results={results}", "--models=SASRec", "--seeds=1"]) == 0
+    assert main([f"--sweep={path}", f"--results={results}", "--models=SASRec", "--seeds=2"]) == 0
+    capsys.readouterr()
+    text = report.read_text()
+    assert "8 finished runs" not in text and "4 finished runs, 0 failed runs" in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 2 |" in rows["SASRec"] and "baseline" in rows["SASRec"] and "0.1100" in rows["SASRec"]
+    assert "| 2 |" in rows["GRU4Rec"] and "+0.0%" in rows["GRU4Rec"]  # paired over both seeds
+    assert "No finished SASRec run" not in text
+
+    # records of another sweep in the same file stay out of this sweep's report
+    other = sweep_file(models=["SASRec"], seeds=[3], name="other")
+    assert main([f"--sweep={other}", f"--results={results}"]) == 0
+    assert "1 finished runs" in report.read_text()
+    assert main([f"--sweep={path}", f"--results={results}", "--models=GRU4Rec", "--seeds=1"]) == 0
+    assert "4 finished runs" in report.read_text()
+
+
 OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.11 GiB. GPU 0 has a total capacity of 79.18 GiB"
 
 
