@@ -130,3 +130,39 @@ def test_anomaly_mode_is_switched_off():
 
 def test_ray_is_not_imported():
     assert _run("import sys, recbole_sae.quick_start, recbole_sae.cli; print('ray' in sys.modules)") == "False"
+
+
+def test_bert4rec_mask_token_without_a_loop_over_the_batch(tiny_build):
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec
+
+    compat.apply()
+    # RecBole's version writes one user at a time (a device sync per user on a GPU); the fix is in place ...
+    assert BERT4Rec.reconstruct_test_data is compat.reconstruct_test_data
+    original = compat.reconstruct_test_data.recbole_original
+    assert original is not compat.reconstruct_test_data
+
+    # ... and gives RecBole's output, full windows (len == max_len) and one-item histories included
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([1, 7, 8, 3, 8, 2])
+    seq = torch.randint(1, 50, (6, 8), generator=gen) * (torch.arange(8) < lengths[:, None])
+    model = BERT4Rec.__new__(BERT4Rec)
+    model.mask_token = 50
+    mine, theirs = compat.reconstruct_test_data(model, seq.clone(), lengths), original(model, seq.clone(), lengths)
+    assert torch.equal(mine, theirs)
+    assert mine[0].tolist() == [50] + [0] * 7  # the one item is dropped with the first column, as in RecBole
+    assert mine[2].tolist() == seq[2, 1:].tolist() + [50]
+    assert mine[1, 6] == 50 and mine[1, :6].tolist() == seq[1, 1:7].tolist()
+
+    # a trained-from-scratch BERT4Rec scores the same either way
+    config, dataset, train_data, valid_data, test_data = tiny_build("BERT4Rec")
+    model = BERT4Rec(config, train_data._dataset)
+    batch = next(iter(test_data))[0]
+    model.eval()
+    with torch.no_grad():
+        fixed = model.full_sort_predict(batch)
+        BERT4Rec.reconstruct_test_data = original
+        try:
+            stock = model.full_sort_predict(batch)
+        finally:
+            BERT4Rec.reconstruct_test_data = compat.reconstruct_test_data
+    assert fixed.shape == (batch.length, dataset.item_num) and torch.equal(fixed, stock)
