@@ -5,6 +5,10 @@
 # `python -m recbole_sae.intents.embedding_file`) in .carry/.
 #   benchmarks/gpu_full_sweep.sh start   # install, check, start the sweep in the background
 #   benchmarks/gpu_full_sweep.sh poll S  # wait S seconds, print progress, copy results to $OUT
+# A fresh results file starts with the finished RecBole-model runs of benchmarks/results/full_h100.jsonl
+# (same run keys: they are skipped); the plugin models run again, since their default batching changed
+# (`full_sequence_batch: targets`) after that file was written. Runs go in the order of MODELS; a run is
+# recorded when it finishes, so a device session that ends early keeps what finished.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1 || true
@@ -15,8 +19,13 @@ start)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, recbole, pandas, numpy, faiss, recbole_sae; print('torch', torch.__version__, torch.cuda.is_available(), 'recbole', recbole.__version__, 'pandas', pandas.__version__, 'numpy', numpy.__version__, 'faiss', faiss.__version__)" || exit 1
   mkdir -p runs/sweeps
-  setsid nohup python3 run_recbole_sae.py --sweep=properties/sweep/full.yaml --workers="${WORKERS:-12}" \
-    --models=BERT4Rec,SAERec,SASRec,SASRecPlus,SASRecSAE,GRU4Rec \
+  [ -f $RESULTS ] || python3 -c "import json, sys
+for line in open('benchmarks/results/full_h100.jsonl'):
+    r = json.loads(line)
+    if r.get('status') == 'ok' and r.get('model') in ('SASRec', 'GRU4Rec', 'BERT4Rec'):
+        sys.stdout.write(line)" > $RESULTS
+  setsid nohup python3 run_recbole_sae.py --sweep=properties/sweep/full.yaml --workers="${WORKERS:-6}" \
+    --models="${MODELS:-BERT4Rec,SASRec,GRU4Rec,SASRecSAE,SAERec,SASRecPlus}" \
     --text_embeddings=$PWD/.carry/amazon-beauty-minilm.safetensors --results=$RESULTS \
     > runs/sweeps/full.log 2>&1 < /dev/null &
   sleep "${2:-60}"
