@@ -499,16 +499,25 @@ def latest_records(records: list[dict], status: str | None = "ok") -> list[dict]
 # Running
 
 
+NOT_CODE = (":(exclude)*.jsonl", ":(exclude)*.md", ":(exclude)*.png")
+
+
 def git_commit() -> tuple[str | None, bool | None]:
-    """``(commit, dirty)`` of the repository holding this package, ``(None, None)`` outside git."""
+    """``(commit, dirty)`` of the repository holding this package, ``(None, None)`` outside git.
+
+    ``dirty``: a tracked file other than results (``.jsonl``), reports (``.md``) and plots (``.png``) differs
+    from the commit.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PACKAGE_ROOT, capture_output=True, text=True, timeout=10
         )
         if commit.returncode != 0:
             return None, None
+        # results files, reports and plots do not change what runs: a sweep whose results file lies in the
+        # repository would otherwise mark its own later runs dirty
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *NOT_CODE],
             cwd=PACKAGE_ROOT,
             capture_output=True,
             text=True,
@@ -987,10 +996,15 @@ def relative_difference(value: float | None, base: float | None) -> float | None
 
 
 def paired_pvalue(values: dict, base_values: dict) -> float | None:
-    """Two-sided paired t-test (scipy.stats.ttest_rel) over the seeds both have; None below 2 pairs."""
+    """Two-sided paired t-test (scipy.stats.ttest_rel) over the seeds both have; None below 2 pairs.
+
+    The same value on every seed gives 1.0 (no difference), where the t statistic itself is undefined.
+    """
     seeds = sorted(set(values) & set(base_values))
     if len(seeds) < 2:
         return None
+    if all(values[s] == base_values[s] for s in seeds):
+        return 1.0
     from scipy import stats
 
     with warnings.catch_warnings():  # nearly equal pairs: scipy warns of precision loss, p is still given
@@ -1191,7 +1205,7 @@ def write_report(
         "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
         "the one with the best mean *validation* NDCG@10 (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
         f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
-        "n/a with fewer than two paired seeds. Best value per column in bold (s/epoch: lowest).",
+        "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest).",
         "",
     ]
     for dataset, rows in tables.items():

@@ -628,6 +628,34 @@ def test_paired_test_needs_two_pairs():
     assert bm.relative_difference(0.1, 0.0) is None
 
 
+def test_identical_pairs_have_p_one():
+    # the same numbers on every seed (SASRecSAE's backbone against SASRecPlus): no difference, p = 1, not "n/a"
+    assert bm.paired_pvalue({1: 0.0415, 2: 0.0419, 3: 0.0428}, {1: 0.0415, 2: 0.0419, 3: 0.0428}) == 1.0
+
+
+def test_git_dirty_ignores_results_reports_and_plots(tmp_path, monkeypatch):
+    # a sweep writing its results file inside the repository marked its own later runs "dirty"
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ["code.py", "results.jsonl", "report.md", "plot.png", "sweep.yaml"]:
+        (tmp_path / name).write_text("a\n")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(bm, "PACKAGE_ROOT", tmp_path)
+    assert bm.git_commit()[1] is False
+    for name in ["results.jsonl", "report.md", "plot.png"]:
+        (tmp_path / name).write_text("b\n")
+    commit, dirty = bm.git_commit()
+    assert len(commit) == 40 and dirty is False
+    (tmp_path / "sweep.yaml").write_text("b\n")
+    assert bm.git_commit()[1] is True
+    git("checkout", "-q", "sweep.yaml")
+    (tmp_path / "code.py").write_text("b\n")
+    assert bm.git_commit()[1] is True
+
+
 def test_grid_point_is_chosen_on_validation_not_test(tmp_path):
     records = []
     for seed in (1, 2):
