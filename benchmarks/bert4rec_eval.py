@@ -1,7 +1,7 @@
 """One BERT4Rec validation pass with RecBole's mask-token loop and with the compat layer's fix.
 
-Builds RecBole's BERT4Rec at the `full` sweep's size (hidden 64, inner 256, 2 layers, 2 heads, length 50,
-eval batch 4096) on DATASET, untrained (the timing does not depend on the weights), and evaluates the
+Builds RecBole's BERT4Rec at the size of ``properties/sweep/full.yaml`` (hidden 64, inner 256, 2 layers, 2 heads,
+length 50, eval batch 4096) on DATASET, untrained (the timing does not depend on the weights), and evaluates the
 validation set REPS times with each version of ``reconstruct_test_data``, alternating, so that both see
 the same load. Checks that both give the same metrics; appends one JSON line to OUT and prints it.
 
@@ -15,19 +15,11 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-SIZE = {
-    "hidden_size": 64,
-    "inner_size": 256,
-    "n_layers": 2,
-    "n_heads": 2,
-    "MAX_ITEM_LIST_LENGTH": 50,
-    "eval_batch_size": 4096,
-    "train_batch_size": 2048,
-    "show_progress": False,
-}
+FULL_SWEEP = Path(__file__).resolve().parents[1] / "properties" / "sweep" / "full.yaml"
 
 
 def main(argv):
@@ -40,9 +32,11 @@ def main(argv):
     from recbole.utils import init_seed
 
     from recbole_sae import compat
+    from recbole_sae.benchmark import load_sweep
     from recbole_sae.config import Config
 
-    config = Config("BERT4Rec", dataset, None, {**SIZE, **args})
+    size = load_sweep(FULL_SWEEP).config  # the full profile's size, batches included
+    config = Config("BERT4Rec", dataset, None, {**size, "show_progress": False, **args})
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)
     train_data, valid_data, _ = data_preparation(config, data)
@@ -69,7 +63,7 @@ def main(argv):
     record = {
         "benchmark": "bert4rec_eval",
         "dataset": dataset,
-        "users": len(valid_data.dataset.inter_feat) if hasattr(valid_data, "dataset") else None,
+        "users": len(valid_data.dataset.inter_feat),
         "device": str(config["device"]),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),

@@ -153,7 +153,7 @@ def test_bert4rec_mask_token_without_a_loop_over_the_batch(tiny_build):
     assert mine[2].tolist() == seq[2, 1:].tolist() + [50]
     assert mine[1, 6] == 50 and mine[1, :6].tolist() == seq[1, 1:7].tolist()
 
-    # a trained-from-scratch BERT4Rec scores the same either way
+    # an untrained BERT4Rec on the tiny dataset scores the same either way
     config, dataset, train_data, valid_data, test_data = tiny_build("BERT4Rec")
     model = BERT4Rec(config, train_data._dataset)
     batch = next(iter(test_data))[0]
