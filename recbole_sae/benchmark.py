@@ -37,7 +37,9 @@ run folder of the single-run CLI) in a fresh Python process, so that no memory o
 (RecBole's logger, torch's thread settings, imported plugin modules) passes from one run to the next,
 and so that each run's peak memory is its own. Each finished run is appended at once as one JSON
 line to the results file; a rerun of the sweep skips the runs already recorded as ``ok`` (same run
-key: a hash of model, dataset, seed and resolved overrides) and retries the ones that failed. A
+key: a hash of model, dataset, seed and resolved overrides, see :func:`run_key`: an input file by its
+content, not its path; for a RecBole model without the settings only this project's models read) and
+retries the ones that failed. A
 model that is neither a RecBole model nor a plugin model present in this installation is recorded as
 an error and the sweep goes on. A sweep may be run in parts into one results file (``--models=``,
 ``--seeds=``, ``--datasets=`` subsets): the report written at the end of each part covers every
@@ -82,6 +84,7 @@ loses them, nothing resumes), and has no notion of seeds or of a results file to
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import json
@@ -186,6 +189,11 @@ class RunSpec:
     overrides: dict
     config_files: list[str]
     key: str
+    legacy_key: str = ""  # the key the first results files gave this run (see run_key), when it differs
+
+    @property
+    def keys(self) -> set[str]:
+        return {self.key, self.legacy_key} - {""}
 
     @property
     def title(self) -> str:
@@ -384,13 +392,81 @@ def _file_digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def run_key(model: str, dataset: str, seed: int, overrides: dict, config_files=()) -> str:
-    """Identity of a run: the same key means the same model, data, seed and settings."""
+# Settings that name an input of the run: the key holds what the input holds, not where it lies.
+INPUT_SETTINGS = ("text_embeddings", "sasrec_checkpoint", "sae_run")
+
+
+@functools.lru_cache(maxsize=64)
+def _input_digest_cached(path: str, size: int, mtime_ns: int) -> str:
+    return _file_digest(path)
+
+
+def _input_digest(value):
+    """``{"sha256": ...}`` of the file ``value`` names (of ``model.pth`` for a run folder), else ``value``
+    itself (a missing input fails in the run, with its own message)."""
+    if not isinstance(value, str) or not value:
+        return value
+    path = Path(value).expanduser()
+    if path.is_dir():
+        path = path / "model.pth"
+    if not path.is_file():
+        return value
+    stat = path.stat()
+    return {"sha256": _input_digest_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+
+
+def _yaml_keys(folder: Path) -> set[str]:
+    keys = set()
+    for path in sorted(folder.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict):
+            keys.update(str(k) for k in data)
+    return keys
+
+
+@functools.lru_cache(maxsize=1)
+def plugin_only_settings() -> frozenset:
+    """Settings that this project's model yamls declare and none of RecBole's yamls know: no RecBole
+    model reads them."""
+    import importlib.util
+
+    ours = _yaml_keys(Path(__file__).resolve().parent / "properties" / "model")
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or not spec.submodule_search_locations:
+        return frozenset()
+    root = Path(list(spec.submodule_search_locations)[0]) / "properties"
+    theirs = _yaml_keys(root)
+    for folder in ("model", "dataset", "quick_start_config"):
+        theirs |= _yaml_keys(root / folder)
+    return frozenset(ours - theirs)
+
+
+def key_settings(model: str, overrides: dict) -> dict:
+    """The overrides as a run key sees them: inputs by content (:data:`INPUT_SETTINGS`), and for a
+    RecBole model without the settings only this project's models read (:func:`plugin_only_settings`),
+    so that ``--text_embeddings=FILE`` or ``--sae_k=32`` on a sweep does not make its baselines new runs."""
+    from recbole_sae import registry
+
+    plugin = model in registry.PLUGIN_MODELS
+    dropped = frozenset() if plugin else plugin_only_settings()
+    return {
+        key: _input_digest(value) if key in INPUT_SETTINGS else value
+        for key, value in overrides.items()
+        if key not in dropped
+    }
+
+
+def run_key(model: str, dataset: str, seed: int, overrides: dict, config_files=(), legacy: bool = False) -> str:
+    """Identity of a run: the same key means the same model, data, seed and settings.
+
+    ``legacy=True`` gives the key of the first results files, which held every override as given
+    (input paths included, for every model); resume and reports still accept their records.
+    """
     payload = {
         "model": model,
         "dataset": dataset,
         "seed": seed,
-        "overrides": overrides,
+        "overrides": overrides if legacy else key_settings(model, overrides),
         # by content, so that the key does not depend on where the repository lies
         "config_files": [_file_digest(f) for f in config_files],
     }
@@ -414,6 +490,8 @@ def plan_runs(sweep: Sweep) -> list[RunSpec]:
                         **sweep.cli_overrides,
                         "seed": seed,
                     }
+                    key = run_key(model, dataset, seed, overrides, sweep.config_files)
+                    legacy = run_key(model, dataset, seed, overrides, sweep.config_files, legacy=True)
                     specs.append(
                         RunSpec(
                             model=model,
@@ -423,7 +501,8 @@ def plan_runs(sweep: Sweep) -> list[RunSpec]:
                             grid_label=label,
                             overrides=overrides,
                             config_files=list(sweep.config_files),
-                            key=run_key(model, dataset, seed, overrides, sweep.config_files),
+                            key=key,
+                            legacy_key="" if legacy == key else legacy,
                         )
                     )
     return specs
@@ -810,7 +889,7 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     logs_dir = results_path.parent / f"{results_path.stem}-logs"
     plan = plan_runs(sweep)
     done = {r.get("key") for r in read_results(results_path) if r.get("status") == "ok"}
-    todo = sum(spec.key not in done for spec in plan)
+    todo = sum(not spec.keys & done for spec in plan)
     commit, dirty = git_commit()
     workers, threads = sweep.workers, run_threads(sweep)
     log(
@@ -910,7 +989,7 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
 
     pending = []
     for number, spec in enumerate(plan, 1):
-        if spec.key in done:
+        if spec.keys & done:
             log(f"run {number}/{len(plan)} {spec.title}: done before, skipped")
         else:
             pending.append((number, spec))
@@ -947,7 +1026,7 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
         logs_dir.rmdir()  # logs are kept for failed runs only
     # the whole sweep as far as the results file holds it: a sweep run in parts (--models=, --seeds=) into one file
     # gets one report of all its parts, not of the last part alone
-    keys = {spec.key for spec in plan}
+    keys = set().union(*(spec.keys for spec in plan))
     records = [r for r in read_results(results_path) if r.get("key") in keys or r.get("sweep") == sweep.name]
     report = write_report(
         records,

@@ -285,6 +285,65 @@ def test_a_sweep_run_in_parts_reports_every_part(sweep_file, in_tmp, monkeypatch
     assert "4 finished runs" in report.read_text()
 
 
+def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbole_models(sweep_file, in_tmp, monkeypatch):
+    """`--text_embeddings=FILE` on a sweep used to enter every model's run key by its path: moving the file (or a
+    repository checked out elsewhere) made every run new, RecBole's baselines too, which never read it."""
+    first = in_tmp / "a" / "emb.safetensors"
+    first.parent.mkdir()
+    first.write_bytes(b"embeddings v1")
+    moved = in_tmp / "b" / "emb.safetensors"
+    moved.parent.mkdir()
+    moved.write_bytes(b"embeddings v1")
+    other = in_tmp / "other.safetensors"
+    other.write_bytes(b"embeddings v2")
+    base = {"hidden_size": 16, "seed": 1}
+
+    def key(model, **settings):
+        return bm.run_key(model, "tiny", 1, {**base, **settings})
+
+    # RecBole models: settings only this project's models read are not part of their identity
+    assert key("SASRec", text_embeddings=str(first)) == key("SASRec") == key("SASRec", sae_k=32, fusion="gate")
+    assert key("SASRec", hidden_dropout_prob=0.5) != key("SASRec")
+    assert {"text_embeddings", "sae_k", "train_mode", "sasrec_checkpoint"} <= bm.plugin_only_settings()
+    assert not {"hidden_size", "seed", "epochs", "learning_rate", "MAX_ITEM_LIST_LENGTH"} & bm.plugin_only_settings()
+    # plugin models: an input file by what it holds, not where it lies
+    assert key("SAERec", text_embeddings=str(first)) == key("SAERec", text_embeddings=str(moved))
+    assert key("SAERec", text_embeddings=str(first)) not in {key("SAERec", text_embeddings=str(other)), key("SAERec")}
+    assert key("SASRecPlus", sae_k=32) != key("SASRecPlus")  # plugin models keep every setting
+    run = in_tmp / "run"
+    run.mkdir()
+    (run / "model.pth").write_bytes(b"weights")
+    assert key("SteerableSASRec", sae_run=str(run)) == key("SteerableSASRec", sae_run=str(run / "model.pth"))
+    # a missing input stays a path: the run itself says what is wrong
+    assert key("SAERec", text_embeddings="nowhere.safetensors") != key("SAERec", text_embeddings="elsewhere.safetensors")
+
+    # records written with the first key (every override as given, the path too) still count as finished
+    path = sweep_file(models=["SASRec"], seeds=[1, 2])
+    sweep = bm.load_sweep(path, {"text_embeddings": str(first)})
+    plan = bm.plan_runs(sweep)
+    assert all(spec.legacy_key and spec.legacy_key != spec.key for spec in plan)
+    assert plan[0].legacy_key == bm.run_key("SASRec", "tiny", 1, plan[0].overrides, plan[0].config_files, legacy=True)
+    assert bm.plan_runs(bm.load_sweep(path))[0].key == plan[0].key
+    assert bm.plan_runs(bm.load_sweep(path))[0].legacy_key == ""  # nothing to leave out: one key
+    results = in_tmp / "legacy.jsonl"
+    bm.append_record(results, {**_planted_fields(), "key": plan[0].legacy_key, "sweep": "t", "model": "SASRec",
+                               "dataset": "tiny", "seed": 1, "grid_label": ""})
+    ran = []
+
+    def fake(spec, *args, **kwargs):
+        ran.append(spec.seed)
+        return _planted_fields()
+
+    monkeypatch.setattr(bm, "execute_run", fake)
+    summary = bm.run_sweep(bm.load_sweep(path, {"text_embeddings": str(first)}), results, log=[].append)
+    assert ran == [2] and (summary["executed"], summary["skipped"]) == (1, 1)
+    assert "2 finished runs" in Path(summary["markdown"]).read_text()
+    # the new record carries the content key, so its run survives a move of the file; the old record
+    # knows the file by its path only, so its run is done again
+    summary = bm.run_sweep(bm.load_sweep(path, {"text_embeddings": str(moved)}), results, log=[].append)
+    assert ran == [2, 1] and (summary["executed"], summary["skipped"]) == (1, 1)
+
+
 OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.11 GiB. GPU 0 has a total capacity of 79.18 GiB"
 
 
