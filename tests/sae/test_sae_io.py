@@ -5,8 +5,6 @@ import torch
 
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 
-torch.set_num_threads(1)
-
 
 def trained(activation="topk", dtype=torch.float32):
     g = torch.Generator().manual_seed(1)

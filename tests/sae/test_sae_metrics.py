@@ -3,8 +3,6 @@ import torch
 
 from recbole_sae.sae import SAEConfig, SparseAutoencoder, evaluate_sae, latent_firing_rate
 
-torch.set_num_threads(1)
-
 
 def setup(activation="relu"):
     g = torch.Generator().manual_seed(0)

@@ -3,8 +3,6 @@ import torch
 
 from recbole_sae.sae import SAEConfig, SparseAutoencoder, geometric_median, topk_mask
 
-torch.set_num_threads(1)
-
 
 def make(**kw):
     base = dict(d_in=16, d_sae=64, k=4, seed=0)

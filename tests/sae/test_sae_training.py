@@ -12,8 +12,6 @@ from recbole_sae.sae import (
     train_sae,
 )
 
-torch.set_num_threads(1)
-
 N_DIRS, D_IN, D_SAE = 20, 16, 64
 
 
