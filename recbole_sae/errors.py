@@ -19,3 +19,7 @@ class CheckpointMismatchError(RecboleSAEError, ValueError):
 
 class ConfigError(RecboleSAEError, ValueError):
     """A config value that cannot work (missing file, out-of-range value, missing item text)."""
+
+
+class TrainingDivergedError(RecboleSAEError, FloatingPointError):
+    """A loss that became NaN or infinite while training (the model's, or an SAE's)."""

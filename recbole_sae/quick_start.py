@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import torch
 
 from recbole_sae import compat
 from recbole_sae.config import Config, split_config_files
-from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.errors import CheckpointMismatchError, TrainingDivergedError
 from recbole_sae.registry import get_model, get_trainer
 
 compat.apply()
@@ -80,6 +81,31 @@ def _round(metrics) -> dict:
     return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
 
 
+# RecBole's Trainer._check_nan raises a bare ValueError with this text.
+RECBOLE_NAN_MESSAGE = "Training loss is nan"
+
+
+@contextlib.contextmanager
+def _diverged_as_error(config, run_dir: str):
+    """A NaN/inf loss while building or training the model becomes a :class:`TrainingDivergedError` that
+    names the run and what to change (the plugin's trainers and SAEs raise ``FloatingPointError``,
+    RecBole's trainer a ``ValueError``); the CLI prints it without a traceback."""
+    try:
+        yield
+    except TrainingDivergedError:
+        raise
+    except FloatingPointError as err:
+        raise TrainingDivergedError(f"{config['model']} on {config['dataset']} stopped: {err} (log: {run_dir})") from err
+    except ValueError as err:
+        if str(err) != RECBOLE_NAN_MESSAGE:
+            raise
+        raise TrainingDivergedError(
+            f"{config['model']} on {config['dataset']} stopped: the training loss is NaN (RecBole's trainer). "
+            f"Lower learning_rate (now {config['learning_rate']}), set clip_grad_norm "
+            "(e.g. --clip_grad_norm=\"{'max_norm': 5}\") or check the data (log: " + run_dir + ")"
+        ) from err
+
+
 def run_recbole_sae(
     model=None,
     dataset=None,
@@ -112,24 +138,25 @@ def run_recbole_sae(
         train_data, valid_data, test_data = data_preparation(config, data)
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-        logger.info(net)
+        with _diverged_as_error(config, run_dir):
+            net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+            logger.info(net)
 
-        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-        trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
-        epoch_seconds, valid_scores = _record_epochs(trainer)
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+            trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+            epoch_seconds, valid_scores = _record_epochs(trainer)
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
 
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-        )
-        test_result = trainer.evaluate(
-            test_data, load_best_model=saved, show_progress=config["show_progress"]
-        )
-        extra = {}
-        if hasattr(trainer, "after_test"):
-            extra = trainer.after_test(train_data, valid_data, test_data) or {}
+            best_valid_score, best_valid_result = trainer.fit(
+                train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+            )
+            test_result = trainer.evaluate(
+                test_data, load_best_model=saved, show_progress=config["show_progress"]
+            )
+            extra = {}
+            if hasattr(trainer, "after_test"):
+                extra = trainer.after_test(train_data, valid_data, test_data) or {}
 
         result = {
             "model": config["model"],

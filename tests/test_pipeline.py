@@ -6,7 +6,7 @@ import os
 import pytest
 
 from recbole_sae.cli import main
-from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.errors import CheckpointMismatchError, TrainingDivergedError
 from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
 from conftest import SMALL, shared_dataset_available
@@ -76,3 +76,26 @@ def test_amazon_beauty_end_to_end(in_tmp):
     assert config["seq_separator"] == "|"
     result = run_recbole_sae("SASRec", "amazon-beauty", config_dict={**SMALL, "train_batch_size": 1024})
     assert result["dataset"] == "amazon-beauty" and 0.0 < result["test"]["hit@20"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "model, overrides, says",
+    [
+        ("SASRec", {"learning_rate": 1e30}, "the training loss is NaN (RecBole's trainer). Lower learning_rate (now 1e+30)"),
+        ("SASRecPlus", {"learning_rate": 1e30}, "training loss is nan at epoch 0: lower learning_rate"),
+        ("SASRecSAE", {"sae_lr": 1e30}, "SAE training loss is"),
+    ],
+)
+def test_nan_in_training_is_a_clear_error(tiny_dataset, in_tmp, capsys, model, overrides, says):
+    """A loss that turns NaN used to end the CLI in a traceback (RecBole's bare ValueError, the plugin's
+    FloatingPointError); now one line that says which run stopped and what to change, exit code 2."""
+    data_path, name, yaml_file = tiny_dataset
+    settings = {**SMALL, "epochs": 2, **overrides}
+    args = [f"--model={model}", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}"]
+    assert main(args + [f"--{k}={v}" for k, v in settings.items()]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {model} on {name} stopped: ") and says in err and "Traceback" not in err
+    assert "(log: " in err
+    with pytest.raises(TrainingDivergedError) as caught:  # the Python API raises it too
+        run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **settings})
+    assert isinstance(caught.value, FloatingPointError)
