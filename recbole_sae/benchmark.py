@@ -62,7 +62,8 @@ since memory may be free by then. Out of memory while alone, a run is recorded a
 other. So ``oom_retries: 1`` sends a run that ran out of memory straight to running alone, and the
 default 2 first tries once more beside others.
 
-On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists
+On the command line, ``--models=A,B``, ``--datasets=x`` and ``--seeds=1,2`` replace the sweep's lists,
+``--grid_points=dropout=0.5`` (grid point labels as in the report, ';'-separated) runs only those points,
 and any other ``--key=value`` overrides that key in every run (``--epochs=2`` for a smoke test). The
 exit code is 0 when every run finished, 1 when some failed (recorded), 2 for a bad sweep file.
 A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/``grid_label``,
@@ -175,6 +176,8 @@ class Sweep:
     workers: int = 1
     oom_retries: int = 2
     cli_overrides: dict = field(default_factory=dict)
+    # only these grid points (labels such as "dropout=0.5"); None = all (--grid_points=A;B)
+    grid_only: list[str] | None = None
 
 
 @dataclass
@@ -481,6 +484,8 @@ def plan_runs(sweep: Sweep) -> list[RunSpec]:
         for model in sweep.models:
             grid = sweep.model_grid.get(model, sweep.grid)
             for label, point, grid_overrides in grid_points(grid):
+                if sweep.grid_only is not None and label not in sweep.grid_only:
+                    continue
                 for seed in sweep.seeds:
                     overrides = {
                         **sweep.config,
@@ -563,6 +568,33 @@ def read_results(path) -> list[dict]:
             continue
         records.append(record)
     return records
+
+
+def read_many(paths) -> list[dict]:
+    """The records of one or more results files, for one report.
+
+    Each record gets ``source`` (its file's name without ``.jsonl``). A model whose finished runs on a
+    dataset lie in more than one of the files (the same model on a CPU and on a GPU, or before and
+    after a change) gets one row per file: its name becomes ``"Model [source]"`` and its run keys are
+    prefixed with the source, so that no row mixes runs of different files. Rows of different files
+    are compared by seed like any others (a relative difference and a paired test across devices).
+    """
+    per_file = [(Path(path).name.removesuffix(".jsonl"), read_results(path)) for path in paths]
+    if len(per_file) == 1:
+        return [{**r, "source": per_file[0][0]} for r in per_file[0][1]]
+    sources: dict = {}
+    for stem, records in per_file:
+        for r in latest_records(records, "ok"):
+            sources.setdefault((r.get("dataset"), r.get("model")), set()).add(stem)
+    combined = []
+    for stem, records in per_file:
+        for r in records:
+            r = {**r, "source": stem}
+            if len(sources.get((r.get("dataset"), r.get("model")), ())) > 1:
+                r["model"] = f"{r['model']} [{stem}]"
+                r["key"] = f"{stem}:{r.get('key')}"
+            combined.append(r)
+    return combined
 
 
 def latest_records(records: list[dict], status: str | None = "ok") -> list[dict]:
@@ -1155,6 +1187,7 @@ def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
                     "metrics": metrics,
                     "valid": mean_std(by_seed[s]["best_valid"][SELECT_METRIC] for s in seeds)[0],
                     "seconds_per_epoch": mean_std(per_epoch)[0],
+                    "devices": sorted({_device_kind(by_seed[s].get("device")) for s in seeds} - {""}),
                     "baseline": is_base,
                     "rel_diff": None if is_base else relative_difference(metrics[SELECT_METRIC][0], base_mean),
                     "p_value": None if is_base else paired_pvalue(ndcg, base_ndcg),
@@ -1172,6 +1205,11 @@ def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
     return tables
 
 
+def _device_kind(device) -> str:
+    """``cuda``/``cpu``/...: the device a record ran on, without its index."""
+    return str(device or "").split(":")[0]
+
+
 def _fmt(value, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -1187,6 +1225,10 @@ def _bold_best(cells: list[str], values: list, higher: bool = True) -> list[str]
 def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
     headers = ["Model"] + [title for _, title in REPORT_METRICS]
     headers += ["seeds", "s/epoch", f"ΔNDCG@10 vs {baseline}", "p (paired t, NDCG@10)"]
+    devices = [", ".join(row.get("devices") or []) or "?" for row in rows]
+    mixed = len(set(devices)) > 1  # rows from different devices: say which, since their timings differ
+    if mixed:
+        headers.insert(1, "device")
     columns = []
     for key, _ in REPORT_METRICS:
         cells, means = [], []
@@ -1209,7 +1251,7 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
     for i, row in enumerate(rows):
         name = row["model"] + (f" ({row['grid_label']})" if row["grid_label"] else "")
-        lines.append("| " + " | ".join([name] + [col[i] for col in columns]) + " |")
+        lines.append("| " + " | ".join([name] + ([devices[i]] if mixed else []) + [col[i] for col in columns]) + " |")
     return lines
 
 
@@ -1265,6 +1307,12 @@ def write_report(
     lines = [f"# {title or 'Benchmark report'}", ""]
     if source:
         lines += [f"Results: `{source}`; {len(ok)} finished runs, {len(failed)} failed runs.", ""]
+    if len({r.get("source") for r in ok} - {None}) > 1:
+        lines += [
+            "Rows named `Model [file]` hold the runs of that results file only (the model has runs in "
+            "several of the files); rows are paired by seed whatever file or device they come from.",
+            "",
+        ]
     about = []
     commits = sorted(
         {r["git_commit"][:12] + (" (dirty)" if r.get("git_dirty") else "") for r in ok if r.get("git_commit")}
@@ -1332,11 +1380,27 @@ def _parse_value(text: str):
         return text
 
 
+def _grid_selection(sweep: Sweep, text: str) -> list[str]:
+    """The grid point labels of ``--grid_points=A;B``, each checked against the sweep's grids."""
+    wanted = [label.strip() for label in text.split(";") if label.strip()]
+    known = {label for grid in [sweep.grid, *sweep.model_grid.values()] for label, _, _ in grid_points(grid)}
+    unknown = [label for label in wanted if label not in known]
+    if not wanted or unknown:
+        raise ConfigError(
+            f"--grid_points: {'no grid point given' if not wanted else 'unknown grid point(s) ' + '; '.join(unknown)}. "
+            f"The sweep's grid points: {'; '.join(sorted(known)) or '(no grid)'} (separate several with ';')"
+        )
+    return wanted
+
+
 def main(args: dict) -> int:
     """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--workers=N] [--oom_retries=N]
-    [--key=v ...]``.
+    [--grid_points=A;B] [--key=v ...]``.
 
     ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists;
+    ``--grid_points`` (labels as in the report, e.g. ``dropout=0.5``, ';'-separated) runs only those
+    points of the grid (a model whose grid has none of them runs nothing); the runs keep the keys they
+    have in the whole sweep;
     ``--workers`` replaces the sweep's ``workers`` (runs at once) and ``--oom_retries`` its
     ``oom_retries``; any other
     ``--key=value`` overrides that key in every run. Returns 0 when every run finished, 1 when some
@@ -1356,6 +1420,7 @@ def main(args: dict) -> int:
         report_dir = args.pop("report_dir", None)
         workers = args.pop("workers", None)
         oom_retries = args.pop("oom_retries", None)
+        grid_only = args.pop("grid_points", None)
         lists = {k: args.pop(k) for k in ("models", "datasets", "seeds") if k in args}
         overrides = {key: _parse_value(value) for key, value in args.items()}
         sweep = load_sweep(path, overrides)
@@ -1369,6 +1434,8 @@ def main(args: dict) -> int:
                 except ValueError:
                     raise ConfigError(f"--seeds must be integers, got {value}") from None
             setattr(sweep, key, items)
+        if grid_only is not None:
+            sweep.grid_only = _grid_selection(sweep, str(grid_only))
         if workers is not None:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if oom_retries is not None:
@@ -1393,8 +1460,10 @@ def cli(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     report = sub.add_parser("report", help="write the markdown report and NDCG@10 plot of a results file")
-    report.add_argument("results", help="results file (JSONL) written by a sweep")
-    report.add_argument("--out", help="output folder (default: the results file's folder)")
+    report.add_argument("results", nargs="+", help="results file(s) (JSONL) written by sweeps; several make one report")
+    report.add_argument("--out", help="output folder (default: the (first) results file's folder)")
+    report.add_argument("--name", help="file name of the report, without .md (default: the results file's name; "
+                        "with several files their names joined by '+')")
     report.add_argument("--baseline", help="model to compare against (default: the sweep's baseline, else SASRec)")
     report.add_argument("--sweep", help="only the records of this sweep name")
     sweep = sub.add_parser("sweep", help="run a sweep file (same as run_recbole_sae.py --sweep=FILE)")
@@ -1426,20 +1495,33 @@ def cli(argv: list[str] | None = None) -> int:
         if ns.oom_retries is not None:
             args["oom_retries"] = ns.oom_retries
         return main(args)
-    results = Path(ns.results)
-    if not results.is_file():
-        print(f"error: results file not found: {results}", file=sys.stderr)
+    files = [Path(path) for path in ns.results]
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        print(f"error: results file not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    records = read_results(results)
+    stems = [path.name.removesuffix(".jsonl") for path in files]
+    if len(set(stems)) < len(stems):
+        print(f"error: two results files have the same name ({', '.join(map(str, files))}): their rows could "
+              "not be told apart; copy one under another name", file=sys.stderr)
+        return 2
+    records = read_many(files)
     if ns.sweep:
         records = [r for r in records if r.get("sweep") == ns.sweep]
+    stem = ns.name or "+".join(stems)
+    models = {r.get("model") for r in records}
+    if ns.baseline and ns.baseline not in models:
+        named = ", ".join(sorted(str(m) for m in models if m))
+        print(f"error: no runs of the baseline {ns.baseline!r} in {', '.join(map(str, files))}; models: {named}",
+              file=sys.stderr)
+        return 2
     out = write_report(
         records,
-        Path(ns.out) if ns.out else results.parent,
-        results.stem,
+        Path(ns.out) if ns.out else files[0].parent,
+        stem,
         baseline=ns.baseline,
-        title=f"Benchmark report: {ns.sweep or results.stem}",
-        source=str(results),
+        title=f"Benchmark report: {ns.sweep or stem}",
+        source=", ".join(str(path) for path in files),
     )
     print(f"report: {out['markdown']}" + (f"\nplot: {out['plot']}" if out["plot"] else ""))
     return 0

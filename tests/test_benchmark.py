@@ -680,6 +680,52 @@ def test_report_maths(tmp_path):
     assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_one_report_from_several_results_files(tmp_path, capsys):
+    """A CPU file and a GPU file in one table: a model with runs in both gets one row per file (its runs
+    used to be merged into one row, the later file's seeds replacing the earlier's), rows are paired
+    by seed across files, and the table says which device each row ran on."""
+    gpu, cpu = tmp_path / "gpu.jsonl", tmp_path / "cpu.jsonl"
+    for r in [_record("SASRec", s, v) for s, v in zip([1, 2, 3], [0.10, 0.12, 0.14])] + [
+        _record("Other", s, v) for s, v in zip([1, 2, 3], [0.09, 0.11, 0.13])
+    ]:
+        bm.append_record(gpu, {**r, "device": "cuda:0"})
+    for r in [_record("Other", s, v, per_epoch=9.0) for s, v in zip([1, 2, 3], [0.12, 0.15, 0.15])] + [
+        _record("CpuOnly", s, 0.05) for s in (1, 2)
+    ]:
+        bm.append_record(cpu, {**r, "device": "cpu"})  # same run keys as the GPU file's "Other" runs
+
+    records = bm.read_many([gpu, cpu])
+    assert {r["source"] for r in records} == {"gpu", "cpu"}
+    rows = {row["model"]: row for row in bm.summarize(records, "SASRec")["d"]}
+    assert set(rows) == {"SASRec", "Other [gpu]", "Other [cpu]", "CpuOnly"}
+    assert rows["Other [cpu]"]["metrics"]["ndcg@10"][0] == pytest.approx(0.14)
+    assert rows["Other [gpu]"]["metrics"]["ndcg@10"][0] == pytest.approx(0.11)
+    assert rows["Other [cpu]"]["rel_diff"] == pytest.approx((0.14 - 0.12) / 0.12)  # paired across devices
+    assert rows["Other [cpu]"]["devices"] == ["cpu"] and rows["SASRec"]["devices"] == ["cuda"]
+    assert rows["CpuOnly"]["n"] == 2
+
+    out = tmp_path / "out"
+    assert bm.cli(["report", str(gpu), str(cpu), "--out", str(out), "--baseline", "SASRec"]) == 0
+    text = (out / "gpu+cpu.md").read_text()
+    assert f"Results: `{gpu}, {cpu}`; 11 finished runs" in text and "Rows named `Model [file]`" in text
+    assert "| Model | device | NDCG@10 |" in text
+    assert "| Other [cpu] | cpu | **0.1400 ± 0.0173** |" in text and "| SASRec | cuda | 0.1200 ± 0.0200 |" in text
+    assert (out / "gpu+cpu-ndcg10.png").is_file()
+    # one file: no device column, no renaming (as before)
+    assert bm.cli(["report", str(cpu), "--out", str(out), "--baseline", "Other", "--name", "alone"]) == 0
+    alone = (out / "alone.md").read_text()
+    assert "| Model | NDCG@10 |" in alone and "| Other | **0.1400 ± 0.0173** |" in alone
+    capsys.readouterr()
+    # a baseline that is in none of the files, and two files of one name, are errors that say so
+    assert bm.cli(["report", str(gpu), str(cpu), "--out", str(out), "--baseline", "Other"]) == 2
+    assert "no runs of the baseline 'Other'" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    twin = tmp_path / "x" / "cpu.jsonl"
+    twin.write_bytes(cpu.read_bytes())
+    assert bm.cli(["report", str(cpu), str(twin), "--out", str(out)]) == 2
+    assert "same name" in capsys.readouterr().err
+
+
 def test_paired_test_needs_two_pairs():
     assert bm.paired_pvalue({1: 0.2}, {1: 0.1}) is None
     assert bm.paired_pvalue({1: 0.2, 2: 0.3}, {2: 0.1, 3: 0.1}) is None  # one common seed
@@ -759,6 +805,37 @@ def test_grid_points_and_plan(sweep_file):
 
 # ---------------------------------------------------------------------------------------------
 # Sweep files
+
+
+def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sweep_file, in_tmp, monkeypatch, capsys):
+    from recbole_sae.cli import main
+
+    path = sweep_file(seeds=[1, 2], grid={"learning_rate": [0.1, 0.01], "dropout_prob": [0.2, 0.5]},
+                      model_grid={"GRU4Rec": {"dropout_prob": [0.3]}}, models=["SASRec", "GRU4Rec"])
+    whole = {(s.model, s.grid_label, s.seed): s.key for s in bm.plan_runs(bm.load_sweep(path))}
+    ran = []
+
+    def fake(spec, *args, **kwargs):
+        ran.append((spec.model, spec.grid_label, spec.seed, spec.key))
+        return _planted_fields()
+
+    monkeypatch.setattr(bm, "execute_run", fake)
+    results = in_tmp / "g.jsonl"
+    points = "--grid_points=dropout_prob=0.5,learning_rate=0.01; dropout_prob=0.3"
+    assert main([f"--sweep={path}", f"--results={results}", points]) == 0
+    assert sorted((m, g, s) for m, g, s, _ in ran) == [
+        ("GRU4Rec", "dropout_prob=0.3", 1), ("GRU4Rec", "dropout_prob=0.3", 2),
+        ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 1), ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 2),
+    ]
+    assert all(key == whole[(m, g, s)] for m, g, s, key in ran)  # the same runs as in the whole sweep
+    # the rest of the grid afterwards: nothing runs twice
+    ran.clear()
+    assert main([f"--sweep={path}", f"--results={results}"]) == 0
+    assert len(ran) == 6 and not any(g == "dropout_prob=0.5,learning_rate=0.01" or g == "dropout_prob=0.3" for _, g, _, _ in ran)
+    capsys.readouterr()
+    assert main([f"--sweep={path}", f"--results={results}", "--grid_points=dropout=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown grid point(s) dropout=0.5" in err and "dropout_prob=0.2,learning_rate=0.1" in err
 
 
 def test_shipped_sweeps_load(in_tmp):
