@@ -108,7 +108,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_sae.errors import ConfigError, RecboleSAEError
+from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
 from recbole_sae.textlist import split_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -762,7 +762,8 @@ def execute_run(
                     "model": spec.model,
                     "dataset": spec.dataset,
                     "config_files": spec.config_files or None,
-                    "config_dict": spec.overrides,
+                    # a fixed folder per run key: a run killed mid-training continues there when the sweep runs again
+                    "config_dict": {**spec.overrides, "run_name": run_folder_name(spec)},
                     "torch_threads": threads,
                 }
             ),
@@ -825,6 +826,11 @@ def execute_run(
     return fields
 
 
+def run_folder_name(spec: RunSpec) -> str:
+    """The run folder of a sweep run under ``checkpoint_dir``: fixed by its key, so that it can resume."""
+    return f"{spec.model}-{spec.dataset}-seed{spec.seed}-{spec.key}"
+
+
 def _run_one(spec_path: str, out_path: str) -> int:
     """Child process: run one spec through the pipeline, write what happened to ``out_path``."""
     import resource
@@ -840,7 +846,11 @@ def _run_one(spec_path: str, out_path: str) -> int:
         from recbole_sae.quick_start import environment, run_recbole_sae
 
         out["environment"] = {**environment(), "torch_threads": torch.get_num_threads()}
-        result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
+        try:
+            result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
+        except FinishedRunError as err:  # it finished before, and the sweep stopped before recording it
+            result = json.loads((Path(err.run_dir) / "result.json").read_text(encoding="utf-8"))
+            out["reused"] = True
         config_file = Path(result["run_dir"]) / "config.yaml"
         if config_file.is_file():
             out["config"] = yaml.safe_load(config_file.read_text(encoding="utf-8"))

@@ -23,3 +23,11 @@ class ConfigError(RecboleSAEError, ValueError):
 
 class TrainingDivergedError(RecboleSAEError, FloatingPointError):
     """A loss that became NaN or infinite while training (the model's, or an SAE's)."""
+
+
+class FinishedRunError(ConfigError):
+    """``run_name`` names the folder of a run that finished (its ``result.json`` is there)."""
+
+    def __init__(self, message: str, run_dir: str):
+        super().__init__(message)
+        self.run_dir = run_dir

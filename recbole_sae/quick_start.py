@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -14,9 +15,9 @@ from logging import getLogger
 
 import torch
 
-from recbole_sae import compat
+from recbole_sae import compat, resume
 from recbole_sae.config import Config, split_config_files
-from recbole_sae.errors import CheckpointMismatchError, TrainingDivergedError
+from recbole_sae.errors import CheckpointMismatchError, ConfigError, FinishedRunError, TrainingDivergedError
 from recbole_sae.registry import get_model, get_trainer
 
 compat.apply()
@@ -34,6 +35,42 @@ def _new_run_dir(config) -> str:
     )
     os.makedirs(run_dir, exist_ok=True)
     return run_dir
+
+
+def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
+    """The run folder and the resume state to continue from (None: a fresh start).
+
+    ``resume``: a run folder whose ``resume.pth`` the run continues from (the folder must hold one).
+    ``run_name``: the folder's name under ``checkpoint_dir``; an unfinished run there with the same
+    settings is continued, a finished one is an error. Neither: a new folder ``<model>-<dataset>-<time>``.
+    """
+    if config["resume"]:
+        run_dir = os.path.abspath(os.path.expanduser(str(config["resume"])))
+        if not resume.state_file(run_dir).is_file():
+            finished = os.path.isfile(os.path.join(run_dir, "result.json"))
+            raise ConfigError(
+                f"--resume={config['resume']}: "
+                + (f"{run_dir} holds a finished run (result.json); there is nothing to resume"
+                   if finished else
+                   f"no {resume.STATE_NAME} in {run_dir}: not a run folder, or the run stopped before its "
+                   "first validation; start it again without --resume")
+            )
+    elif config["run_name"]:
+        run_dir = os.path.abspath(os.path.join(config["checkpoint_dir"], str(config["run_name"])))
+        if not resume.state_file(run_dir).is_file():
+            if os.path.isfile(os.path.join(run_dir, "result.json")):
+                raise FinishedRunError(
+                    f"run_name={config['run_name']}: {run_dir} holds a finished run (result.json); choose "
+                    "another run_name, or delete the folder to run it again",
+                    run_dir,
+                )
+            os.makedirs(run_dir, exist_ok=True)
+            return run_dir, None
+    else:
+        return _new_run_dir(config), None
+    state = resume.load(run_dir)
+    resume.check_settings(state, run_settings, run_dir)
+    return run_dir, state
 
 
 def _log_to_file(path: str, level: str) -> logging.Handler:
@@ -115,12 +152,15 @@ def run_recbole_sae(
 ) -> dict:
     """Train, validate and test ``model`` on ``dataset``; return the result record.
 
-    The run folder (``checkpoint_dir/<model>-<dataset>-<time>``) keeps ``model.pth``,
-    ``config.yaml``, ``run.log``, ``result.json`` and whatever reports the model's trainer writes.
+    The run folder (``checkpoint_dir/<model>-<dataset>-<time>``, or ``checkpoint_dir/<run_name>``)
+    keeps ``model.pth``, ``config.yaml``, ``run.log``, ``result.json`` and whatever reports the
+    model's trainer writes; until the run finishes also ``resume.pth``, from which a killed run
+    continues (``run_name`` again, or ``resume=<run folder>``; see :mod:`recbole_sae.resume`).
     """
     start = time.perf_counter()
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
-    run_dir = _new_run_dir(config)
+    run_settings = resume.settings(config)
+    run_dir, state = _open_run_dir(config, run_settings)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
     init_seed(config["seed"], config["reproducibility"])
@@ -145,12 +185,21 @@ def run_recbole_sae(
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
             trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
             epoch_seconds, valid_scores = _record_epochs(trainer)
+            resumed_at = None
+            if state is not None:
+                resumed_at = resume.restore(state, trainer, train_data, (epoch_seconds, valid_scores))
+                logger.info(f"resumed from {resume.state_file(run_dir)}: training goes on at epoch {resumed_at}")
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
+            command = " ".join(sys.argv)
 
-            best_valid_score, best_valid_result = trainer.fit(
-                train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-            )
+            def save_state(epoch_idx, valid_score):
+                resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+
+            fit_options = {"saved": saved, "show_progress": config["show_progress"]}
+            if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
+                fit_options["callback_fn"] = save_state
+            best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
             test_result = trainer.evaluate(
                 test_data, load_best_model=saved, show_progress=config["show_progress"]
             )
@@ -175,10 +224,12 @@ def run_recbole_sae(
             "seconds": round(time.perf_counter() - start, 2),
             "device": str(config["device"]),
             "seed": config["seed"],
+            **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
             **extra,
         }
         with open(os.path.join(run_dir, "result.json"), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
+        resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
         logger.info("result: %s", json.dumps(result))
         return result
     finally:

@@ -1,0 +1,142 @@
+"""Resumable training: a run killed mid-training continues where it stopped, with the same result.
+
+After every validation the pipeline writes ``resume.pth`` into the run folder (atomically: a crash
+while writing leaves the previous state): the model and optimizer, RecBole's early-stopping state
+(epoch, steps without improvement, best score and result, losses), the timings the result reports,
+and every random state training draws from (torch's, numpy's, Python's and the training loader's
+shuffling generator). A run started again in the same folder (``run_name``, or ``--resume=FOLDER``)
+rebuilds its data and model, restores that state and trains on from the next epoch; on the CPU the
+resumed run gives the same metrics as one that was never stopped. ``resume.pth`` is deleted when
+the run finishes.
+
+Only the training loop resumes: a model's later stage (the SAE of SASRecSAE) runs again in full.
+The settings must be the run's own (the ones that change training: everything except where files
+go, logging and the device); a difference is an error that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recbole_sae.errors import ConfigError
+
+STATE_NAME = "resume.pth"
+
+# Keys that may differ between the first start of a run and its resumption.
+FREE_KEYS = frozenset(
+    {
+        "resume", "run_name", "run_dir", "checkpoint_dir", "data_path", "show_progress", "state",
+        "device", "gpu_id", "use_gpu", "worker", "local_rank", "nproc", "world_size", "offset", "ip",
+        "port", "single_spec", "eval_batch_size", "log_wandb", "wandb_project", "shuffle",
+    }
+)
+
+
+def settings(config) -> dict:
+    """What the run's training depends on, as text: the resolved config without :data:`FREE_KEYS`."""
+    return {
+        str(key): repr(value)
+        for key, value in config.final_config_dict.items()
+        if key not in FREE_KEYS
+    }
+
+
+def state_file(run_dir) -> Path:
+    return Path(run_dir) / STATE_NAME
+
+
+def _rng_state(train_data) -> dict:
+    generator = getattr(train_data, "generator", None)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
+    }
+
+
+def _set_rng_state(rng: dict, train_data) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    generator = getattr(train_data, "generator", None)
+    if rng.get("loader") is not None and isinstance(generator, torch.Generator):
+        generator.set_state(rng["loader"])
+
+
+def save(run_dir, trainer, train_data, epoch: int, run_settings: dict, command: str, timings: tuple) -> None:
+    """Write the state after validation epoch ``epoch`` (atomically)."""
+    epoch_seconds, valid_scores = timings
+    state = {
+        "epoch": epoch,
+        "stopped": trainer.cur_step > trainer.stopping_step,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": trainer.best_valid_score,
+        "best_valid_result": trainer.best_valid_result,
+        "train_loss_dict": dict(trainer.train_loss_dict),
+        "state_dict": trainer.model.state_dict(),
+        "other_parameter": trainer.model.other_parameter(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "rng": _rng_state(train_data),
+        "epoch_seconds": list(epoch_seconds),
+        "valid_scores": list(valid_scores),
+        "settings": run_settings,
+        "command": command,
+    }
+    path = state_file(run_dir)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(run_dir) -> dict:
+    path = state_file(run_dir)
+    try:
+        # the state holds numpy's and Python's random states besides tensors: not weights-only
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+        raise ConfigError(
+            f"cannot read the resume state {path} ({type(exc).__name__}: {exc}): delete it to start the run afresh"
+        ) from None
+
+
+def check_settings(state: dict, run_settings: dict, run_dir) -> None:
+    """The run's own settings, or an error naming what differs and the command that started it."""
+    saved = state.get("settings") or {}
+    differ = sorted(key for key in set(saved) | set(run_settings) if saved.get(key) != run_settings.get(key))
+    if differ:
+        shown = "; ".join(
+            f"{key}: run {saved.get(key, 'unset')}, now {run_settings.get(key, 'unset')}" for key in differ[:8]
+        )
+        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ConfigError(
+            f"{run_dir} holds an unfinished run with other settings ({shown}{more}). It was started with: "
+            f"{state.get('command') or '?'}. Resume it with the same settings, or choose another run_name "
+            f"(or delete {state_file(run_dir)} to start it afresh)"
+        )
+
+
+def restore(state: dict, trainer, train_data, timings: tuple) -> int:
+    """Put the trainer, model, optimizer and random states back; return the first epoch to train."""
+    trainer.model.load_state_dict(state["state_dict"])
+    trainer.model.load_other_parameter(state.get("other_parameter"))
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.cur_step = state["cur_step"]
+    trainer.best_valid_score = state["best_valid_score"]
+    trainer.best_valid_result = state["best_valid_result"]
+    trainer.train_loss_dict = dict(state["train_loss_dict"])
+    epoch_seconds, valid_scores = timings
+    epoch_seconds[:] = state["epoch_seconds"]
+    valid_scores[:] = state["valid_scores"]
+    _set_rng_state(state["rng"], train_data)
+    # a run that had met its stopping rule trains no further epoch
+    trainer.start_epoch = trainer.epochs if state["stopped"] else state["epoch"] + 1
+    return trainer.start_epoch

@@ -1,0 +1,114 @@
+"""A run killed mid-training continues from its run folder and ends where an unbroken run ends."""
+
+import json
+import os
+import re
+import sys
+
+import pytest
+
+from recbole_sae import benchmark as bm
+from recbole_sae import resume
+from recbole_sae.cli import main
+from recbole_sae.errors import ConfigError
+from recbole_sae.quick_start import run_recbole_sae
+
+from conftest import SMALL
+
+
+class Killed(BaseException):
+    """Stands for the process being killed: nothing in the pipeline catches it."""
+
+
+def _kill_after(monkeypatch, epoch: int):
+    """The run dies right after the resume state of validation epoch ``epoch`` is written."""
+    save = resume.save
+
+    def save_then_die(run_dir, trainer, train_data, epoch_idx, *args, **kwargs):
+        save(run_dir, trainer, train_data, epoch_idx, *args, **kwargs)
+        if epoch_idx == epoch:
+            raise Killed()
+
+    monkeypatch.setattr(resume, "save", save_then_die)
+
+
+def _losses(run_dir) -> dict:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(run_dir, "run.log"), encoding="utf-8").read())
+    return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]", text)}
+
+
+@pytest.mark.parametrize("model", ["SASRec", "SASRecPlus"])
+def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_tmp, monkeypatch, model):
+    data_path, name, yaml_file = tiny_dataset
+    settings = {"data_path": data_path, **SMALL, "epochs": 5, "stopping_step": 10, "hidden_dropout_prob": 0.3}
+    unbroken = run_recbole_sae(model, name, [yaml_file], settings)
+    assert not resume.state_file(unbroken["run_dir"]).exists()  # deleted when a run finishes
+
+    with monkeypatch.context() as patch:
+        _kill_after(patch, 1)
+        with pytest.raises(Killed):
+            run_recbole_sae(model, name, [yaml_file], {**settings, "run_name": "r"})
+    folder = in_tmp / "runs" / "r"
+    assert resume.state_file(folder).is_file() and not (folder / "result.json").exists()
+    assert sorted(_losses(folder)) == [0, 1]
+
+    resumed = run_recbole_sae(model, name, [yaml_file], {**settings, "run_name": "r"})
+    assert resumed["run_dir"] == str(folder) and resumed["resumed_at_epoch"] == 2
+    for key in ("best_valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == unbroken[key], key
+    # the epochs trained after the restart saw the same weights, batches and dropout masks
+    assert _losses(folder) == _losses(unbroken["run_dir"]) and sorted(_losses(folder)) == [0, 1, 2, 3, 4]
+    assert not resume.state_file(folder).exists()
+
+
+def test_resume_needs_the_runs_own_settings_and_an_unfinished_run(tiny_dataset, in_tmp, monkeypatch, capsys):
+    data_path, name, yaml_file = tiny_dataset
+    settings = {"data_path": data_path, **SMALL, "epochs": 3, "stopping_step": 10}
+    args = ["--model=SASRec", f"--dataset={name}", f"--config_files={yaml_file}"]
+    args += [f"--{k}={v}" for k, v in settings.items() if k != "show_progress"]
+    with monkeypatch.context() as patch:
+        _kill_after(patch, 0)
+        with pytest.raises(Killed):
+            main(args + ["--run_name=r", "--show_progress=False"])
+    folder = in_tmp / "runs" / "r"
+
+    # other settings: an error that says which and how the run was started
+    with pytest.raises(ConfigError, match=r"other settings \(learning_rate: run 0.001, now 0.01\)") as caught:
+        run_recbole_sae("SASRec", name, [yaml_file], {**settings, "learning_rate": 0.01, "run_name": "r"})
+    assert "It was started with: " in str(caught.value) and "--run_name=r" in str(caught.value)
+    # where the logs go and how they look may change
+    capsys.readouterr()
+    assert main(args + [f"--resume={folder}", "--show_progress=True"]) == 0
+    result = json.loads(capsys.readouterr().out.split("RESULT ", 1)[1])
+    assert result["resumed_at_epoch"] == 1 and result["epochs_run"] == 3 and result["run_dir"] == str(folder)
+
+    # a finished run: nothing to resume; a folder that never validated: nothing to resume from
+    assert main(args + [f"--resume={folder}"]) == 2
+    assert "holds a finished run (result.json); there is nothing to resume" in capsys.readouterr().err
+    assert main(args + [f"--resume={in_tmp}"]) == 2
+    assert f"no resume.pth in {in_tmp}" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", [sys.argv[0]])  # main() left its arguments there, where RecBole reads them
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        run_recbole_sae("SASRec", name, [yaml_file], {**settings, "run_name": "r"})
+
+
+def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_not_run_again(tiny_dataset, in_tmp, monkeypatch):
+    data_path, name, yaml_file = tiny_dataset
+    spec = bm.RunSpec(model="SASRec", dataset=name, seed=1, grid={}, grid_label="",
+                      overrides={"data_path": data_path, **SMALL, "seed": 1}, config_files=[yaml_file], key="abc")
+    assert bm.run_folder_name(spec) == f"SASRec-{name}-seed1-abc"
+    spec_file = in_tmp / "spec.json"
+    spec_file.write_text(json.dumps({"model": spec.model, "dataset": spec.dataset, "config_files": spec.config_files,
+                                     "config_dict": {**spec.overrides, "run_name": bm.run_folder_name(spec)}}))
+    assert bm._run_one(str(spec_file), str(in_tmp / "first.json")) == 0
+    first = json.loads((in_tmp / "first.json").read_text())
+    assert first["result"]["run_dir"] == str(in_tmp / "runs" / bm.run_folder_name(spec)) and "reused" not in first
+
+    # the sweep died between the run's end and its record: the next attempt takes the finished result
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("the finished run was trained again")
+
+    monkeypatch.setattr("recbole.trainer.Trainer.fit", must_not_train)
+    assert bm._run_one(str(spec_file), str(in_tmp / "again.json")) == 0
+    again = json.loads((in_tmp / "again.json").read_text())
+    assert again["reused"] is True and again["result"] == first["result"] and again["config"] == first["config"]
