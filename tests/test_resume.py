@@ -61,6 +61,23 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_
     assert not resume.state_file(folder).exists()
 
 
+def test_sasrecsae_resumes_its_sasrec_and_trains_the_same_sae(tiny_dataset, in_tmp, monkeypatch):
+    data_path, name, yaml_file = tiny_dataset
+    settings = {"data_path": data_path, **SMALL, "epochs": 4, "stopping_step": 10, "sae_expansion": 4, "sae_k": 4,
+                "sae_epochs": 2, "sae_batch_size": 128, "sae_warmup_steps": 5, "interpretation_min_support": 5}
+    unbroken = run_recbole_sae("SASRecSAE", name, [yaml_file], settings)
+    with monkeypatch.context() as patch:
+        _kill_after(patch, 2)
+        with pytest.raises(Killed):
+            run_recbole_sae("SASRecSAE", name, [yaml_file], {**settings, "run_name": "r"})
+    resumed = run_recbole_sae("SASRecSAE", name, [yaml_file], {**settings, "run_name": "r"})
+    assert resumed["resumed_at_epoch"] == 3
+    for key in ("best_valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == unbroken[key], key
+    assert resumed["sae"]["fidelity"] == unbroken["sae"]["fidelity"]
+    assert resumed["sae"]["recovered"] == unbroken["sae"]["recovered"]
+
+
 def test_resume_needs_the_runs_own_settings_and_an_unfinished_run(tiny_dataset, in_tmp, monkeypatch, capsys):
     data_path, name, yaml_file = tiny_dataset
     settings = {"data_path": data_path, **SMALL, "epochs": 3, "stopping_step": 10}
