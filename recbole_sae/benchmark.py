@@ -85,6 +85,7 @@ loses them, nothing resumes), and has no notion of seeds or of a results file to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -92,6 +93,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -913,12 +915,36 @@ def runs_alone(attempt: int, oom_retries: int) -> bool:
     return attempt > 1 and attempt > oom_retries
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached the sweep: handled like Ctrl-C, so that the run processes are killed too."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """In the main thread: SIGTERM (``kill``, a batch system's preemption, the end of a session) raises
+    :class:`Terminated` instead of ending the process at once, which left the run processes running
+    on as orphans (and a rerun of the sweep would have run beside them, in the same run folders)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     """Run (or resume) a sweep; append each run to ``results``; write the report at the end.
 
     With ``sweep.workers`` above 1, up to that many runs execute at once, each in a thread of a pool
     that waits on the run's process; this process alone appends to ``results``, one record at a time
-    under a lock, as soon as each run finishes. An interrupt kills the running processes.
+    under a lock, as soon as each run finishes. An interrupt (Ctrl-C, or SIGTERM: :class:`Terminated`)
+    kills the running processes.
 
     A run that fails with a GPU out-of-memory error (:func:`is_gpu_oom`) while other runs were
     executing is not recorded but put back at the end of the queue, at most ``sweep.oom_retries``
@@ -1035,34 +1061,35 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
             log(f"run {number}/{len(plan)} {spec.title}: done before, skipped")
         else:
             pending.append((number, spec))
-    if workers == 1:
-        for number, spec in pending:
-            run(number, spec)  # an interrupt reaches execute_run here, which kills its process
-    else:
-        queue = deque((number, spec, 1) for number, spec in pending)  # requeued runs go to the end
-        running: dict = {}  # future -> (number, spec, attempt)
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-run")
-        try:
-            while queue or running:
-                # first come first started; a run on its last retry waits until no run executes,
-                # and no run starts beside it
-                while queue and len(running) < workers and not any(alone(a) for _, _, a in running.values()):
-                    if alone(queue[0][2]) and running:
-                        break
-                    number, spec, attempt = queue.popleft()
-                    running[pool.submit(run, number, spec, attempt)] = (number, spec, attempt)
-                # a timeout, so that an interrupt is seen whichever thread it reached
-                finished, _ = wait_futures(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    number, spec, attempt = running.pop(future)
-                    if future.result():  # run() records the errors of runs; this raises the sweep's own
-                        queue.append((number, spec, attempt + 1))
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)  # no further run starts
-            stop.set()  # each running run kills its process within 0.1 s and records nothing
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # the threads end soon after their processes
+    with _sigterm_as_interrupt():
+        if workers == 1:
+            for number, spec in pending:
+                run(number, spec)  # an interrupt reaches execute_run here, which kills its process
+        else:
+            queue = deque((number, spec, 1) for number, spec in pending)  # requeued runs go to the end
+            running: dict = {}  # future -> (number, spec, attempt)
+            pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-run")
+            try:
+                while queue or running:
+                    # first come first started; a run on its last retry waits until no run executes,
+                    # and no run starts beside it
+                    while queue and len(running) < workers and not any(alone(a) for _, _, a in running.values()):
+                        if alone(queue[0][2]) and running:
+                            break
+                        number, spec, attempt = queue.popleft()
+                        running[pool.submit(run, number, spec, attempt)] = (number, spec, attempt)
+                    # a timeout, so that an interrupt is seen whichever thread it reached
+                    finished, _ = wait_futures(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        number, spec, attempt = running.pop(future)
+                        if future.result():  # run() records the errors of runs; this raises the sweep's own
+                            queue.append((number, spec, attempt + 1))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)  # no further run starts
+                stop.set()  # each running run kills its process within 0.1 s and records nothing
+                raise
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)  # the threads end soon after their processes
 
     if logs_dir.is_dir() and not any(logs_dir.iterdir()):
         logs_dir.rmdir()  # logs are kept for failed runs only
@@ -1460,6 +1487,13 @@ def main(args: dict) -> int:
     except RecboleSAEError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(
+            "sweep stopped by SIGTERM: its running runs were killed and not recorded; run the same command "
+            "again to go on (finished runs are skipped, killed ones resume from their last validation)",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     return 0 if summary["errors"] == 0 else 1
 
 

@@ -494,7 +494,9 @@ def test_is_gpu_oom():
     assert not bm.is_gpu_oom("") and not bm.is_gpu_oom(None)
 
 
-def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, signum):
+    """Ctrl-C, and SIGTERM (which used to end the sweep at once and leave its run processes running)."""
     # the run processes are a shell script that notes its pid and sleeps
     pids = in_tmp / "pids"
     fake_python = in_tmp / "fake-python"
@@ -513,13 +515,15 @@ def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch):
         deadline = time.monotonic() + 60
         while len(started()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        signal.pthread_kill(main_thread, signal.SIGINT)
+        signal.pthread_kill(main_thread, signum)
 
     threading.Thread(target=interrupt, daemon=True).start()
     messages = []
     began = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(bm.Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
         bm.run_sweep(sweep, results, log=messages.append)
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back
     assert time.monotonic() - began < 30  # the pool's shutdown did not wait for the 60 s sleeps
     assert len(started()) == 2  # the third run never started
     for pid in started():
@@ -527,6 +531,34 @@ def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch):
             os.kill(pid, 0)
     assert not results.exists()  # the killed runs are not recorded: a rerun runs them
     assert sum(" started | " in m for m in messages) == 2 and not any(" finished, " in m for m in messages)
+
+
+def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, in_tmp):
+    pids = in_tmp / "pids"
+    fake_python = in_tmp / "fake-python"
+    fake_python.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
+    fake_python.chmod(0o755)
+    path = sweep_file(seeds=[1, 2, 3], workers=2)
+    driver = in_tmp / "driver.py"
+    driver.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(bm.PACKAGE_ROOT)!r})\n"
+        "from recbole_sae import benchmark as bm\n"
+        "from recbole_sae.cli import main\n"
+        "bm.model_problem = lambda name: None\n"
+        f"sys.executable = {str(fake_python)!r}\n"
+        f"sys.exit(main(['--sweep={path}', '--results={in_tmp / 'r.jsonl'}']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(driver)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (not pids.is_file() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM and "sweep stopped by SIGTERM" in err
+    for pid in (int(p) for p in pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):  # the run processes died with the sweep
+            os.kill(pid, 0)
 
 
 def test_run_threads_and_time_left(monkeypatch):
