@@ -850,9 +850,15 @@ def _run_one(spec_path: str, out_path: str) -> int:
         out["environment"] = {**environment(), "torch_threads": torch.get_num_threads()}
         try:
             result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
-        except FinishedRunError as err:  # it finished before, and the sweep stopped before recording it
-            result = json.loads((Path(err.run_dir) / "result.json").read_text(encoding="utf-8"))
-            out["reused"] = True
+        except FinishedRunError as err:
+            # a finished run of this key whose record is not in this results file (the sweep stopped
+            # before recording it, the file was deleted, or another file is being filled): its result may
+            # come from other code, so the run is done again and the old folder kept beside it
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            moved = f"{err.run_dir}.replaced-{stamp}"
+            os.replace(err.run_dir, moved)
+            out["replaced_run_dir"] = moved
+            result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
         config_file = Path(result["run_dir"]) / "config.yaml"
         if config_file.is_file():
             out["config"] = yaml.safe_load(config_file.read_text(encoding="utf-8"))

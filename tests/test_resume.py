@@ -109,7 +109,7 @@ def test_resume_needs_the_runs_own_settings_and_an_unfinished_run(tiny_dataset, 
         run_recbole_sae("SASRec", name, [yaml_file], {**settings, "run_name": "r"})
 
 
-def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_not_run_again(tiny_dataset, in_tmp, monkeypatch):
+def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_again(tiny_dataset, in_tmp):
     data_path, name, yaml_file = tiny_dataset
     spec = bm.RunSpec(model="SASRec", dataset=name, seed=1, grid={}, grid_label="",
                       overrides={"data_path": data_path, **SMALL, "seed": 1}, config_files=[yaml_file], key="abc")
@@ -119,13 +119,15 @@ def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_not_run
                                      "config_dict": {**spec.overrides, "run_name": bm.run_folder_name(spec)}}))
     assert bm._run_one(str(spec_file), str(in_tmp / "first.json")) == 0
     first = json.loads((in_tmp / "first.json").read_text())
-    assert first["result"]["run_dir"] == str(in_tmp / "runs" / bm.run_folder_name(spec)) and "reused" not in first
+    folder = in_tmp / "runs" / bm.run_folder_name(spec)
+    assert first["result"]["run_dir"] == str(folder) and "replaced_run_dir" not in first
 
-    # the sweep died between the run's end and its record: the next attempt takes the finished result
-    def must_not_train(*args, **kwargs):
-        raise AssertionError("the finished run was trained again")
-
-    monkeypatch.setattr("recbole.trainer.Trainer.fit", must_not_train)
+    # the folder holds a finished run that this results file does not (the sweep died before recording
+    # it, or the file was deleted to run everything again): the run is done again, the old folder kept
+    (folder / "result.json").write_text(json.dumps({**first["result"], "test": {"ndcg@10": 1.0}}))
     assert bm._run_one(str(spec_file), str(in_tmp / "again.json")) == 0
     again = json.loads((in_tmp / "again.json").read_text())
-    assert again["reused"] is True and again["result"] == first["result"] and again["config"] == first["config"]
+    assert again["result"]["test"] == first["result"]["test"] and again["result"]["run_dir"] == str(folder)
+    old = again["replaced_run_dir"]
+    assert old.startswith(f"{folder}.replaced-") and json.loads(open(os.path.join(old, "result.json")).read())["test"] == {
+        "ndcg@10": 1.0}
