@@ -71,7 +71,8 @@ A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/`
 metrics, ``best_epoch``, ``seconds_per_epoch``, ``seconds`` (wall time of the run process),
 ``peak_memory_mb`` (the process's max RSS), ``peak_gpu_memory_mb``, ``device``, ``environment``
 (package versions), ``git_commit``, ``workers`` (runs at once, to read the timings in context),
-``attempts`` (1, or more for a run requeued after running out of GPU memory), ``status``
+``attempts`` (1, or more for a run requeued after running out of GPU memory), ``resumed_at_epoch``
+(only for a run killed before and continued from its run folder; see :mod:`recbole_sae.resume`), ``status``
 (``ok``/``error``) and ``error``. At the end the sweep
 writes ``<results stem>.md`` (a table per dataset) and ``<results stem>-ndcg10.png`` beside the results
 file (or into ``--report_dir``); the logs of failed runs stay in ``<results stem>-logs/``.
@@ -811,6 +812,11 @@ def execute_run(
             run_dir=result.pop("run_dir", None),
             config=child.get("config"),
         )
+        # a run killed before and continued from its run folder: where it went on (run_seconds is this part's)
+        if "resumed_at_epoch" in result:
+            fields["resumed_at_epoch"] = result.pop("resumed_at_epoch")
+        if child.get("replaced_run_dir"):
+            fields["replaced_run_dir"] = child["replaced_run_dir"]
         for key in ("model", "dataset", "seed"):
             result.pop(key, None)
         fields["extra"] = result  # whatever the model's trainer added (SAE fidelity, ...)

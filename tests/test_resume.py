@@ -6,6 +6,7 @@ import re
 import sys
 
 import pytest
+import yaml
 
 from recbole_sae import benchmark as bm
 from recbole_sae import resume
@@ -131,3 +132,27 @@ def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_ag
     old = again["replaced_run_dir"]
     assert old.startswith(f"{folder}.replaced-") and json.loads(open(os.path.join(old, "result.json")).read())["test"] == {
         "ndcg@10": 1.0}
+
+
+def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, in_tmp, monkeypatch):
+    """The run of a sweep killed mid-training (here: killed in this process, in its sweep run folder) goes on
+    from its last validation when the sweep runs again, and its record says where."""
+    data_path, name, yaml_file = tiny_dataset
+    path = in_tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "t", "models": ["SASRec"], "datasets": [name], "seeds": [1], "config_files": [yaml_file],
+        "config": {**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}, "torch_threads": 1,
+    }))
+    sweep = bm.load_sweep(path)
+    (spec,) = bm.plan_runs(sweep)
+    with monkeypatch.context() as patch:
+        _kill_after(patch, 0)
+        with pytest.raises(Killed):
+            run_recbole_sae(spec.model, spec.dataset, spec.config_files,
+                            {**spec.overrides, "run_name": bm.run_folder_name(spec)})
+    results = in_tmp / "results.jsonl"
+    summary = bm.run_sweep(sweep, results, log=[].append)
+    assert summary["executed"] == 1 and summary["errors"] == 0
+    (record,) = bm.read_results(results)
+    assert record["resumed_at_epoch"] == 1 and record["epochs_run"] == 3
+    assert record["run_dir"] == str(in_tmp / "runs" / bm.run_folder_name(spec))
