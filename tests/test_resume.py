@@ -156,3 +156,10 @@ def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, in_tmp, monk
     (record,) = bm.read_results(results)
     assert record["resumed_at_epoch"] == 1 and record["epochs_run"] == 3
     assert record["run_dir"] == str(in_tmp / "runs" / bm.run_folder_name(spec))
+
+
+def test_settings_that_change_training_are_not_free():
+    """`shuffle` (whether RecBole shuffles the training rows) was among the keys a resume may change."""
+    for key in ("shuffle", "learning_rate", "epochs", "seed", "train_batch_size", "MAX_ITEM_LIST_LENGTH", "train_mode",
+                "full_sequence_batch", "hidden_dropout_prob", "stopping_step", "valid_metric"):
+        assert key not in resume.FREE_KEYS, key
