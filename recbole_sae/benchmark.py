@@ -39,7 +39,9 @@ and so that each run's peak memory is its own. Each finished run is appended at 
 line to the results file; a rerun of the sweep skips the runs already recorded as ``ok`` (same run
 key: a hash of model, dataset, seed and resolved overrides, see :func:`run_key`: an input file by its
 content, not its path; for a RecBole model without the settings only this project's models read) and
-retries the ones that failed. A
+retries the ones that failed. Each run's folder under ``checkpoint_dir`` is named by its key
+(:func:`run_folder_name`), so a run killed mid-training (the sweep stopped, the machine gone) goes on
+from its last validation when the sweep runs again (:mod:`recbole_sae.resume`). A
 model that is neither a RecBole model nor a plugin model present in this installation is recorded as
 an error and the sweep goes on. A sweep may be run in parts into one results file (``--models=``,
 ``--seeds=``, ``--datasets=`` subsets): the report written at the end of each part covers every
