@@ -163,3 +163,9 @@ def test_settings_that_change_training_are_not_free():
     for key in ("shuffle", "learning_rate", "epochs", "seed", "train_batch_size", "MAX_ITEM_LIST_LENGTH", "train_mode",
                 "full_sequence_batch", "hidden_dropout_prob", "stopping_step", "valid_metric"):
         assert key not in resume.FREE_KEYS, key
+
+
+def test_an_unreadable_state_is_a_clear_error(tmp_path):
+    resume.state_file(tmp_path).write_bytes(b"half a file")
+    with pytest.raises(ConfigError, match=r"cannot read the resume state .*resume.pth .*delete it to start the run afresh"):
+        resume.load(tmp_path)
