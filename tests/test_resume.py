@@ -38,10 +38,16 @@ def _losses(run_dir) -> dict:
     return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]", text)}
 
 
-@pytest.mark.parametrize("model", ["SASRec", "SASRecPlus"])
+SAEREC_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
+                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2, "intent_layers": 1}
+
+
+@pytest.mark.parametrize("model", ["SASRec", "SASRecPlus", "SAERec"])
 def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_tmp, monkeypatch, model):
     data_path, name, yaml_file = tiny_dataset
     settings = {"data_path": data_path, **SMALL, "epochs": 5, "stopping_step": 10, "hidden_dropout_prob": 0.3}
+    if model == "SAERec":
+        settings.update(SAEREC_SMALL, intent_cache_dir=str(in_tmp / "cache"))
     unbroken = run_recbole_sae(model, name, [yaml_file], settings)
     assert not resume.state_file(unbroken["run_dir"]).exists()  # deleted when a run finishes
 
