@@ -396,17 +396,21 @@ def grid_points(grid: dict) -> list[tuple[str, dict, dict]]:
     return points
 
 
-def _file_digest(path: str) -> str:
+@functools.lru_cache(maxsize=64)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _file_digest(path) -> str:
+    """SHA-256 of a file's bytes, read once per version of the file (a sweep plans many runs on the same
+    config files and inputs, each keyed twice: see :func:`run_key`)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
 
 
 # Settings that name an input of the run: the key holds what the input holds, not where it lies.
 INPUT_SETTINGS = ("text_embeddings", "sasrec_checkpoint", "sae_run")
-
-
-@functools.lru_cache(maxsize=64)
-def _input_digest_cached(path: str, size: int, mtime_ns: int) -> str:
-    return _file_digest(path)
 
 
 def _input_digest(value):
@@ -419,8 +423,7 @@ def _input_digest(value):
         path = path / "model.pth"
     if not path.is_file():
         return value
-    stat = path.stat()
-    return {"sha256": _input_digest_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)}
+    return {"sha256": _file_digest(path)}
 
 
 def _yaml_keys(folder: Path) -> set[str]:
