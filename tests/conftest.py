@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 # The tests use tiny tensors: one thread avoids the oversubscription that makes them many times
 # slower on a busy 2-core machine.
@@ -21,6 +22,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 GENRES = ["Western", "Horror", "Comedy", "Drama", "SciFi"]
+
+# A small intent vocabulary for SAERec on the tiny dataset.
+INTENT_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
+                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2,
+                "intent_layers": 1, "n_heads": 1}
 
 # A small model for pipeline tests: fast on a 2-core CPU.
 SMALL = {
@@ -129,3 +135,27 @@ def tiny_build(tiny_dataset, in_tmp):
         return build(model, name, data_path, [yaml_file], **overrides)
 
     return make
+
+
+@pytest.fixture
+def sweep_file(tiny_dataset, in_tmp):
+    """Write a sweep over the tiny dataset; keyword arguments replace or add sweep keys."""
+    data_path, name, yaml_file = tiny_dataset
+
+    def write(**keys) -> Path:
+        data = {
+            "name": "t",
+            "models": ["SASRec"],
+            "datasets": [name],
+            "seeds": [1],
+            "config_files": [yaml_file],
+            "config": {**SMALL, "data_path": data_path, "stopping_step": 1},
+            "model_config": {"GRU4Rec": {"embedding_size": 16}},
+            "torch_threads": 1,
+            **keys,
+        }
+        path = in_tmp / "sweep.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        return path
+
+    return write

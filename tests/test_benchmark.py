@@ -14,36 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from recbole_sae import benchmark as bm
 from recbole_sae.errors import ConfigError
-
-from conftest import SMALL
-
-
-@pytest.fixture
-def sweep_file(tiny_dataset, in_tmp):
-    """Write a sweep over the tiny dataset; keyword arguments replace or add sweep keys."""
-    data_path, name, yaml_file = tiny_dataset
-
-    def write(**keys) -> Path:
-        data = {
-            "name": "t",
-            "models": ["SASRec"],
-            "datasets": [name],
-            "seeds": [1],
-            "config_files": [yaml_file],
-            "config": {**SMALL, "data_path": data_path, "stopping_step": 1},
-            "model_config": {"GRU4Rec": {"embedding_size": 16}},
-            "torch_threads": 1,
-            **keys,
-        }
-        path = in_tmp / "sweep.yaml"
-        path.write_text(yaml.safe_dump(data), encoding="utf-8")
-        return path
-
-    return write
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,22 +467,29 @@ def test_is_gpu_oom():
     assert not bm.is_gpu_oom("") and not bm.is_gpu_oom(None)
 
 
+def _sleeping_python(folder: Path):
+    """A stand-in for the run processes' Python: a shell script that notes its pid and sleeps 60 s; and
+    the pids of those started so far."""
+    pids = folder / "pids"
+    fake_python = folder / "fake-python"
+    fake_python.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
+    fake_python.chmod(0o755)
+
+    def started() -> list[int]:
+        return [int(p) for p in pids.read_text().split()] if pids.is_file() else []
+
+    return fake_python, started
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, signum):
     """Ctrl-C, and SIGTERM (which used to end the sweep at once and leave its run processes running)."""
-    # the run processes are a shell script that notes its pid and sleeps
-    pids = in_tmp / "pids"
-    fake_python = in_tmp / "fake-python"
-    fake_python.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
-    fake_python.chmod(0o755)
+    fake_python, started = _sleeping_python(in_tmp)
     monkeypatch.setattr(sys, "executable", str(fake_python))
     monkeypatch.setattr(bm, "model_problem", lambda name: None)
     sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
     results = in_tmp / "results.jsonl"
     main_thread = threading.main_thread().ident
-
-    def started() -> list[int]:
-        return [int(p) for p in pids.read_text().split()] if pids.is_file() else []
 
     def interrupt():  # Ctrl-C once both runs are running
         deadline = time.monotonic() + 60
@@ -534,10 +514,7 @@ def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, si
 
 
 def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, in_tmp):
-    pids = in_tmp / "pids"
-    fake_python = in_tmp / "fake-python"
-    fake_python.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 60\n")
-    fake_python.chmod(0o755)
+    fake_python, started = _sleeping_python(in_tmp)
     path = sweep_file(seeds=[1, 2, 3], workers=2)
     driver = in_tmp / "driver.py"
     driver.write_text(
@@ -551,12 +528,12 @@ def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, i
     )
     proc = subprocess.Popen([sys.executable, str(driver)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while (not pids.is_file() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+    while len(started()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM and "sweep stopped by SIGTERM" in err
-    for pid in (int(p) for p in pids.read_text().split()):
+    for pid in started():
         with pytest.raises(ProcessLookupError):  # the run processes died with the sweep
             os.kill(pid, 0)
 

@@ -6,7 +6,6 @@ import re
 import sys
 
 import pytest
-import yaml
 
 from recbole_sae import benchmark as bm
 from recbole_sae import resume
@@ -14,7 +13,7 @@ from recbole_sae.cli import main
 from recbole_sae.errors import ConfigError
 from recbole_sae.quick_start import run_recbole_sae
 
-from conftest import SMALL
+from conftest import INTENT_SMALL, SMALL
 
 
 class Killed(BaseException):
@@ -38,16 +37,12 @@ def _losses(run_dir) -> dict:
     return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]", text)}
 
 
-SAEREC_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
-                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2, "intent_layers": 1}
-
-
 @pytest.mark.parametrize("model", ["SASRec", "SASRecPlus", "SAERec"])
 def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_tmp, monkeypatch, model):
     data_path, name, yaml_file = tiny_dataset
     settings = {"data_path": data_path, **SMALL, "epochs": 5, "stopping_step": 10, "hidden_dropout_prob": 0.3}
     if model == "SAERec":
-        settings.update(SAEREC_SMALL, intent_cache_dir=str(in_tmp / "cache"))
+        settings.update(INTENT_SMALL, intent_cache_dir=str(in_tmp / "cache"))
     unbroken = run_recbole_sae(model, name, [yaml_file], settings)
     assert not resume.state_file(unbroken["run_dir"]).exists()  # deleted when a run finishes
 
@@ -140,16 +135,11 @@ def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_ag
         "ndcg@10": 1.0}
 
 
-def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, in_tmp, monkeypatch):
+def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, sweep_file, in_tmp, monkeypatch):
     """The run of a sweep killed mid-training (here: killed in this process, in its sweep run folder) goes on
     from its last validation when the sweep runs again, and its record says where."""
-    data_path, name, yaml_file = tiny_dataset
-    path = in_tmp / "sweep.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "t", "models": ["SASRec"], "datasets": [name], "seeds": [1], "config_files": [yaml_file],
-        "config": {**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}, "torch_threads": 1,
-    }))
-    sweep = bm.load_sweep(path)
+    data_path, _, _ = tiny_dataset
+    sweep = bm.load_sweep(sweep_file(config={**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}))
     (spec,) = bm.plan_runs(sweep)
     with monkeypatch.context() as patch:
         _kill_after(patch, 0)

@@ -10,9 +10,7 @@ from recbole.data.interaction import Interaction
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.saerec import SAERec
 
-INTENT_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
-                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2,
-                "intent_layers": 1, "n_heads": 1}
+from conftest import INTENT_SMALL
 
 
 @pytest.fixture
