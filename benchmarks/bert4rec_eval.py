@@ -55,8 +55,11 @@ def main(argv):
                 results[name] = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
                 if torch.cuda.is_available():
                     torch.cuda.synchronize()
+                elapsed = time.perf_counter() - start
                 if rep:
-                    seconds[name].append(time.perf_counter() - start)
+                    seconds[name].append(elapsed)
+                # each pass as it ends: a run cut off by a time limit still tells what it measured
+                print(f"round {rep}{' (warm-up, not counted)' if not rep else ''} {name}: {elapsed:.2f} s", flush=True)
     finally:
         BERT4Rec.reconstruct_test_data = compat.reconstruct_test_data
     loop, fixed = (statistics.median(seconds[name]) for name in versions)
