@@ -12,9 +12,12 @@ from recbole_sae.intents.embedding_file import load_item_embeddings, save_item_e
 from recbole_sae.intents.encoder import TextEncoder, save_safetensors_atomic
 from recbole_sae.intents.pipeline import build_intents
 
-INTENT_SMALL = {"intent_sae_d_sae": 32, "intent_sae_k": 2, "intent_sae_epochs": 10, "intent_min_items": 2,
-                "intent_max_items_frac": 0.5, "intent_min_coherence": 0.0, "n_personal_intents": 2,
-                "n_public_intents": 2}
+# Intent settings for this file's planted item vectors (5 clusters in dimension 12, 40 items) in place
+# of text embeddings: a smaller SAE than conftest's INTENT_SMALL, and the coherence filter off, so that
+# every intent the SAE finds is kept.
+INTENT_TINY = {"intent_sae_d_sae": 32, "intent_sae_k": 2, "intent_sae_epochs": 10, "intent_min_items": 2,
+               "intent_max_items_frac": 0.5, "intent_min_coherence": 0.0, "n_personal_intents": 2,
+               "n_public_intents": 2}
 DIM = 12
 
 
@@ -58,7 +61,7 @@ def _write_planted(path, tokens, seed=0, extra=()):
 def tiny_saerec(tiny_build, tmp_path):
     def make(**overrides):
         config, data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"),
-                                      **{**INTENT_SMALL, **overrides})
+                                      **{**INTENT_TINY, **overrides})
         return config, data
 
     return make
