@@ -578,6 +578,11 @@ def read_results(path) -> list[dict]:
     return records
 
 
+def results_stem(path) -> str:
+    """A results file's name without ``.jsonl``: its rows' ``source`` in a report of several files."""
+    return Path(path).name.removesuffix(".jsonl")
+
+
 def read_many(paths) -> list[dict]:
     """The records of one or more results files, for one report.
 
@@ -587,7 +592,7 @@ def read_many(paths) -> list[dict]:
     prefixed with the source, so that no row mixes runs of different files. Rows of different files
     are compared by seed like any others (a relative difference and a paired test across devices).
     """
-    per_file = [(Path(path).name.removesuffix(".jsonl"), read_results(path)) for path in paths]
+    per_file = [(results_stem(path), read_results(path)) for path in paths]
     if len(per_file) == 1:
         return [{**r, "source": per_file[0][0]} for r in per_file[0][1]]
     sources: dict = {}
@@ -1561,7 +1566,7 @@ def cli(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: results file not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    stems = [path.name.removesuffix(".jsonl") for path in files]
+    stems = [results_stem(path) for path in files]  # read_many names rows by these
     if len(set(stems)) < len(stems):
         print(f"error: two results files have the same name ({', '.join(map(str, files))}): their rows could "
               "not be told apart; copy one under another name", file=sys.stderr)

@@ -37,6 +37,13 @@ def _new_run_dir(config) -> str:
     return run_dir
 
 
+RESULT_NAME = "result.json"  # written when a run finishes
+
+
+def _finished(run_dir: str) -> bool:
+    return os.path.isfile(os.path.join(run_dir, RESULT_NAME))
+
+
 def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
     """The run folder and the resume state to continue from (None: a fresh start).
 
@@ -47,18 +54,17 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
     if config["resume"]:
         run_dir = os.path.abspath(os.path.expanduser(str(config["resume"])))
         if not resume.state_file(run_dir).is_file():
-            finished = os.path.isfile(os.path.join(run_dir, "result.json"))
             raise ConfigError(
                 f"--resume={config['resume']}: "
                 + (f"{run_dir} holds a finished run (result.json); there is nothing to resume"
-                   if finished else
+                   if _finished(run_dir) else
                    f"no {resume.STATE_NAME} in {run_dir}: not a run folder, or the run stopped before its "
                    "first validation; start it again without --resume")
             )
     elif config["run_name"]:
         run_dir = os.path.abspath(os.path.join(config["checkpoint_dir"], str(config["run_name"])))
         if not resume.state_file(run_dir).is_file():
-            if os.path.isfile(os.path.join(run_dir, "result.json")):
+            if _finished(run_dir):
                 raise FinishedRunError(
                     f"run_name={config['run_name']}: {run_dir} holds a finished run (result.json); choose "
                     "another run_name, or delete the folder to run it again",
@@ -227,7 +233,7 @@ def run_recbole_sae(
             **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
             **extra,
         }
-        with open(os.path.join(run_dir, "result.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(run_dir, RESULT_NAME), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
         resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
         logger.info("result: %s", json.dumps(result))
