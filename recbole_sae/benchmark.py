@@ -113,6 +113,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_sae import runlock
 from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
 from recbole_sae.textlist import split_list
 
@@ -778,6 +779,7 @@ def execute_run(
                     # a fixed folder per run key: a run killed mid-training continues there when the sweep runs again
                     "config_dict": {**spec.overrides, "run_name": run_folder_name(spec)},
                     "torch_threads": threads,
+                    "parent_pid": os.getpid(),  # the run process dies with this one
                 }
             ),
             encoding="utf-8",
@@ -855,6 +857,7 @@ def _run_one(spec_path: str, out_path: str) -> int:
 
     sys.argv = [sys.argv[0]]  # RecBole's Config reads --key=value from sys.argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    runlock.die_with_parent(spec.get("parent_pid"))  # a sweep killed with SIGKILL takes its runs along
     out: dict = {"status": "error"}
     try:
         import torch
@@ -961,6 +964,15 @@ def _sigterm_as_interrupt():
 
 
 def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
+    """:func:`run_sweep_locked` while holding the results file's lock: one sweep per results file (a
+    second one is a :class:`~recbole_sae.runlock.LockedError`), so that no run is trained or recorded twice."""
+    results_path = Path(results) if results else default_results_path(sweep)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    with runlock.lock_results(results_path):
+        return run_sweep_locked(sweep, results_path, report_dir, log)
+
+
+def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     """Run (or resume) a sweep; append each run to ``results``; write the report at the end.
 
     With ``sweep.workers`` above 1, up to that many runs execute at once, each in a thread of a pool

@@ -10,9 +10,11 @@ that a test can show the failure without it and the repair with it:
   Under copy-on-write (the default in pandas 3, opt-in in pandas 2) that chained in-place call
   changes a temporary copy and the NaN stay, silently. The imputation is replaced by one that
   assigns the filled column back.
-* ``checkpoint loading``: torch >= 2.6 loads with ``weights_only=True``; RecBole checkpoints pickle
-  the whole Config. ``load_checkpoint`` loads the project's own checkpoints with
-  ``weights_only=False``, and RecBole's trainer module is pointed at it.
+* ``checkpoint loading``: torch >= 2.6 loads with ``weights_only=True``; RecBole's trainer pickles
+  the whole Config into its checkpoints, which then load only with ``weights_only=False`` (and so
+  could run code). RecBole's trainer module is given a ``torch`` whose ``save`` writes the config as
+  a plain dict and whose ``load`` is always weights-only (:mod:`recbole_sae.checkpoint`);
+  ``load_checkpoint`` loads weights-only too, and a foreign pickle only when trusted.
 * ``anomaly mode``: importing RecBole's SINE model calls ``torch.autograd.set_detect_anomaly(True)``
   for the whole process (training runs ~1.7x slower). It is switched off after the import.
 * ``BERT4Rec's mask token``: at evaluation RecBole's BERT4Rec writes the mask token after each user's
@@ -28,7 +30,6 @@ that a test can show the failure without it and the repair with it:
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import torch
@@ -119,22 +120,30 @@ def pandas_fillna() -> None:
     ds.Dataset._fill_nan = _fill_nan
 
 
-def load_checkpoint(path: str, map_location="cpu"):
-    """Load a checkpoint written by RecBole's or this project's trainer (it pickles the Config)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+def load_checkpoint(path: str, map_location="cpu", trust: bool = False):
+    """Load a checkpoint weights-only (see :func:`recbole_sae.checkpoint.load`; ``trust``: the
+    ``trust_checkpoint`` key, which lets a RecBole pickle be unpickled in full)."""
+    from recbole_sae import checkpoint
+
+    return checkpoint.load(path, map_location=map_location, trust=trust)
 
 
 class _TorchForTrainer:
-    """``torch`` as RecBole's trainer module sees it: ``load`` reads full checkpoints."""
+    """``torch`` as RecBole's trainer module sees it: ``save`` writes checkpoints that load
+    weights-only (the Config as a plain dict), ``load`` never unpickles more than weights."""
 
     def __getattr__(self, name):
         return getattr(torch, name)
 
     @staticmethod
+    def save(obj, f, *args, **kwargs):
+        from recbole_sae import checkpoint
+
+        checkpoint.save(obj, f)
+
+    @staticmethod
     def load(f, map_location=None, **kwargs):
-        kwargs.setdefault("weights_only", False)
+        kwargs["weights_only"] = True
         return torch.load(f, map_location=map_location, **kwargs)
 
 

@@ -15,11 +15,18 @@ Lowest to highest:
 
 Paths are found relative to this package, so it works from any working directory. The dataset
 folder is found by :func:`recbole_sae.data.locate_dataset`.
+
+No value runs code: RecBole turns command-line and ``config_dict`` strings into values with
+``eval()`` and reads yaml with PyYAML's FullLoader; here strings are read by :func:`literal` (Python
+literals only: numbers, strings, lists, dicts, tuples, True/False/None) and yaml files by a safe
+loader (with RecBole's rule that ``1e-3`` is a float).
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -34,6 +41,65 @@ from recbole_sae.textlist import split_list
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
+
+# What a string value may become (as in RecBole, which keeps the text when its eval gives another type).
+LITERAL_TYPES = (str, int, float, list, tuple, dict, bool)
+
+
+def literal(text):
+    """A command-line or config-dict string as the value it spells, by Python's literal parser
+    (never ``eval``): ``"5"`` -> 5, ``"[10, 20]"`` -> list, ``"true"``/``"false"`` -> bool, ``"None"`` ->
+    None; anything else (``"ml-100k"``, an expression, a call) stays the text it is."""
+    if not isinstance(text, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        lowered = text.lower()
+        return True if lowered == "true" else False if lowered == "false" else text
+    return value if value is None or isinstance(value, LITERAL_TYPES) else text
+
+
+class SafeYamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects from tags) with RecBole's float rule: ``1e-3`` and
+    ``.5`` are floats (YAML 1.1 wants ``1.0e-3``)."""
+
+
+SafeYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_config_file(path) -> dict:
+    """One ``--config_files`` yaml as a dict; a malformed file, or one that is not a mapping of
+    keys to values, is a :class:`ConfigError` that names the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.load(f, Loader=SafeYamlLoader)
+    except yaml.YAMLError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ConfigError(f"config file {path} is not valid yaml ({detail}): fix it or drop it from --config_files") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read ({err}): check --config_files") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+        raise ConfigError(
+            f"config file {path} holds a {type(values).__name__}, not 'key: value' lines: write one setting "
+            "per line, e.g. 'epochs: 5'"
+        )
+    return values
+
 
 # Command-line keys of the CLI that are not RecBole config keys.
 CLI_ONLY_KEYS = {"config_files", "sweep", "run_dir"}
@@ -59,6 +125,19 @@ class Config(RecBoleConfig):
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
+
+    def _build_yaml_loader(self):
+        return SafeYamlLoader
+
+    def _convert_config_dict(self, config_dict):
+        """Strings of the command line and of ``config_dict`` as literals (RecBole would ``eval`` them)."""
+        return {key: literal(value) for key, value in config_dict.items()}
+
+    def _load_config_files(self, file_list):
+        values = {}
+        for path in file_list or []:
+            values.update(read_config_file(path))
+        return values
 
     def _load_cmd_line(self):
         """``--key=value`` from sys.argv, split at the first '=' (RecBole drops values holding '=',

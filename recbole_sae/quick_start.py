@@ -15,7 +15,8 @@ from logging import getLogger
 
 import torch
 
-from recbole_sae import compat, resume
+from recbole_sae import checkpoint as checkpoint_format
+from recbole_sae import compat, resume, runlock
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import CheckpointMismatchError, ConfigError, FinishedRunError, TrainingDivergedError
 from recbole_sae.registry import get_model, get_trainer
@@ -33,8 +34,7 @@ def _new_run_dir(config) -> str:
     run_dir = os.path.abspath(
         os.path.join(config["checkpoint_dir"], f"{config['model']}-{config['dataset']}-{stamp}")
     )
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
+    return runlock.claim(run_dir)
 
 
 RESULT_NAME = "result.json"  # written when a run finishes
@@ -44,8 +44,9 @@ def _finished(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, RESULT_NAME))
 
 
-def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
-    """The run folder and the resume state to continue from (None: a fresh start).
+def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock.FileLock]:
+    """The run folder, the resume state to continue from (None: a fresh start) and the folder's lock,
+    taken before anything in the folder is read or written (one writer per run folder).
 
     ``resume``: a run folder whose ``resume.pth`` the run continues from (the folder must hold one).
     ``run_name``: the folder's name under ``checkpoint_dir``; an unfinished run there with the same
@@ -62,7 +63,7 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
                    "first validation; start it again without --resume")
             )
     elif config["run_name"]:
-        run_dir = os.path.abspath(os.path.join(config["checkpoint_dir"], str(config["run_name"])))
+        run_dir = runlock.claim(runlock.run_dir_for_name(config["checkpoint_dir"], config["run_name"]))
         if not resume.state_file(run_dir).is_file():
             if _finished(run_dir):
                 raise FinishedRunError(
@@ -70,13 +71,18 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None]:
                     "another run_name, or delete the folder to run it again",
                     run_dir,
                 )
-            os.makedirs(run_dir, exist_ok=True)
-            return run_dir, None
+            return run_dir, None, runlock.lock_run_dir(run_dir)
     else:
-        return _new_run_dir(config), None
-    state = resume.load(run_dir)
-    resume.check_settings(state, run_settings, run_dir)
-    return run_dir, state
+        run_dir = _new_run_dir(config)
+        return run_dir, None, runlock.lock_run_dir(run_dir)
+    lock = runlock.lock_run_dir(run_dir)
+    try:
+        state = resume.load(run_dir)
+        resume.check_settings(state, run_settings, run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return run_dir, state, lock
 
 
 def _log_to_file(path: str, level: str) -> logging.Handler:
@@ -166,7 +172,7 @@ def run_recbole_sae(
     start = time.perf_counter()
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
     run_settings = resume.settings(config)
-    run_dir, state = _open_run_dir(config, run_settings)
+    run_dir, state, lock = _open_run_dir(config, run_settings)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
     init_seed(config["seed"], config["reproducibility"])
@@ -241,30 +247,32 @@ def run_recbole_sae(
     finally:
         logger.removeHandler(handler)
         handler.close()
+        lock.release()
 
 
-def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None):
+def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None,
+                        trust_checkpoint: bool = False):
     """Reload a run: ``(config, model, dataset, train_data, valid_data, test_data)``.
 
     ``checkpoint`` is a ``model.pth`` or the run folder holding one. ``expected_model`` guards
     against a checkpoint of another model. ``config_dict`` overrides keys of the saved config
-    (e.g. ``data_path`` on another machine).
+    (e.g. ``data_path`` on another machine). The file is loaded weights-only; ``trust_checkpoint``
+    lets a full pickle (a checkpoint written by RecBole itself) be unpickled, which runs any code it carries.
     """
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
-    state = compat.load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
+    state = compat.load_checkpoint(checkpoint, trust=trust_checkpoint)
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "state_dict" not in state:
         raise CheckpointMismatchError(
             f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no 'config' and 'state_dict')"
         )
-    config = state["config"]
-    if expected_model is not None and config["model"] != expected_model:
+    saved = state["config"]
+    if expected_model is not None and saved.get("model") != expected_model:
         raise CheckpointMismatchError(
-            f"{checkpoint} holds a {config['model']} model, not {expected_model}: "
+            f"{checkpoint} holds a {saved.get('model')} model, not {expected_model}: "
             f"pass a checkpoint of a {expected_model} run"
         )
-    for key, value in (config_dict or {}).items():
-        config[key] = value
+    config = checkpoint_format.restore_config(saved, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     data = create_dataset(config)

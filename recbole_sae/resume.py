@@ -1,7 +1,8 @@
 """Resumable training: a run killed mid-training continues where it stopped, with the same result.
 
 After every validation the pipeline writes ``resume.pth`` into the run folder (atomically: a crash
-while writing leaves the previous state): the model and optimizer, RecBole's early-stopping state
+while writing leaves the previous state; as tensors, lists and numbers only, so that it loads with
+``torch.load(weights_only=True)`` and can run no code): the model and optimizer, RecBole's early-stopping state
 (epoch, steps without improvement, best score and result, losses), the timings the result reports,
 and every random state training draws from (torch's, numpy's, Python's and the training loader's
 shuffling generator). A run started again in the same folder (``run_name``, or ``--resume=FOLDER``)
@@ -16,14 +17,14 @@ go, logging and the device); a difference is an error that names it.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from recbole_sae.errors import ConfigError
+from recbole_sae import checkpoint
+from recbole_sae.errors import CheckpointMismatchError, ConfigError
 
 STATE_NAME = "resume.pth"
 
@@ -51,12 +52,16 @@ def state_file(run_dir) -> Path:
 
 
 def _rng_state(train_data) -> dict:
+    """Every random state training draws from, as tensors, lists and numbers (weights-only loadable)."""
     generator = getattr(train_data, "generator", None)
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
         "loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
     }
 
@@ -65,8 +70,11 @@ def _set_rng_state(rng: dict, train_data) -> None:
     torch.set_rng_state(rng["torch"])
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(rng["numpy"])
-    random.setstate(rng["python"])
+    state = rng["numpy"]
+    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+    python = rng["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
     generator = getattr(train_data, "generator", None)
     if rng.get("loader") is not None and isinstance(generator, torch.Generator):
         generator.set_state(rng["loader"])
@@ -91,21 +99,16 @@ def save(run_dir, trainer, train_data, epoch: int, run_settings: dict, command: 
         "settings": run_settings,
         "command": command,
     }
-    path = state_file(run_dir)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    checkpoint.save(state, state_file(run_dir))
 
 
 def load(run_dir) -> dict:
-    path = state_file(run_dir)
+    """The saved state, loaded weights-only (a state that needs more is refused, never unpickled)."""
     try:
-        # the state holds numpy's and Python's random states besides tensors: not weights-only
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise ConfigError(
-            f"cannot read the resume state {path} ({type(exc).__name__}: {exc}): delete it to start the run afresh"
-        ) from None
+        return checkpoint.load(state_file(run_dir), trust=None, what="resume state",
+                               hint="delete it to start the run afresh")
+    except CheckpointMismatchError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_settings(state: dict, run_settings: dict, run_dir) -> None:

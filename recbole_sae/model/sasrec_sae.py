@@ -90,7 +90,7 @@ class SASRecSAE(SASRecPlus):
                     "(and its SAE); drop --sasrec_checkpoint, or drop --sae_run to train a new SAE on that SASRec"
                 )
             run_dir, checkpoint = resolve_sae_run(config["sae_run"], config["model"])
-            state = load_run_checkpoint(run_dir, checkpoint, config["model"])
+            state = load_run_checkpoint(run_dir, checkpoint, config["model"], trust=bool(config["trust_checkpoint"]))
             # seed: the users held out of the SAE's training are drawn from it (SASRecSAE's reports)
             copied = adopt_run_config(config, state["config"], run_dir, extra_keys=("seed",))
             run = (run_dir, checkpoint, state, copied)

@@ -52,9 +52,11 @@ def resolve_sae_run(path, user: str) -> tuple[str, str]:
     return run_dir, checkpoint
 
 
-def load_run_checkpoint(run_dir: str, checkpoint: str, user: str) -> dict:
-    """The SASRecSAE checkpoint, after the checks that it is one and that its SAE was trained."""
-    state = compat.load_checkpoint(checkpoint)
+def load_run_checkpoint(run_dir: str, checkpoint: str, user: str, trust: bool = False) -> dict:
+    """The SASRecSAE checkpoint, after the checks that it is one and that its SAE was trained.
+    It is loaded weights-only; ``trust`` (``trust_checkpoint``) lets a full pickle be unpickled.
+    Its ``config`` is the plain dict of the run's settings."""
+    state = compat.load_checkpoint(checkpoint, trust=trust)
     if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
         raise CheckpointMismatchError(f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no config and state_dict)")
     source = state["config"]["model"]
@@ -72,25 +74,26 @@ def load_run_checkpoint(run_dir: str, checkpoint: str, user: str) -> dict:
     return state
 
 
-def adopt_run_config(config, saved, run_dir: str, extra_keys=()) -> dict:
-    """Copy the run's architecture keys (and ``extra_keys``) into ``config``; check the keys that
-    shape the data. Returns what was copied."""
-    if saved["dataset"] != config["dataset"]:
+def adopt_run_config(config, saved: dict, run_dir: str, extra_keys=()) -> dict:
+    """Copy the run's architecture keys (and ``extra_keys``) from ``saved`` (the run's settings, a
+    plain dict) into ``config``; check the keys that shape the data. Returns what was copied."""
+    saved = getattr(saved, "final_config_dict", saved)
+    if saved.get("dataset") != config["dataset"]:
         raise CheckpointMismatchError(
-            f"the SASRecSAE run {run_dir} was trained on '{saved['dataset']}', this run is on "
-            f"'{config['dataset']}': pass --dataset={saved['dataset']}"
+            f"the SASRecSAE run {run_dir} was trained on '{saved.get('dataset')}', this run is on "
+            f"'{config['dataset']}': pass --dataset={saved.get('dataset')}"
         )
     for key in DATA_KEYS:
-        if saved[key] != config[key]:
+        if saved.get(key) != config[key]:
             raise ConfigError(
-                f"the SASRecSAE run {run_dir} used {key}={saved[key]}, this run {key}={config[key]}: "
-                f"pass --{key}={saved[key]} (the data is built before the model is loaded)"
+                f"the SASRecSAE run {run_dir} used {key}={saved.get(key)}, this run {key}={config[key]}: "
+                f"pass --{key}={saved.get(key)} (the data is built before the model is loaded)"
             )
     keys = list(ARCHITECTURE_KEYS) + list(extra_keys) + sorted(
-        k for k in saved.final_config_dict if k.startswith("sae_") and k not in NOT_COPIED)
+        k for k in saved if k.startswith("sae_") and k not in NOT_COPIED)
     copied = {}
     for key in keys:
-        if key in saved.final_config_dict:
+        if key in saved:
             copied[key] = saved[key]
             config[key] = saved[key]
     return copied

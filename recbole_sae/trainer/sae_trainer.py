@@ -32,9 +32,10 @@ SASREC_FAMILY = ("SASRec", "SASRecPlus", "SASRecSAE", "SteerableSASRec")
 MODES = {"original": None, "spliced": "splice", "spliced_error": "splice_error", "ablated": "ablate"}
 
 
-def load_sasrec_weights(model, checkpoint: str) -> dict:
-    """Load the SASRec part of a SASRec-family checkpoint into ``model``; returns the checkpoint."""
-    state = compat.load_checkpoint(checkpoint)
+def load_sasrec_weights(model, checkpoint: str, trust: bool = False) -> dict:
+    """Load the SASRec part of a SASRec-family checkpoint into ``model``; returns the checkpoint.
+    ``trust``: unpickle a checkpoint that holds more than weights (``trust_checkpoint``)."""
+    state = compat.load_checkpoint(checkpoint, trust=trust)
     source = state.get("config", {})["model"] if isinstance(state, dict) and "config" in state else None
     if source not in SASREC_FAMILY:
         raise CheckpointMismatchError(
@@ -72,7 +73,7 @@ class SASRecSAETrainer(SequenceTrainer):
             return score, result
         checkpoint = self.config["sasrec_checkpoint"]
         if checkpoint:
-            load_sasrec_weights(self.model, checkpoint)
+            load_sasrec_weights(self.model, checkpoint, trust=bool(self.config["trust_checkpoint"]))
             self.logger.info(f"stage 1: SASRec weights loaded from {checkpoint}")
             score, result = self._valid_epoch(valid_data, show_progress=show_progress)
             self.best_valid_score, self.best_valid_result = score, result

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import build, write_tiny_dataset
+from recbole_sae import checkpoint
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 from recbole_sae.model.steerable_sasrec import LatentEdit, LatentEdits, SteerableSASRec, parse_steer
 
@@ -44,8 +45,8 @@ def sae_run(tmp_path_factory):
         model.ablation_mean.copy_(states.mean(0))
         run_dir = root / "runs" / "SASRecSAE-tiny"
         run_dir.mkdir(parents=True)
-        torch.save({"config": config, "state_dict": model.state_dict(), "other_parameter": None},
-                   run_dir / "model.pth")
+        checkpoint.save({"config": config, "state_dict": model.state_dict(), "other_parameter": None},
+                        run_dir / "model.pth")
         model.sae.save(run_dir / "sae")
         dataset = train_data.dataset
         result = interpret(model.sae.encode(states), states, items, {"genre": item_attribute_matrix(dataset, "genre")},
@@ -247,8 +248,7 @@ def test_unknown_values_and_latents_are_clear_errors(steerable):
 # --------------------------------------------------------------------------- loading errors
 def test_checkpoint_of_another_model_is_rejected(steerable, sae_run, tmp_path):
     run = _run_copy(sae_run, tmp_path)
-    state = torch.load(run / "model.pth", weights_only=False)
-    state["config"] = copy.deepcopy(state["config"])
+    state = torch.load(run / "model.pth", weights_only=True)
     state["config"]["model"] = "SASRecPlus"
     torch.save(state, run / "model.pth")
     with pytest.raises(CheckpointMismatchError, match="holds a SASRecPlus model; SteerableSASRec needs a SASRecSAE run"):

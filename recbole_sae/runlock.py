@@ -1,0 +1,128 @@
+"""Run folders and results files: where a run folder may be, who made it, one writer at a time.
+
+* A run folder lies under ``checkpoint_dir``: a ``run_name`` with ``..`` or an absolute path outside
+  it is refused (:func:`run_dir_for_name`).
+* The project marks every run folder it creates (:data:`MARKER`); an existing folder with neither the
+  mark nor a run's files was not made by it and is refused rather than written into (:func:`claim`).
+* One writer: a run holds an exclusive ``flock`` on ``<run folder>/.lock`` while it trains, a sweep on
+  ``<results>.lock`` while it runs (:class:`FileLock`). The kernel drops the lock when the holder
+  dies, however it dies, so a stale lock file never blocks anything; a second process is refused with
+  a message naming the holder.
+* A process the sweep starts dies with the sweep (:func:`die_with_parent`, Linux), so a sweep killed
+  with SIGKILL leaves no run training on beside the next one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import sys
+
+from recbole_sae.errors import ConfigError
+
+MARKER = ".recbole-sae-run"  # written into every run folder this project creates
+LOCK_NAME = ".lock"
+# Files of a run folder written before the marker existed: a folder holding one is a run folder.
+RUN_FILES = ("config.yaml", "run.log", "result.json", "resume.pth", "model.pth")
+
+
+class LockedError(ConfigError):
+    """A run folder or results file that another live process is writing."""
+
+
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on ``path`` (created if missing), held until :meth:`release`
+    or the end of the process. ``what`` names the guarded thing in the message."""
+
+    def __init__(self, path, what: str):
+        self.path = os.fspath(path)
+        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise LockedError(
+                f"{what} is in use by {holder}: two writers would corrupt it. Wait for that process to end "
+                "(or stop it) and run the command again"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:300]})\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_UN)
+            self.file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_run_dir(run_dir) -> FileLock:
+    return FileLock(os.path.join(run_dir, LOCK_NAME), f"the run folder {run_dir}")
+
+
+def lock_results(results_path) -> FileLock:
+    path = os.fspath(results_path)
+    return FileLock(f"{path}.lock", f"the results file {path}")
+
+
+def run_dir_for_name(checkpoint_dir, run_name) -> str:
+    """The folder of ``run_name`` under ``checkpoint_dir``; a name that leads outside it is an error."""
+    base = os.path.realpath(os.path.expanduser(str(checkpoint_dir)))
+    path = os.path.realpath(os.path.join(base, os.path.expanduser(str(run_name))))
+    if path == base or os.path.commonpath([base, path]) != base:
+        raise ConfigError(
+            f"run_name={run_name} leads to {path}, outside checkpoint_dir {base}: give a folder name "
+            "without '..' (an absolute path only inside checkpoint_dir), or set --checkpoint_dir"
+        )
+    return path
+
+
+def made_by_project(run_dir) -> bool:
+    return any(os.path.exists(os.path.join(run_dir, name)) for name in (MARKER, *RUN_FILES))
+
+
+def claim(run_dir) -> str:
+    """Create ``run_dir`` with the project's mark, or check that an existing one is a run folder
+    (marked, holding a run's files, or empty); anything else is refused, never written into."""
+    if os.path.exists(run_dir):
+        if not os.path.isdir(run_dir):
+            raise ConfigError(f"{run_dir} is a file, not a run folder: choose another run_name")
+        if os.listdir(run_dir) and not made_by_project(run_dir):
+            raise ConfigError(
+                f"{run_dir} exists and was not made by recbole-sae (no {MARKER}, no run files): it is left "
+                "alone; choose another run_name (or checkpoint_dir)"
+            )
+    os.makedirs(run_dir, exist_ok=True)
+    marker = os.path.join(run_dir, MARKER)
+    if not os.path.exists(marker):
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write("a run folder of recbole-sae\n")
+    return run_dir
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Called first thing in a process the sweep started: ask Linux to SIGKILL it when the sweep dies;
+    if the sweep (``parent_pid``) is already gone, end now. A no-op elsewhere (the run folder's lock
+    still keeps a restarted sweep from training beside a survivor)."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent_pid):  # the sweep died before the request was in place
+        os._exit(1)

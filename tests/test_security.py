@@ -1,0 +1,265 @@
+"""Nothing the project loads runs code; one writer per run folder and results file; run folders stay
+under checkpoint_dir; bad input ends with one ``error:`` line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMALL
+from recbole_sae import benchmark as bm
+from recbole_sae import compat, resume, runlock
+from recbole_sae.cli import main
+from recbole_sae.errors import CheckpointMismatchError, ConfigError
+
+
+class _Payload:
+    """Unpickling this object runs ``touch MARKER`` (as a crafted checkpoint would run anything)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _evil_pickle(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": {"model": "SASRecSAE", "dataset": "tiny"}, "state_dict": {}, "payload": _Payload(marker)},
+               path)
+    return path
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _tiny_args(tiny_dataset, model="SASRec", **keys) -> list[str]:
+    data_path, name, yaml_file = tiny_dataset
+    settings = {**SMALL, **keys}
+    return [f"--model={model}", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}",
+            *[f"--{k}={v}" for k, v in settings.items()]]
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# (1) checkpoints and resume states load weights-only
+
+
+def test_a_crafted_pickle_runs_no_code_through_any_loader(tiny_dataset, in_tmp, capsys):
+    from recbole_sae.quick_start import load_data_and_model
+
+    marker = in_tmp / "PWNED"
+    evil = _evil_pickle(in_tmp / "evil" / "model.pth", marker)
+    (in_tmp / "evil" / "sae").mkdir()
+    with pytest.raises(CheckpointMismatchError, match="could run code; set trust_checkpoint: True"):
+        compat.load_checkpoint(str(evil))
+    with pytest.raises(CheckpointMismatchError, match="not loaded"):
+        load_data_and_model(str(evil.parent))
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=evil), capsys)
+    assert code == 2 and "trust_checkpoint" in _one_error_line(err)
+    code, err = _cli(_tiny_args(tiny_dataset, "SteerableSASRec", sae_run=evil.parent), capsys)
+    assert code == 2 and "trust_checkpoint" in _one_error_line(err)
+    # a resume state found through run_name: refused, never unpickled
+    run_dir = runlock.claim(str(in_tmp / "runs" / "r1"))
+    _evil_pickle(resume.state_file(run_dir), marker)
+    code, err = _cli(_tiny_args(tiny_dataset, run_name="r1", checkpoint_dir=in_tmp / "runs"), capsys)
+    assert code == 2 and "resume state" in _one_error_line(err)
+    assert not marker.exists()
+    # the explicit opt-in unpickles it (and so runs its code): that is what trusting means
+    state = compat.load_checkpoint(str(evil), trust=True)
+    assert state["config"]["model"] == "SASRecSAE" and marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93\x8a random bytes \x00\x01", b"a text file\n"])
+def test_unreadable_checkpoints_are_one_error_line(tiny_dataset, in_tmp, capsys, content):
+    path = in_tmp / "bad.pth"
+    path.write_bytes(content)
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=path), capsys)
+    assert code == 2 and f"cannot read the checkpoint {path}" in _one_error_line(err)
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=in_tmp / "missing.pth"), capsys)
+    assert code == 2 and "checkpoint not found" in _one_error_line(err)
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tiny_dataset, in_tmp, capsys):
+    data_path, name, yaml_file = tiny_dataset
+    from recbole_sae.quick_start import run_recbole_sae
+
+    result = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL})
+    checkpoint = Path(result["run_dir"]) / "model.pth"
+    assert set(torch.load(checkpoint, weights_only=True)) >= {"config", "state_dict", "optimizer"}
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    with pytest.raises(CheckpointMismatchError, match="cannot read the checkpoint .*truncated, corrupt"):
+        compat.load_checkpoint(str(checkpoint))
+
+
+def test_resume_state_loads_weights_only(tiny_dataset, in_tmp):
+    from recbole_sae.quick_start import run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    states = []
+    save = resume.save
+
+    def keep(run_dir, *args, **kwargs):
+        save(run_dir, *args, **kwargs)
+        states.append(torch.load(resume.state_file(run_dir), weights_only=True))
+
+    resume.save = keep
+    try:
+        run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2})
+    finally:
+        resume.save = save
+    assert len(states) == 2 and states[1]["epoch"] == 1
+    rng = states[1]["rng"]
+    assert rng["numpy"]["keys"].shape == (624,) and len(rng["python"]["internal"]) == 625
+    assert isinstance(states[1]["best_valid_score"], float)
+
+
+# --------------------------------------------------------------------------------------------
+# (2) values are parsed as literals, never eval'd
+
+
+def _payload(marker: Path) -> str:
+    return f"__import__('os').system('touch {marker}')"
+
+
+def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp, monkeypatch):
+    from recbole_sae.config import Config, literal
+
+    assert literal("5") == 5 and literal("-5") == -5 and literal("1e-3") == 0.001 and literal("[10, 20]") == [10, 20]
+    assert literal("{'max_norm': 5}") == {"max_norm": 5} and literal("None") is None
+    assert literal("true") is True and literal("False") is False and literal("ml-100k") == "ml-100k"
+    assert literal("2**10") == "2**10" and literal("{1, 2}") == "{1, 2}"
+    marker = in_tmp / "PWNED"
+    monkeypatch.setattr(sys, "argv", ["x", f"--wandb_project={_payload(marker)}", "--epochs=3"])
+    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")})
+    assert config["wandb_project"] == _payload(marker) and config["epochs"] == 3 and config["log_wandb"] is False
+    assert not marker.exists() and not (in_tmp / "P2").exists()
+
+
+def test_an_eval_payload_from_the_command_line_or_a_sweep_runs_nothing(tiny_dataset, sweep_file, in_tmp, capsys):
+    marker = in_tmp / "PWNED"
+    code, _ = _cli(_tiny_args(tiny_dataset, wandb_project=_payload(marker)), capsys)
+    assert code == 0 and not marker.exists()
+    data_path = tiny_dataset[0]
+    path = sweep_file(config={**SMALL, "data_path": data_path, "wandb_project": _payload(marker)})
+    assert main([f"--sweep={path}", f"--results={in_tmp / 'r.jsonl'}"]) == 0
+    record = bm.read_results(in_tmp / "r.jsonl")[0]
+    assert record["status"] == "ok" and record["config"]["wandb_project"] == _payload(marker)
+    assert not marker.exists()
+
+
+def test_config_files_are_read_safely_and_named_in_errors(tiny_dataset, in_tmp, capsys):
+    marker = in_tmp / "PWNED"
+    cases = {
+        "apply.yaml": f"epochs: !!python/object/apply:os.system ['touch {marker}']\n",
+        "broken.yaml": "epochs: [1, 2\n",
+        "list.yaml": "- epochs\n- 5\n",
+    }
+    for file_name, text in cases.items():
+        path = in_tmp / file_name
+        path.write_text(text)
+        code, err = _cli([*_tiny_args(tiny_dataset), f"--config_files={path}"], capsys)
+        assert code == 2 and f"config file {path}" in _one_error_line(err), err
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------
+# (4) run folders only under checkpoint_dir, and only the project's own
+
+
+def test_run_name_may_not_leave_checkpoint_dir_or_take_a_foreign_folder(tiny_dataset, in_tmp, capsys):
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(tiny_dataset, run_name="../escape", checkpoint_dir=runs), capsys)
+    assert code == 2 and "outside checkpoint_dir" in _one_error_line(err) and not (in_tmp / "escape").exists()
+    other = in_tmp / "elsewhere"
+    code, err = _cli(_tiny_args(tiny_dataset, run_name=other, checkpoint_dir=runs), capsys)
+    assert code == 2 and "outside checkpoint_dir" in _one_error_line(err) and not other.exists()
+    foreign = runs / "mine"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("keep me")
+    code, err = _cli(_tiny_args(tiny_dataset, run_name="mine", checkpoint_dir=runs), capsys)
+    assert code == 2 and "not made by recbole-sae" in _one_error_line(err)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    code, _ = _cli(_tiny_args(tiny_dataset, run_name=runs / "inside", checkpoint_dir=runs), capsys)
+    assert code == 0 and (runs / "inside" / "result.json").is_file() and (runs / "inside" / runlock.MARKER).is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# (3) one writer per run folder and results file; runs die with their sweep
+
+
+def test_a_second_writer_of_a_run_folder_or_results_file_is_refused(tiny_dataset, sweep_file, in_tmp, capsys):
+    runs = in_tmp / "runs"
+    run_dir = runlock.claim(str(runs / "busy"))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.write('pid 4242 (the first run)'); f.flush(); print('held', flush=True); time.sleep(60)"),
+        os.path.join(run_dir, runlock.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = _cli(_tiny_args(tiny_dataset, run_name="busy", checkpoint_dir=runs), capsys)
+        assert code == 2 and "in use by pid 4242 (the first run)" in _one_error_line(err)
+        assert sorted(os.listdir(run_dir)) == [runlock.LOCK_NAME, runlock.MARKER]  # no config.yaml, no run.log
+    finally:
+        holder.kill()
+        holder.wait()
+    results = in_tmp / "r.jsonl"
+    with runlock.lock_results(results):
+        code, err = _cli([f"--sweep={sweep_file()}", f"--results={results}"], capsys)
+        assert code == 2 and f"the results file {results} is in use by pid {os.getpid()}" in _one_error_line(err)
+    assert not results.exists()
+
+
+def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(sweep_file, tiny_dataset, in_tmp):
+    data_path = tiny_dataset[0]
+    path = sweep_file(config={**SMALL, "data_path": data_path, "epochs": 60, "stopping_step": 1000,
+                              "checkpoint_dir": str(in_tmp / "runs")})
+    results = in_tmp / "r.jsonl"
+    command = [sys.executable, str(Path(bm.PACKAGE_ROOT) / "run_recbole_sae.py"), f"--sweep={path}", f"--results={results}"]
+    env = {**os.environ, "PYTHONPATH": str(bm.PACKAGE_ROOT)}
+    sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    states = []
+    while not states and time.monotonic() < deadline:
+        states = list((in_tmp / "runs").glob(f"*/{resume.STATE_NAME}"))
+        time.sleep(0.1)
+    assert states, "the run never validated"
+    run_dir = states[0].parent
+    run_pid = int((run_dir / runlock.LOCK_NAME).read_text().split()[1])
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(run_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the run process outlived its sweep")
+    restarted = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert restarted.returncode == 0, restarted.stderr[-2000:]
+    records = bm.read_results(results)
+    assert len(records) == 1 and records[0]["status"] == "ok" and records[0]["resumed_at_epoch"] >= 1
+    log = (run_dir / "run.log").read_text()
+    trained = [int(epoch) for epoch in re.findall(r"epoch (\d+) training", log)]
+    resumed = records[0]["resumed_at_epoch"]
+    after = [e for e in trained if e >= resumed]
+    assert after == list(range(resumed, 60))[: len(after)] and len(after) == len(set(after))
+    assert max(trained) == 59
+
