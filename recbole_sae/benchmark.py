@@ -579,6 +579,23 @@ def read_results(path) -> list[dict]:
     return records
 
 
+# What a finished run's record must hold for the reports (and the type of each).
+OK_RECORD_FIELDS = {"key": str, "model": str, "dataset": str, "seed": int, "best_valid": dict, "test": dict}
+
+
+def _lacking_fields(record: dict) -> list[str]:
+    """The fields a record of status ``ok`` lacks (or holds with the wrong type), with a warning; none
+    for other records."""
+    if record.get("status") != "ok":
+        return []
+    lacking = [name for name, kind in OK_RECORD_FIELDS.items()
+               if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)]
+    if lacking:
+        warnings.warn(f"{record.get('source') or 'results'}: leaving out the record of run {record.get('key')!r}, "
+                      f"which lacks {', '.join(lacking)}", ResultsFileWarning, stacklevel=3)
+    return lacking
+
+
 def results_stem(path) -> str:
     """A results file's name without ``.jsonl``: its rows' ``source`` in a report of several files."""
     return Path(path).name.removesuffix(".jsonl")
@@ -1362,7 +1379,9 @@ def write_report(
     title: str | None = None,
     source: str | None = None,
 ) -> dict:
-    """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths."""
+    """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths. A finished
+    run's record without the fields a report needs is left out with a warning."""
+    records = [r for r in records if not _lacking_fields(r)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline is None:

@@ -38,6 +38,7 @@ from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
 from recbole_sae.registry import get_model
 from recbole_sae.textlist import split_list
+from recbole_sae.validate import check_numbers
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
@@ -125,6 +126,7 @@ class Config(RecBoleConfig):
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
+        check_numbers(self)  # before a run folder exists or any data is read
 
     def _build_yaml_loader(self):
         return SafeYamlLoader

@@ -16,9 +16,11 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, resume, runlock
+from recbole_sae import compat, resume, runlock, validate
 from recbole_sae.config import Config, split_config_files
-from recbole_sae.errors import CheckpointMismatchError, ConfigError, FinishedRunError, TrainingDivergedError
+from recbole_sae.errors import (
+    CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
+)
 from recbole_sae.registry import get_model, get_trainer
 
 compat.apply()
@@ -173,6 +175,7 @@ def run_recbole_sae(
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
     run_settings = resume.settings(config)
     run_dir, state, lock = _open_run_dir(config, run_settings)
+    runlock.clear_failed(run_dir)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
     init_seed(config["seed"], config["reproducibility"])
@@ -188,6 +191,7 @@ def run_recbole_sae(
         data = create_dataset(config)
         logger.info(data)
         train_data, valid_data, test_data = data_preparation(config, data)
+        validate.check_splits(config, train_data, valid_data, test_data)
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         with _diverged_as_error(config, run_dir):
@@ -244,6 +248,10 @@ def run_recbole_sae(
         resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
         logger.info("result: %s", json.dumps(result))
         return result
+    except Exception as err:
+        # the folder says it failed and keeps its log and config (and what a rerun resumes from, after a crash)
+        runlock.mark_failed(run_dir, err, resumable=not isinstance(err, RecboleSAEError))
+        raise
     finally:
         logger.removeHandler(handler)
         handler.close()

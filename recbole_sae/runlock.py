@@ -4,26 +4,30 @@
   it is refused (:func:`run_dir_for_name`).
 * The project marks every run folder it creates (:data:`MARKER`); an existing folder with neither the
   mark nor a run's files was not made by it and is refused rather than written into (:func:`claim`).
-* One writer: a run holds an exclusive ``flock`` on ``<run folder>/.lock`` while it trains, a sweep on
+* One writer: a run holds an exclusive ``flock`` on ``<run folder>/.recbole-sae-run`` while it trains, a sweep on
   ``<results>.lock`` while it runs (:class:`FileLock`). The kernel drops the lock when the holder
   dies, however it dies, so a stale lock file never blocks anything; a second process is refused with
   a message naming the holder.
+* A run that fails leaves ``FAILED`` (its error) and only its log and config (:func:`mark_failed`).
 * A process the sweep starts dies with the sweep (:func:`die_with_parent`, Linux), so a sweep killed
   with SIGKILL leaves no run training on beside the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import sys
 
 from recbole_sae.errors import ConfigError
 
-MARKER = ".recbole-sae-run"  # written into every run folder this project creates
-LOCK_NAME = ".lock"
+# Written into every run folder this project creates; also the file a run locks, which then names its process.
+MARKER = ".recbole-sae-run"
+LOCK_NAME = MARKER
 # Files of a run folder written before the marker existed: a folder holding one is a run folder.
 RUN_FILES = ("config.yaml", "run.log", "result.json", "resume.pth", "model.pth")
 
@@ -43,7 +47,8 @@ class FileLock:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
+            holders = [line for line in self.file.read().splitlines() if line.startswith("pid ")]
+            holder = holders[-1] if holders else "another process"
             self.file.close()
             raise LockedError(
                 f"{what} is in use by {holder}: two writers would corrupt it. Wait for that process to end "
@@ -108,6 +113,36 @@ def claim(run_dir) -> str:
         with open(marker, "w", encoding="utf-8") as f:
             f.write("a run folder of recbole-sae\n")
     return run_dir
+
+
+FAILED_NAME = "FAILED"  # a failed run's error, in its folder
+# What a failed run's folder keeps: its log and config (and the project's own mark and lock).
+KEPT_WHEN_FAILED = ("run.log", "config.yaml", FAILED_NAME, MARKER)
+# Kept too when the failure was not bad input (a crash, running out of memory): what a rerun resumes from.
+KEPT_TO_RESUME = ("resume.pth", "model.pth")
+
+
+def mark_failed(run_dir, error: BaseException, resumable: bool) -> None:
+    """Write the error to ``FAILED`` and remove the rest of the run's output (``model.pth``, reports);
+    ``resumable``: keep ``resume.pth`` and ``model.pth`` so that running the same command again continues."""
+    keep = set(KEPT_WHEN_FAILED) | (set(KEPT_TO_RESUME) if resumable else set())
+    for name in os.listdir(run_dir):
+        if name in keep:
+            continue
+        path = os.path.join(run_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    with open(os.path.join(run_dir, FAILED_NAME), "w", encoding="utf-8") as f:
+        f.write(f"{type(error).__name__}: {error}\n")
+
+
+def clear_failed(run_dir) -> None:
+    """A run started again in a folder of a failed one: the old FAILED no longer applies."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(run_dir, FAILED_NAME))
 
 
 PR_SET_PDEATHSIG = 1

@@ -20,7 +20,7 @@ def tiny_run(tiny_dataset, in_tmp):
 
 def test_run_folder_and_result(tiny_run):
     run_dir = tiny_run["run_dir"]
-    assert sorted(os.listdir(run_dir)) == ["config.yaml", "model.pth", "result.json", "run.log"]
+    assert sorted(os.listdir(run_dir)) == [".recbole-sae-run", "config.yaml", "model.pth", "result.json", "run.log"]
     assert json.load(open(os.path.join(run_dir, "result.json"))) == tiny_run
     assert tiny_run["model"] == "SASRec" and tiny_run["dataset"] == "tiny"
     assert tiny_run["epochs_run"] == 2 and tiny_run["best_epoch"] in (0, 1)

@@ -214,7 +214,7 @@ def test_a_second_writer_of_a_run_folder_or_results_file_is_refused(tiny_dataset
         assert holder.stdout.readline().strip() == "held"
         code, err = _cli(_tiny_args(tiny_dataset, run_name="busy", checkpoint_dir=runs), capsys)
         assert code == 2 and "in use by pid 4242 (the first run)" in _one_error_line(err)
-        assert sorted(os.listdir(run_dir)) == [runlock.LOCK_NAME, runlock.MARKER]  # no config.yaml, no run.log
+        assert sorted(os.listdir(run_dir)) == [runlock.MARKER]  # no config.yaml, no run.log
     finally:
         holder.kill()
         holder.wait()
@@ -263,3 +263,77 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
     assert after == list(range(resumed, 60))[: len(after)] and len(after) == len(set(after))
     assert max(trained) == 59
 
+
+
+# --------------------------------------------------------------------------------------------
+# (5) one error line, exit code 2, before any data is read where the value alone is wrong
+
+
+@pytest.mark.parametrize("key, value", [("hidden_size", "abc"), ("hidden_size", "-5"), ("n_layers", "1.5"),
+                                        ("hidden_dropout_prob", "2"), ("learning_rate", "0")])
+def test_bad_numbers_are_refused_before_any_data_or_run_folder(tiny_dataset, in_tmp, capsys, key, value):
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, **{key: value}), capsys)
+    assert code == 2 and _one_error_line(err).startswith(f"error: {key}=")
+    assert not runs.exists()
+
+
+def _short_histories(root: Path) -> tuple[str, str, str]:
+    """A dataset whose users all have 2 interactions: nothing to validate or test on under leave-one-out."""
+    folder = root / "short"
+    folder.mkdir(parents=True)
+    with open(folder / "short.inter", "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for u in range(1, 41):
+            f.write(f"{u}\t{u % 30 + 1}\t{u * 10}\n{u}\t{(u * 7) % 30 + 1}\t{u * 10 + 1}\n")
+    (folder / "short.yaml").write_text("load_col: {inter: [user_id, item_id, timestamp]}\n")
+    return str(root), "short", str(folder / "short.yaml")
+
+
+@pytest.mark.parametrize("model", ["SASRec", "SASRecPlus", "SASRecSAE"])
+def test_a_run_that_would_evaluate_nothing_is_an_error_and_its_folder_says_it_failed(in_tmp, capsys, model):
+    data = _short_histories(in_tmp / "data")
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(data, model, checkpoint_dir=runs, run_name="short-run"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "validation and test data are empty, so nothing would be evaluated" in line
+    assert "at least 3 interactions" in line
+    run_dir = runs / "short-run"
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["FAILED", "config.yaml", "run.log", runlock.MARKER])
+    assert "nothing would be evaluated" in (run_dir / "FAILED").read_text()
+
+
+def test_a_failed_run_keeps_only_its_log_and_config_and_a_rerun_clears_failed(tiny_dataset, in_tmp, capsys):
+    runs = in_tmp / "runs"
+    run_dir = Path(runlock.claim(str(runs / "r")))
+    (run_dir / "model.pth").write_bytes(b"left by the failed run")
+    (run_dir / "interpretation").mkdir()
+    runlock.mark_failed(str(run_dir), ConfigError("bad input"), resumable=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["FAILED", runlock.MARKER])
+    assert (run_dir / "FAILED").read_text() == "ConfigError: bad input\n"
+    code, _ = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, run_name="r"), capsys)
+    assert code == 0 and not (run_dir / "FAILED").exists() and (run_dir / "result.json").is_file()
+
+
+def test_saerec_on_items_without_any_text_is_an_error(tiny_dataset, in_tmp, capsys):
+    data_path, name, yaml_file = tiny_dataset
+    item_file = Path(data_path) / name / f"{name}.item"
+    rows = item_file.read_text().splitlines()
+    item_file.write_text("\n".join([rows[0]] + [f"{row.split(chr(9))[0]}\t\t" for row in rows[1:]]) + "\n")
+    from conftest import INTENT_SMALL
+
+    code, err = _cli([*_tiny_args(tiny_dataset, "SAERec"), *[f"--{k}={v}" for k, v in INTENT_SMALL.items()]], capsys)
+    assert code == 2 and f"every item of '{name}' has an empty text" in _one_error_line(err)
+
+
+def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
+    metrics = {key: 0.1 for key, _ in bm.REPORT_METRICS}
+    good = {"key": "a", "status": "ok", "model": "SASRec", "dataset": "d", "seed": 1, "best_valid": metrics,
+            "test": metrics}
+    results = in_tmp / "r.jsonl"
+    for record in (good, {"key": "b", "status": "ok", "model": "SASRec"}, {**good, "key": "c", "seed": "x"}):
+        bm.append_record(results, record)
+    with pytest.warns(bm.ResultsFileWarning, match="leaving out the record of run 'b', which lacks dataset, seed"):
+        assert bm.cli(["report", str(results), "--out", str(in_tmp)]) == 0
+    assert "| SASRec |" in (in_tmp / "r.md").read_text()

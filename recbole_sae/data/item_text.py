@@ -334,6 +334,12 @@ def item_texts(dataset, config) -> List[str]:
         values = {f: rendered[f][item] if f in rendered else "" for f in wanted}
         texts.append(compose_text(template, values))
     n_empty = sum(1 for t in texts[1:] if not t)
+    if n_empty and n_empty == dataset.item_num - 1:
+        raise ConfigError(
+            f"every item of '{dataset.dataset_name}' has an empty text (the fields {wanted} are empty for all "
+            f"{n_empty} items): nothing to embed. Fill those columns of the .item file, or set item_text_fields "
+            "to columns that hold text"
+        )
     if n_empty:
         logger.warning(
             "%d of %d items of '%s' have no text at all (every field in %s is empty)",

@@ -1,0 +1,65 @@
+"""Checks of a run's settings and data that turn a deep traceback into one clear error.
+
+:func:`check_numbers` runs when the config is built, before a run folder exists or any data is
+read: the common size, count and rate keys must have the type and range they need.
+:func:`check_splits` runs after the data is split: a split with no row would mean a run that trains
+or evaluates nothing (RecBole would train and report ``{}`` or fail deep in a trainer).
+"""
+
+from __future__ import annotations
+
+from recbole_sae.errors import ConfigError
+
+# Keys that must be integers >= 1, and an example value for the message.
+POSITIVE_INTS = {
+    "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "embedding_size": 64, "epochs": 50,
+    "train_batch_size": 256, "eval_batch_size": 4096, "MAX_ITEM_LIST_LENGTH": 50,
+}
+# Keys that must be numbers in [0, 1).
+PROBABILITIES = ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
+# Keys that must be numbers > 0.
+POSITIVE_NUMBERS = ("learning_rate",)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_numbers(config) -> None:
+    """Raise :class:`ConfigError` for the first key of the tables above that is set to a value it
+    cannot take (``--hidden_size=abc``, ``--hidden_size=-5``, ``--hidden_dropout_prob=2``)."""
+    for key, example in POSITIVE_INTS.items():
+        value = config[key]
+        if value is not None and not (_is_int(value) and value >= 1):
+            raise ConfigError(f"{key}={value!r}: it must be a whole number of at least 1 (e.g. --{key}={example})")
+    for key in PROBABILITIES:
+        value = config[key]
+        if value is not None and not (_is_number(value) and 0 <= value < 1):
+            raise ConfigError(f"{key}={value!r}: it must be a probability in [0, 1) (e.g. --{key}=0.2)")
+    for key in POSITIVE_NUMBERS:
+        value = config[key]
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
+
+
+def check_splits(config, train_data, valid_data, test_data) -> None:
+    """Every split has rows; else a :class:`ConfigError` that says which is empty and why."""
+    empty = [name for name, data in (("training", train_data), ("validation", valid_data), ("test", test_data))
+             if data is not None and len(data.dataset) == 0]
+    if not empty:
+        return
+    split = (config["eval_args"] or {}).get("split") or {}
+    why = (
+        "with leave-one-out splitting (eval_args split LS) a user is evaluated only with at least 3 interactions "
+        "(one or more to train on, one to validate, one to test), and no user has that many after filtering"
+        if "LS" in split else "the split ratios or the filtering leave no interaction there"
+    )
+    raise ConfigError(
+        f"{config['model']} on {config['dataset']}: the {' and '.join(empty)} data {'is' if len(empty) == 1 else 'are'} "
+        f"empty, so nothing would be {'trained' if empty == ['training'] else 'evaluated'}: {why}. Use data with "
+        "longer user histories, or loosen the filters (user_inter_num_interval, item_inter_num_interval)"
+    )
