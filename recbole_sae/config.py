@@ -175,6 +175,12 @@ class Config(RecBoleConfig):
         if self.dataset not in BUNDLED:
             explicit = self.external_config_dict.get("data_path")
             self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)
+            dataset_yamls = [PROPERTIES / "dataset" / f"{self.dataset}.yaml",
+                             RECBOLE_PROPERTIES / "dataset" / f"{self.dataset}.yaml"]
+            if "load_col" not in self.external_config_dict and not any(p.is_file() for p in dataset_yamls):
+                # a folder of atomic files with no dataset yaml: every column, not RecBole's default of
+                # user and item id only (without the timestamp the chronological split fails)
+                self.final_config_dict["load_col"] = None
 
     def to_yaml(self) -> str:
         """The resolved config as yaml (plain types only), for the run folder."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import SMALL
 from recbole_sae import benchmark as bm
 from recbole_sae import compat, resume, runlock
@@ -337,3 +338,33 @@ def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
     with pytest.warns(bm.ResultsFileWarning, match="leaving out the record of run 'b', which lacks dataset, seed"):
         assert bm.cli(["report", str(results), "--out", str(in_tmp)]) == 0
     assert "| SASRec |" in (in_tmp / "r.md").read_text()
+
+
+def test_a_folder_of_atomic_files_without_a_dataset_yaml_runs(tiny_dataset, in_tmp, capsys):
+    data_path, name, yaml_file = tiny_dataset
+    args = [a for a in _tiny_args(tiny_dataset) if not a.startswith("--config_files=")]
+    code, err = _cli(args, capsys)
+    assert code == 0, err
+    config = yaml.safe_load(next((in_tmp / "runs").glob("*/config.yaml")).read_text())
+    assert config["load_col"] is None
+
+
+def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_strengths_fail_early(tiny_dataset, in_tmp,
+                                                                                               capsys):
+    from recbole_sae.quick_start import load_data_and_model
+
+    sae = {"sae_expansion": 4, "sae_k": 4, "sae_epochs": 2, "sae_batch_size": 128, "sae_warmup_steps": 5}
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", run_name="sae", **sae), capsys)
+    assert code == 0, err
+    run_dir = in_tmp / "runs" / "sae"
+    state = torch.load(run_dir / "model.pth", weights_only=True)
+    assert state["config"]["model"] == "SASRecSAE" and int(state["state_dict"]["sae.n_rows_seen"]) > 0
+    config, model, *_ = load_data_and_model(str(run_dir), expected_model="SASRecSAE")
+    assert torch.equal(model.sae.W_dec, state["state_dict"]["sae.W_dec"]) and config["sae_k"] == 4
+    code, err = _cli(_tiny_args(tiny_dataset, "SteerableSASRec", sae_run=run_dir, steer_sweep="genre=Western",
+                                strengths="a,b"), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith("error: --strengths: strengths must be numbers")
+    steer_runs = [p for p in (in_tmp / "runs").iterdir() if p.name.startswith("SteerableSASRec")]
+    assert len(steer_runs) == 1 and not (steer_runs[0] / "model.pth").exists()
+    assert (steer_runs[0] / "FAILED").read_text().startswith("ConfigError: --strengths")

@@ -46,6 +46,14 @@ def command_line_value(key: str, argv=None) -> Optional[str]:
     return None
 
 
+def checked_strengths(value) -> list:
+    """``--strengths`` as numbers, or a :class:`ConfigError` that says what is wrong."""
+    try:
+        return parse_strengths(value)
+    except ValueError as err:
+        raise ConfigError(f"--strengths: {err}") from None
+
+
 def _round(metrics) -> dict:
     return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
 
@@ -56,6 +64,7 @@ class SteerableTrainer(SequenceTrainer):
     # -- no training -------------------------------------------------------------------------------
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model = self.model
+        checked_strengths(self.setting("strengths"))  # a bad --strengths fails now, not after the evaluation
         self.logger.info(f"SteerableSASRec: no training; SASRec + SAE of the run {model.run_dir}")
         score, result = None, None
         if valid_data:
@@ -218,7 +227,7 @@ class SteerableTrainer(SequenceTrainer):
                 f"write --steer_sweep=\"{term.target}\" (or {term.target}:clamp / {term.target}:scale)"
             )
         op = term.op or "add"
-        strengths = parse_strengths(strengths)
+        strengths = checked_strengths(strengths)
         k = self.topk()
         latents = model.term_latents(term)
         target = model.target_of(term)
