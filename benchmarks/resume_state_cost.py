@@ -18,7 +18,7 @@ import torch
 def main(argv):
     folder = Path(argv[0])
     reps = int(next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--reps=")), 10))
-    saved = torch.load(folder / "model.pth", map_location="cpu", weights_only=False)
+    saved = torch.load(folder / "model.pth", map_location="cpu", weights_only=True)
     state = {"state_dict": saved["state_dict"], "optimizer": saved["optimizer"], "rng": torch.get_rng_state()}
     with tempfile.TemporaryDirectory() as tmp:
         path, partial = Path(tmp) / "resume.pth", Path(tmp) / "resume.pth.tmp"

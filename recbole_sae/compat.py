@@ -15,6 +15,8 @@ that a test can show the failure without it and the repair with it:
   could run code). RecBole's trainer module is given a ``torch`` whose ``save`` writes the config as
   a plain dict and whose ``load`` is always weights-only (:mod:`recbole_sae.checkpoint`);
   ``load_checkpoint`` loads weights-only too, and a foreign pickle only when trusted.
+* ``data_pickles``: RecBole unpickles a saved dataset or dataloader found in ``checkpoint_dir`` (the
+  run folder); those files are refused (:class:`_PickleForData`), never unpickled.
 * ``anomaly mode``: importing RecBole's SINE model calls ``torch.autograd.set_detect_anomaly(True)``
   for the whole process (training runs ~1.7x slower). It is switched off after the import.
 * ``BERT4Rec's mask token``: at evaluation RecBole's BERT4Rec writes the mask token after each user's
@@ -154,6 +156,38 @@ def checkpoint_loading() -> None:
         trainer_module.torch = _TorchForTrainer()
 
 
+class _PickleForData:
+    """``pickle`` as RecBole's data module sees it: ``dump`` as usual, but ``load`` refuses.
+
+    RecBole's ``create_dataset`` and ``data_preparation`` unpickle ``<checkpoint_dir>/<dataset>-<Class>.pth``
+    and ``...-dataloader.pth`` whenever such a file exists (or ``dataset_save_path`` /
+    ``dataloaders_save_path`` name one), and unpickling runs any code the file carries: a run folder from
+    someone else could hold one. They are never loaded; the data is built from the atomic files.
+    """
+
+    def __getattr__(self, name):
+        import pickle
+
+        return getattr(pickle, name)
+
+    @staticmethod
+    def load(f, *args, **kwargs):
+        from recbole_sae.errors import ConfigError
+
+        name = getattr(f, "name", "a saved dataset")
+        raise ConfigError(
+            f"{name} is a pickled RecBole dataset or dataloader; unpickling could run code, so it is not loaded. "
+            "Delete it (or unset dataset_save_path / dataloaders_save_path): the data is built from the atomic files"
+        )
+
+
+def data_pickles() -> None:
+    import recbole.data.utils as data_utils
+
+    if not isinstance(data_utils.pickle, _PickleForData):
+        data_utils.pickle = _PickleForData()
+
+
 def anomaly_off() -> None:
     import recbole.model.sequential_recommender  # noqa: F401  (its SINE import turns anomaly on)
 
@@ -187,5 +221,6 @@ def apply() -> None:
     numpy_aliases()
     pandas_fillna()
     checkpoint_loading()
+    data_pickles()
     anomaly_off()
     bert4rec_mask_token()

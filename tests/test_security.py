@@ -368,3 +368,11 @@ def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_streng
     steer_runs = [p for p in (in_tmp / "runs").iterdir() if p.name.startswith("SteerableSASRec")]
     assert len(steer_runs) == 1 and not (steer_runs[0] / "model.pth").exists()
     assert (steer_runs[0] / "FAILED").read_text().startswith("ConfigError: --strengths")
+
+
+def test_a_pickled_dataset_in_a_run_folder_is_never_unpickled(tiny_dataset, in_tmp, capsys):
+    marker = in_tmp / "PWNED"
+    run_dir = Path(runlock.claim(str(in_tmp / "runs" / "shared")))
+    _evil_pickle(run_dir / "tiny-SequentialDataset.pth", marker)
+    code, err = _cli(_tiny_args(tiny_dataset, run_name="shared", checkpoint_dir=in_tmp / "runs"), capsys)
+    assert code == 2 and "pickled RecBole dataset" in _one_error_line(err) and not marker.exists()
