@@ -147,9 +147,12 @@ def restore_config(values: dict, overrides: dict | None = None):
 
     from recbole_sae.config import Config
     from recbole_sae.registry import get_model
+    from recbole_sae.validate import check_numbers
 
     values = {**values, **(overrides or {})}
     values.pop(FORMAT_KEY, None)
+    if not isinstance(values.get("model"), str) or not isinstance(values.get("dataset"), str):
+        raise CheckpointMismatchError("the checkpoint's config names no model and dataset: it is not a run's checkpoint")
     config = Config.__new__(Config)
     config.compatibility_settings()
     config._init_parameters_category()
@@ -169,4 +172,5 @@ def restore_config(values: dict, overrides: dict | None = None):
     use_gpu = bool(str(final.get("gpu_id") or "")) and torch.cuda.is_available()
     final["device"] = torch.device("cuda" if use_gpu else "cpu")
     config.final_config_dict = final
+    check_numbers(config)
     return config
