@@ -380,3 +380,22 @@ def test_a_pickled_dataset_in_a_run_folder_is_never_unpickled(tiny_dataset, in_t
     _evil_pickle(run_dir / "tiny-SequentialDataset.pth", marker)
     code, err = _cli(_tiny_args(tiny_dataset, run_name="shared", checkpoint_dir=in_tmp / "runs"), capsys)
     assert code == 2 and "pickled RecBole dataset" in _one_error_line(err) and not marker.exists()
+
+
+def test_a_recbole_checkpoint_loads_only_when_trusted(tiny_dataset, in_tmp, capsys):
+    from recbole_sae.quick_start import run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    result = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "n_layers": 2})
+    state = torch.load(Path(result["run_dir"]) / "model.pth", weights_only=True)
+    from recbole_sae.config import Config
+
+    state["config"] = Config("SASRec", name, [yaml_file], {"data_path": data_path})  # as RecBole writes it
+    foreign = in_tmp / "recbole.pth"
+    torch.save(state, foreign)
+    sae = {"sae_expansion": 4, "sae_k": 4, "sae_epochs": 1, "sae_batch_size": 128, "n_layers": 2}
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, **sae), capsys)
+    assert code == 2 and "holds Python objects besides weights" in _one_error_line(err)
+    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, trust_checkpoint=True, **sae),
+                     capsys)
+    assert code == 0, err
