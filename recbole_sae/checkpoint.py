@@ -66,8 +66,32 @@ def plain_config(config) -> dict:
     return {str(key): plain(value) for key, value in values.items()}
 
 
+def _loadable(value) -> bool:
+    """Whether ``value`` loads weights-only as it is (tensors, Python scalars, containers of them)."""
+    if isinstance(value, np.generic):
+        return False
+    if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return True
+    if isinstance(value, dict):
+        return all(_loadable(k) and _loadable(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_loadable(v) for v in value)
+    return False
+
+
+def loadable_other_parameter(other):
+    """A model's ``other_parameter()`` without the entries that would not load weights-only as they are
+    (a submodule, whose weights the state dict holds anyway; numpy or scipy matrices, which models
+    compute from the data when they are built): converting those would give the model wrong types."""
+    if not isinstance(other, dict):
+        return other if _loadable(other) else None
+    return {key: value for key, value in other.items() if _loadable(value)}
+
+
 def save(state, path) -> None:
     """Write ``state`` (made :func:`plain`) to ``path`` atomically: a crash leaves the old file."""
+    if isinstance(state, dict) and "other_parameter" in state:
+        state = {**state, "other_parameter": loadable_other_parameter(state["other_parameter"])}
     state = plain(state)
     if isinstance(state, dict):
         state[FORMAT_KEY] = FORMAT

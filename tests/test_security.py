@@ -399,3 +399,18 @@ def test_a_recbole_checkpoint_loads_only_when_trusted(tiny_dataset, in_tmp, caps
     code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, trust_checkpoint=True, **sae),
                      capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("model, extra", [("GRU4RecF", {"selected_features": ["genre"], "embedding_size": 16}),
+                                          ("EASE", {})])
+def test_models_with_other_parameters_save_weights_only_and_reload(tiny_dataset, in_tmp, model, extra):
+    """A submodule (GRU4RecF) or numpy matrices (EASE) among a model's other parameters are left out of the
+    checkpoint (the state dict has the submodule's weights; the matrices are rebuilt from the data)."""
+    from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    result = run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **SMALL, **extra})
+    state = torch.load(Path(result["run_dir"]) / "model.pth", weights_only=True)
+    assert state["other_parameter"] == {} and result["test"]["ndcg@10"] > 0
+    config, net, *_ = load_data_and_model(result["run_dir"], expected_model=model)
+    assert type(net).__name__ == model
