@@ -113,7 +113,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_sae import runlock
+from recbole_sae import protocol, runlock
 from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
 from recbole_sae.textlist import split_list
 
@@ -468,20 +468,38 @@ def key_settings(model: str, overrides: dict) -> dict:
     }
 
 
+def run_protocol(overrides: dict, config_files=()) -> str:
+    """The headline protocol of a run: ``filter_seen`` from its overrides, else from its config
+    files (the last that sets it), else from the project's ``overall.yaml``."""
+    value = overrides.get("filter_seen")
+    if value is None:
+        for path in [*reversed(list(config_files)), Path(__file__).resolve().parent / "properties" / "overall.yaml"]:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            if isinstance(data, dict) and "filter_seen" in data:
+                value = data["filter_seen"]
+                break
+    return protocol.SEEN_REMOVED if _parse_value(str(value)) is True else protocol.SEEN_KEPT
+
+
 def run_key(model: str, dataset: str, seed: int, overrides: dict, config_files=(), legacy: bool = False) -> str:
     """Identity of a run: the same key means the same model, data, seed and settings.
 
     ``legacy=True`` gives the key of the first results files, which held every override as given
     (input paths included, for every model); resume and reports still accept their records.
     """
+    settings = overrides if legacy else key_settings(model, overrides)
     payload = {
         "model": model,
         "dataset": dataset,
         "seed": seed,
-        "overrides": overrides if legacy else key_settings(model, overrides),
+        "overrides": {k: v for k, v in settings.items() if k != "filter_seen"},
         # by content, so that the key does not depend on where the repository lies
         "config_files": [_file_digest(f) for f in config_files],
     }
+    # the protocol that chooses the best epoch, however it is set; runs from before there was a
+    # choice ranked with seen items kept and keep their keys
+    if run_protocol(overrides, config_files) == protocol.SEEN_REMOVED:
+        payload["protocol"] = protocol.SEEN_REMOVED
     text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -831,6 +849,7 @@ def execute_run(
         fields.update(
             status="ok",
             error=None,
+            protocol=result.pop("protocol", protocol.SEEN_KEPT),
             best_valid=result.pop("best_valid", None),
             test=result.pop("test", None),
             best_epoch=result.pop("best_epoch", None),
@@ -1293,6 +1312,21 @@ def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
     return tables
 
 
+def protocol_views(records: list[dict]) -> dict:
+    """``{protocol: ok records}``, each with its ``best_valid`` and ``test`` under that protocol
+    (records that lack it left out), the papers' protocol first: a report never mixes the two."""
+    views = {}
+    for name in protocol.PROTOCOLS:
+        view = []
+        for record in records:
+            valid, test = protocol.metrics(record, name, "best_valid"), protocol.metrics(record, name, "test")
+            if record.get("status") == "ok" and valid is not None and test is not None:
+                view.append({**record, "best_valid": valid, "test": test})
+        if view:
+            views[name] = view
+    return views
+
+
 def _device_kind(device) -> str:
     """``cuda``/``cpu``/...: the device a record ran on, without its index."""
     return str(device or "").split(":")[0]
@@ -1387,7 +1421,8 @@ def write_report(
     if baseline is None:
         named = [r.get("baseline") for r in records if r.get("baseline")]
         baseline = named[-1] if named else "SASRec"
-    tables = summarize(records, baseline)
+    by_protocol = {name: summarize(view, baseline) for name, view in protocol_views(records).items()}
+    tables = next(iter(by_protocol.values()), {})
     ok = latest_records(records, "ok")
     ok_keys = {r.get("key") for r in ok}
     failed = [r for r in latest_records(records, "error") if r.get("key") not in ok_keys]
@@ -1425,8 +1460,9 @@ def write_report(
         "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest).",
         "",
     ]
-    for dataset, rows in tables.items():
-        lines += [f"## {dataset}", ""]
+    sections = [(dataset, name, rows) for name, named in by_protocol.items() for dataset, rows in named.items()]
+    for dataset, name, rows in sections:
+        lines += [f"## {dataset}: {protocol.TITLES[name]}", ""]
         if baseline not in [row["model"] for row in rows]:
             lines += [f"No finished {baseline} run on {dataset}: no relative difference or test.", ""]
         lines += _markdown_table(rows, baseline) + [""]
@@ -1446,7 +1482,7 @@ def write_report(
     if not tables:
         lines += ["No finished runs.", ""]
     if plot:
-        lines += [f"![test NDCG@10 per model]({plot.name})", ""]
+        lines += [f"![test NDCG@10 per model, {protocol.TITLES[next(iter(by_protocol))]}]({plot.name})", ""]
     if failed:
         lines += ["## Failed runs", "", "| Model | Dataset | Seed | Grid point | Error |", "|---|---|---:|---|---|"]
         for r in failed:

@@ -16,7 +16,7 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, resume, runlock, validate
+from recbole_sae import compat, protocol, resume, runlock, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
@@ -200,6 +200,8 @@ def run_recbole_sae(
 
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
             trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+            headline = protocol.headline(config)
+            target_seen = protocol.attach_to_run(trainer, train_data, valid_data, test_data, config)
             epoch_seconds, valid_scores = _record_epochs(trainer)
             resumed_at = None
             if state is not None:
@@ -215,19 +217,30 @@ def run_recbole_sae(
             fit_options = {"saved": saved, "show_progress": config["show_progress"]}
             if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
                 fit_options["callback_fn"] = save_state
+            trainer.both_protocols = False  # validation while training: the headline protocol only
             best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
+            trainer.both_protocols = True  # the best checkpoint, under both protocols
+            if best_valid_result:
+                best_valid_result = trainer.evaluate(
+                    valid_data, load_best_model=saved, show_progress=config["show_progress"]
+                )
             test_result = trainer.evaluate(
-                test_data, load_best_model=saved, show_progress=config["show_progress"]
+                test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
             )
             extra = {}
             if hasattr(trainer, "after_test"):
                 extra = trainer.after_test(train_data, valid_data, test_data) or {}
 
+        best_valid, other_valid = protocol.split_result(best_valid_result)
+        test, other_test = protocol.split_result(test_result)
         result = {
             "model": config["model"],
             "dataset": config["dataset"],
-            "best_valid": _round(best_valid_result),
-            "test": _round(test_result),
+            "protocol": headline,
+            "best_valid": _round(best_valid),
+            "test": _round(test),
+            protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
+            "target_seen_before": target_seen,
             # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
             "best_epoch": _best_epoch(
                 valid_scores, config["eval_step"], config["valid_metric_bigger"]

@@ -125,7 +125,11 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
 
     # the report command on the same file
     assert bm.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
-    assert (in_tmp / "again" / "ci.md").read_text().count("| SASRec |") == 1
+    again = (in_tmp / "again" / "ci.md").read_text()
+    # one row per protocol, each in its own table named by the protocol
+    assert again.count("| SASRec |") == 2
+    assert again.index("## ml-100k: seen items removed") < again.index("## ml-100k: seen items kept rankable")
+    assert record["protocol"] == "seen_removed" and set(record["extra"]["seen_kept"]) == {"best_valid", "test"}
 
 
 def _planted_fields(seconds: float = 0.05) -> dict:
