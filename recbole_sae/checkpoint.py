@@ -41,10 +41,10 @@ def plain(value):
     a RecBole config as the plain dict of its values, anything else unknown as its text."""
     if isinstance(value, np.generic):  # before float: numpy's float64 is a float subclass
         return value.item()
+    if isinstance(value, enum.Enum):  # before int: an IntEnum is an int subclass
+        return value.name
     if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
-    if isinstance(value, enum.Enum):
-        return value.name
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
     if hasattr(value, "final_config_dict"):  # a RecBole Config
@@ -68,7 +68,7 @@ def plain_config(config) -> dict:
 
 def _loadable(value) -> bool:
     """Whether ``value`` loads weights-only as it is (tensors, Python scalars, containers of them)."""
-    if isinstance(value, np.generic):
+    if isinstance(value, (np.generic, enum.Enum)):
         return False
     if isinstance(value, torch.Tensor) or value is None or isinstance(value, (bool, int, float, str, bytes)):
         return True
