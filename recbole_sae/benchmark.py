@@ -114,6 +114,7 @@ from pathlib import Path
 import yaml
 
 from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
+from recbole_sae.known_keys import check_sweep_keys
 from recbole_sae.textlist import split_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -1499,6 +1500,7 @@ def main(args: dict) -> int:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if oom_retries is not None:
             sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
+        check_sweep_keys(sweep, SWEEP_KEYS)  # --backend=ray or a typo in the sweep is an error, not ignored
         unknown = [name for name in sweep.models if not _known_model(name)]
         if unknown:
             raise ConfigError(
