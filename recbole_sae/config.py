@@ -27,6 +27,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_sae import compat
+from recbole_sae.data.headers import complete_dataset_settings
 from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
 from recbole_sae.known_keys import check_config_keys
@@ -98,6 +99,7 @@ class Config(RecBoleConfig):
         if self.dataset not in BUNDLED:
             explicit = self.external_config_dict.get("data_path")
             self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)
+            complete_dataset_settings(self)  # no dataset yaml: the columns from the atomic files' headers
 
     def to_yaml(self) -> str:
         """The resolved config as yaml (plain types only), for the run folder."""
