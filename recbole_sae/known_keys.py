@@ -164,15 +164,15 @@ def describe_unknown(keys, known, where: str, model: str | None = None, hints: d
         if hints and key in hints:
             parts.append(f"'{key}' {hints[key]}")
         elif owners:
-            shown = ", ".join(owners[:6]) + (", ..." if len(owners) > 6 else "")
-            parts.append(f"key '{key}' is read by {shown}, not by {model}")
+            more = f" and {len(owners) - 4} more models" if len(owners) > 4 else ""
+            parts.append(f"key '{key}' is read by {', '.join(owners[:4])}{more}, not by {model}")
         else:
             parts.append(f"unknown key '{key}'{_closest(key, known)}")
     listing = ",".join(sorted(keys))
     keys_of = f"--help --model={model}" if model else "--help --model=MODEL"
     return (
-        f"{'; '.join(parts)} {where}: RecBole, the model and this project ignore it. Fix the name "
-        f"({keys_of} lists the keys), or pass --extra_keys={listing} to keep it on purpose"
+        f"{'; '.join(parts)} {where}. Fix or drop it ({keys_of} lists the keys), or pass "
+        f"--extra_keys={listing} to keep it on purpose"
     )
 
 
@@ -191,7 +191,7 @@ def check_config_keys(config) -> None:
     loose = known_model | all_model_keys()
     unknown_rest = {k for k in {**files, **given} if k not in loose}
     if unknown_cmd:
-        raise ConfigError(describe_unknown(unknown_cmd, known_model, f"on the command line of {model}", model=model))
+        raise ConfigError(describe_unknown(unknown_cmd, known_model, "on the command line", model=model))
     if unknown_rest:
         where = "in the config files" if set(files) & unknown_rest else "in the config dict"
         raise ConfigError(describe_unknown(unknown_rest, loose, where))

@@ -23,7 +23,7 @@ def test_a_misspelt_key_on_the_command_line_exits_2_naming_the_closest_key(capsy
     """--hiden_size=64 used to train the default size without a word."""
     assert main(["--model=SASRec", "--dataset=ml-100k", "--hiden_size=64"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown key 'hiden_size' (did you mean 'hidden_size'?) on the command line of SASRec")
+    assert err.startswith("error: unknown key 'hiden_size' (did you mean 'hidden_size'?) on the command line. ")
     assert "--extra_keys=hiden_size" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
