@@ -1304,7 +1304,10 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
     rel_cells = [
         "baseline" if row["baseline"] else ("n/a" if v is None else f"{v * 100:+.1f}%") for row, v in zip(rows, rel)
     ]
-    columns.append(_bold_best(rel_cells, rel))
+    # bold: the largest gain over the baseline; a loss (or +0.0%) is never "best"
+    gains = [v if v is not None and not row["baseline"] and round(v * 100, 1) > 0 else None for row, v in zip(rows, rel)]
+    top = max((v for v in gains if v is not None), default=None)
+    columns.append([f"**{c}**" if top is not None and v == top else c for c, v in zip(rel_cells, gains)])
     columns.append(
         ["—" if row["baseline"] else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}") for row in rows]
     )
@@ -1392,7 +1395,7 @@ def write_report(
         "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
         "the one with the best mean *validation* NDCG@10 (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
         f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
-        "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest).",
+        "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest; ΔNDCG@10: only a gain).",
         "",
     ]
     for dataset, rows in tables.items():
