@@ -22,7 +22,8 @@ A run:
   --model=MODEL          a plugin model (SASRecSAE, SteerableSASRec, SAERec, SASRecPlus) or any RecBole
                          model by its class name (SASRec, BERT4Rec, GRU4Rec, ...); default SASRec
   --dataset=DATASET      ml-100k (bundled with RecBole, the default) or a folder DATASET/ of RecBole atomic
-                         files, looked for in --data_path, then $RECBOLE_SAE_DATA, then ./dataset
+                         files, looked for in --data_path, then $RECBOLE_SAE_DATA, then ./dataset (without
+                         a dataset yaml its columns are read from the files' name:type headers)
   --data_path=FOLDER     where the dataset folder is (the folder itself or its parent)
   --config_files=A,B     yaml files layered over the project's defaults, in order
   --run_name=NAME        the run folder's name under checkpoint_dir (default <model>-<dataset>-<time>);
