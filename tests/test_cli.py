@@ -168,3 +168,14 @@ def test_readme_test_command_with_its_relative_data_variable(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "1 passed" in done.stdout and "skipped" not in done.stdout
+
+
+def test_config_path_keys_are_absolute_so_a_saved_config_reloads_from_anywhere(tmp_path, monkeypatch):
+    from recbole_sae.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    config = Config("SASRecSAE", "ml-100k", config_dict={"sae_run": "runs/a", "checkpoint_dir": "out",
+                                                          "intent_cache_dir": "~/cache"})
+    assert config["sae_run"] == str(tmp_path / "runs" / "a") and config["checkpoint_dir"] == str(tmp_path / "out")
+    assert config["intent_cache_dir"] == os.path.expanduser("~/cache")
+    assert config["sasrec_checkpoint"] is None  # unset stays unset
