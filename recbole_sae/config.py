@@ -27,8 +27,11 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_sae import compat
+from recbole_sae.data.headers import complete_dataset_settings
 from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
+from recbole_sae.known_keys import check_config_keys
+from recbole_sae.paths import resolve_config_paths
 from recbole_sae.registry import get_model
 from recbole_sae.textlist import split_list
 
@@ -59,6 +62,7 @@ class Config(RecBoleConfig):
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
+        resolve_config_paths(self)  # relative paths mean the same wherever the run goes on
 
     def _load_cmd_line(self):
         """``--key=value`` from sys.argv, split at the first '=' (RecBole drops values holding '=',
@@ -88,12 +92,14 @@ class Config(RecBoleConfig):
             added = self._update_internal_config_dict(path) or {}
             if Path(path).parent.name == "dataset":
                 self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+        check_config_keys(self)  # a key nothing reads (a typo) is an error that names the closest key
 
     def _set_default_parameters(self):
         super()._set_default_parameters()
         if self.dataset not in BUNDLED:
             explicit = self.external_config_dict.get("data_path")
             self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)
+            complete_dataset_settings(self)  # no dataset yaml: the columns from the atomic files' headers
 
     def to_yaml(self) -> str:
         """The resolved config as yaml (plain types only), for the run folder."""
