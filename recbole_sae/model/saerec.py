@@ -176,7 +176,6 @@ class SAERec(SASRecPlus):
         self.gate = nn.Linear(3 * self.hidden_size, 2)
         for module in (self.intent_proj, self.personal_layers, self.public_layers, self.gate):
             module.apply(self._init_weights)
-        self.last_explanation = None
 
     # -- retrieval -----------------------------------------------------------------------------------
     def intent_embeddings(self) -> torch.Tensor:
@@ -301,36 +300,29 @@ class SAERec(SASRecPlus):
         out, weights = self.fuse(a, b, c)
         return out, weights, personal_attention, public_attention
 
-    def forward(self, item_seq, item_seq_len, all_positions: bool = False, explain: bool = False,
-                personal_ids=None):
+    def forward(self, item_seq, item_seq_len, all_positions: bool = False, personal_ids=None):
         item_seq = trim(item_seq, item_seq_len)
         a = self.encode(item_seq)
         if not all_positions:
             a = self.gather_indexes(a, item_seq_len - 1).unsqueeze(1)
         mem = self.memories(a, item_seq, item_seq_len, all_positions, personal_ids)
-        out, weights, personal_attention, public_attention = self.branches(a, mem)
-        if explain:
-            self.last_explanation = {
-                "personal_ids": mem["personal_ids"], "personal_scores": mem["personal_scores"],
-                "public_ids": mem["public_ids"],
-                "personal_attention": None if personal_attention is None else personal_attention.mean(2),
-                "public_attention": None if public_attention is None else public_attention.mean(2),
-                "fusion": weights}
+        out = self.branches(a, mem)[0]
         return out if all_positions else out.squeeze(1)
 
     def fuse(self, a, b, c):
         """a + w_b b + w_c c; an ablated branch (None) has weight 0 and leaves the softmax."""
         present = [x is not None for x in (b, c)]
-        weights = a.new_zeros(*a.shape[:-1], 2)
+        zero = a.new_zeros(a.shape[:-1])
         if not any(present):
-            return a, weights
+            return a, torch.stack([zero, zero], dim=-1)
         if self.fusion == "attention":
             logits = torch.stack([(a * x).sum(-1) for x in (b, c) if x is not None], dim=-1)
-            weights[..., torch.tensor(present)] = torch.softmax(logits / math.sqrt(self.hidden_size), dim=-1)
+            parts = iter(torch.softmax(logits / math.sqrt(self.hidden_size), dim=-1).unbind(-1))
+            weights = torch.stack([next(parts) if p else zero for p in present], dim=-1)
         else:
             zeros = torch.zeros_like(a)
             gate = torch.sigmoid(self.gate(torch.cat([a, zeros if b is None else b, zeros if c is None else c], -1)))
-            weights = gate * torch.tensor(present, dtype=gate.dtype, device=gate.device)
+            weights = torch.stack([g if p else zero for g, p in zip(gate.unbind(-1), present)], dim=-1)
         out = a
         for i, x in enumerate((b, c)):
             if x is not None:
