@@ -11,7 +11,9 @@ attribution *is* the single-removal drop, the share where it holds is 1 up to ti
 what the figure tells is how much the intents matter at all (``mean_drop_top`` against
 ``mean_drop_random``; both near 0: the recommendation ignores its intents), and how often the
 attention weights (the old, retrieved-list explanation: the slot with the largest attention times
-its branch's fusion weight) name the same intent (``share_attention_agrees``).
+its branch's fusion weight) name the same intent (``share_attention_agrees``). ``ratio`` is
+``mean_drop_top / mean_drop_random``, None when the random removal does not lower the scores on
+average (removing one intent gives the others more attention, which may raise an item's score).
 """
 
 from __future__ import annotations
