@@ -219,6 +219,7 @@ def run_recbole_sae(
                 test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
             )
             extra = {}
+            trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
             if hasattr(trainer, "after_test"):
                 extra = trainer.after_test(train_data, valid_data, test_data) or {}
 
