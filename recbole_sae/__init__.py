@@ -7,6 +7,12 @@ under one protocol; ``load_data_and_model`` reloads a run.
 
 __version__ = "0.1.0"
 
+from recbole_sae.paths import anchor_environment as _anchor_environment
+
+# A relative RECBOLE_SAE_DATA means the folder as seen from where the package was first imported,
+# whatever the working directory is later (recbole_sae.paths).
+_anchor_environment()
+
 # Importing the package stays light (``recbole_sae.sae`` needs no RecBole): the RecBole
 # compatibility fixes (``recbole_sae.compat.apply``) run when a Config, the pipeline or a model
 # module is first used.

@@ -115,6 +115,7 @@ import yaml
 
 from recbole_sae import protocol, runlock
 from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
+from recbole_sae.known_keys import check_sweep_keys
 from recbole_sae.textlist import split_list
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -1366,7 +1367,10 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
     rel_cells = [
         "baseline" if row["baseline"] else ("n/a" if v is None else f"{v * 100:+.1f}%") for row, v in zip(rows, rel)
     ]
-    columns.append(_bold_best(rel_cells, rel))
+    # bold: the largest gain over the baseline; a loss (or +0.0%) is never "best"
+    gains = [v if v is not None and not row["baseline"] and round(v * 100, 1) > 0 else None for row, v in zip(rows, rel)]
+    top = max((v for v in gains if v is not None), default=None)
+    columns.append([f"**{c}**" if top is not None and v == top else c for c, v in zip(rel_cells, gains)])
     columns.append(
         ["—" if row["baseline"] else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}") for row in rows]
     )
@@ -1457,7 +1461,7 @@ def write_report(
         "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
         "the one with the best mean *validation* NDCG@10 (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
         f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
-        "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest).",
+        "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest; ΔNDCG@10: only a gain).",
         "",
     ]
     sections = [(dataset, name, rows) for name, named in by_protocol.items() for dataset, rows in named.items()]
@@ -1566,6 +1570,7 @@ def main(args: dict) -> int:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if oom_retries is not None:
             sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
+        check_sweep_keys(sweep, SWEEP_KEYS)  # --backend=ray or a typo in the sweep is an error, not ignored
         unknown = [name for name in sweep.models if not _known_model(name)]
         if unknown:
             raise ConfigError(

@@ -1,43 +1,206 @@
-"""The ``run_recbole_sae.py`` command line (also installed as ``recbole-sae``)."""
+"""The ``run_recbole_sae.py`` command line (also installed as ``recbole-sae``).
+
+``--help`` (or no argument at all) prints the usage on stdout; ``--help --model=SAERec`` adds that
+model's keys with their defaults and the comments of its yaml. Every path given on the command line
+(and ``$RECBOLE_SAE_DATA``) is made absolute here, against the caller's working directory
+(:mod:`recbole_sae.paths`); a key nothing reads is an error (:mod:`recbole_sae.known_keys`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from pathlib import Path
 
 USAGE = """usage: run_recbole_sae.py --model=MODEL --dataset=DATASET [--config_files=a.yaml,b.yaml] [--key=value ...]
-       run_recbole_sae.py --sweep=SWEEP.yaml [--results=RESULTS.jsonl]
+       run_recbole_sae.py --sweep=SWEEP.yaml [--results=RESULTS.jsonl] [--key=value ...]
+       run_recbole_sae.py --help [--model=MODEL] [--dataset=DATASET]"""
 
-  --model         a plugin model (SASRecSAE, SteerableSASRec, SAERec, SASRecPlus) or any RecBole model (SASRec, BERT4Rec, GRU4Rec, ...)
-  --dataset       ml-100k (bundled, default) or a folder of atomic files found via --data_path, $RECBOLE_SAE_DATA or ./dataset
-  --config_files  comma-separated yaml files layered over the project's defaults
-  --key=value     any RecBole config key (e.g. --epochs=5 --hidden_size=32)
-At the end one line 'RESULT {json}' gives the metrics and the run folder."""
+OPTIONS = """
+A run:
+  --model=MODEL          a plugin model (SASRecSAE, SteerableSASRec, SAERec, SASRecPlus) or any RecBole
+                         model by its class name (SASRec, BERT4Rec, GRU4Rec, ...); default SASRec
+  --dataset=DATASET      ml-100k (bundled with RecBole, the default) or a folder DATASET/ of RecBole atomic
+                         files, looked for in --data_path, then $RECBOLE_SAE_DATA, then ./dataset (without
+                         a dataset yaml its columns are read from the files' name:type headers)
+  --data_path=FOLDER     where the dataset folder is (the folder itself or its parent)
+  --config_files=A,B     yaml files layered over the project's defaults, in order
+  --run_name=NAME        the run folder's name under checkpoint_dir (default <model>-<dataset>-<time>);
+                         the same command again continues an unfinished run there
+  --resume=RUN_FOLDER    continue a killed run from its resume.pth
+  --checkpoint_dir=DIR   parent folder of the run folders (default runs)
+  --seed=N --epochs=N    and any other config key: --key=value overrides it (--help --model=MODEL lists
+                         the keys of a model); a key nothing reads is an error
+  --extra_keys=A,B       keys to accept although nothing in RecBole or this project reads them (for your
+                         own model or trainer)
+SASRecSAE and SteerableSASRec:
+  --sasrec_checkpoint=P  a trained SASRec/SASRecPlus model.pth to put the SAE on (no SASRec training)
+  --sae_run=RUN_FOLDER   a finished SASRecSAE run: its SASRec, SAE and settings (SteerableSASRec needs it)
+  --steer=EDITS          SteerableSASRec's edit for the steered test report, e.g. "class=Western:+6",
+                         "latent=12:scale=2"
+  --steer_sweep=TARGET   an attribute value or latent whose strength is swept, e.g. "class=Western"
+  --strengths=A,B,...    the strengths of the sweep (default -8,-4,0,4,8)
+SAERec:
+  --text_embeddings=F    item embeddings from a .safetensors file instead of running text_encoder
+A sweep (runs each model x dataset x seed x grid point in its own process; see properties/sweep/):
+  --sweep=FILE           a sweep yaml (a path, or a shipped one: sweep/quick.yaml, sweep/full.yaml)
+  --results=FILE.jsonl   the results file (default runs/sweeps/<name>.jsonl); a rerun skips finished runs
+  --report_dir=DIR       where the report goes (default: beside the results file)
+  --workers=N            runs at once (default the sweep's `workers`)
+  --oom_retries=N        requeues of a run out of GPU memory beside other runs
+  --models=A,B --datasets=A,B --seeds=1,2
+                         replace the sweep's lists (run a sweep in parts into one results file)
+  --grid_points="A;B"    only these grid points (labels as in the report, e.g. dropout=0.5)
+  --key=value            overrides that key in every run of the sweep
+Other commands:
+  python -m recbole_sae.benchmark report RESULTS.jsonl [...]    write a sweep's report again
+  python -m recbole_sae.data.init_yaml --dataset=FOLDER          a commented dataset yaml for your atomic files
+  python -m recbole_sae.data.amazon --reviews ... --meta ...     build an Amazon dataset from the raw files
+  python -m recbole_sae.intents.embedding_file --dataset=D --out=F   export SAERec's item embeddings
+
+Relative paths mean the folder you run the command from. Bad input ends with one line 'error: ...' and
+exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics and the run folder."""
+
+HELP_FLAGS = ("-h", "--help")
 
 
 def parse_args(argv: list[str]) -> dict:
-    """``--key=value`` pairs; anything else is a usage error."""
+    """``--key=value`` pairs (``--help``/``-h`` as ``help: True``); anything else is a usage error."""
     args = {}
     for arg in argv:
-        if arg in ("-h", "--help"):
-            raise SystemExit(USAGE)
+        if arg in HELP_FLAGS:
+            args["help"] = True
+            continue
         if not arg.startswith("--") or "=" not in arg:
-            raise SystemExit(f"error: unrecognised argument '{arg}' (expected --key=value)\n\n{USAGE}")
+            raise UsageError(f"unrecognised argument '{arg}' (expected --key=value; --help lists the options)")
         key, value = arg[2:].split("=", 1)
         args[key] = value
     return args
 
 
+class UsageError(Exception):
+    """A command line that is not ``--key=value`` pairs."""
+
+
+# ------------------------------------------------------------------------------------------------
+# --help --model=MODEL: a model's keys with the comments of its yaml
+
+KEY_LINE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+
+
+def yaml_key_docs(path: Path) -> list[tuple[str, str, list[str]]]:
+    """``(key, default text, comment lines)`` of the top-level keys of a commented yaml file, in file
+    order; indented lines (a nested default, a continued comment) belong to the key above them."""
+    entries: list[tuple[str, str, list[str]]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            match = KEY_LINE.match(line)
+            if match:
+                comment = (match["comment"] or "").strip()
+                entries.append((match["key"], match["value"].strip(), [comment] if comment else []))
+            continue
+        if entries:
+            text = line.strip()
+            entries[-1][2].append(text[1:].strip() if text.startswith("#") else re.sub(r"\s+#\s*", "  # ", text))
+    return entries
+
+
+def _model_layers(model: str) -> list[tuple[str, Path]]:
+    """(title, yaml) of the layers a model's keys come from, highest first."""
+    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES
+    from recbole_sae.registry import get_model
+
+    model_class = get_model(model)
+    name = model_class.__name__
+    layers = []
+    for title, path in [
+        (f"{name} (properties/model/{name}.yaml)", PROPERTIES / "model" / f"{name}.yaml"),
+        (f"{name} (RecBole's properties/model/{name}.yaml)", RECBOLE_PROPERTIES / "model" / f"{name}.yaml"),
+    ]:
+        if path.is_file():
+            layers.append((title, path))
+            break
+    parent = getattr(model_class, "parent_model", None)
+    if parent:
+        path = RECBOLE_PROPERTIES / "model" / f"{parent}.yaml"
+        if path.is_file():
+            layers.append((f"{parent}, under {name} (RecBole's properties/model/{parent}.yaml)", path))
+    return layers
+
+
+def model_help(model: str, dataset: str | None = None) -> str:
+    """The keys of ``model`` (and of ``dataset``'s yaml, and of every run), default and meaning."""
+    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES
+
+    layers = _model_layers(model)
+    if dataset and (PROPERTIES / "dataset" / f"{dataset}.yaml").is_file():
+        layers.append((f"dataset {dataset} (properties/dataset/{dataset}.yaml)", PROPERTIES / "dataset" / f"{dataset}.yaml"))
+    layers.append(("every run (properties/overall.yaml: the evaluation protocol)", PROPERTIES / "overall.yaml"))
+    shown: set[str] = set()
+    lines = []
+    for title, path in layers:
+        entries = [e for e in yaml_key_docs(path) if e[0] not in shown]
+        if not entries:
+            continue
+        lines += ["", f"Keys of {title}:"]
+        for key, value, comments in entries:
+            shown.add(key)
+            head = f"  --{key}={value}" if value else f"  --{key}"
+            first, rest = (comments[0], comments[1:]) if comments else ("", [])
+            lines.append(f"{head:<34} {first}".rstrip() if len(head) < 34 else head + ("\n" + " " * 35 + first if first else ""))
+            lines += [" " * 35 + text for text in rest]
+    lines += [
+        "",
+        "RecBole's own keys (data filtering, field names, training and evaluation settings) work too: "
+        f"{RECBOLE_PROPERTIES / 'overall.yaml'} and {RECBOLE_PROPERTIES / 'dataset' / 'sample.yaml'}.",
+        "Layers, lowest first: RecBole's defaults < the parent model's yaml < properties/overall.yaml < the "
+        "model's yaml < the dataset's yaml < --config_files < --key=value.",
+    ]
+    return "\n".join(lines)
+
+
+def help_text(args: dict) -> str:
+    text = USAGE + "\n" + OPTIONS
+    if args.get("model"):
+        text += "\n" + model_help(args["model"], args.get("dataset"))
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:  # RecBole's Config reads the overrides from sys.argv, as on a real command line
-        sys.argv = [sys.argv[0], *argv]
-    args = parse_args(sys.argv[1:])
+    from recbole_sae.errors import RecboleSAEError
+    from recbole_sae.paths import anchor_environment, resolve_cli_args
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as err:
+        return _error(str(err))
+    if not args or args.get("help"):
+        try:
+            print(help_text(args))
+        except RecboleSAEError as err:
+            return _error(str(err))
+        return 0
+    # Paths are resolved here, once: a relative path means the caller's folder wherever the run goes on.
+    anchor_environment()
+    args = resolve_cli_args(args)
+    # RecBole's Config reads the overrides from sys.argv, as on a real command line
+    sys.argv = [sys.argv[0], *(f"--{key}={value}" for key, value in args.items())]
     if "sweep" in args:
         from recbole_sae.benchmark import main as sweep_main
 
         return sweep_main(args)
-
-    from recbole_sae.errors import RecboleSAEError
 
     try:
         from recbole_sae.quick_start import run_recbole_sae
@@ -48,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             config_file_list=args.get("config_files"),
         )
     except RecboleSAEError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _error(str(err))
     print("RESULT " + json.dumps(result))
     return 0

@@ -34,8 +34,11 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_sae import compat
+from recbole_sae.data.headers import complete_dataset_settings
 from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
+from recbole_sae.known_keys import check_config_keys
+from recbole_sae.paths import resolve_config_paths
 from recbole_sae.registry import get_model
 from recbole_sae.textlist import split_list
 from recbole_sae.validate import check_numbers
@@ -126,6 +129,7 @@ class Config(RecBoleConfig):
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
+        resolve_config_paths(self)  # relative paths mean the same wherever the run goes on
         check_numbers(self)  # before a run folder exists or any data is read
 
     def _build_yaml_loader(self):
@@ -169,18 +173,14 @@ class Config(RecBoleConfig):
             added = self._update_internal_config_dict(path) or {}
             if Path(path).parent.name == "dataset":
                 self.parameters["Dataset"] += [k for k in added if k not in self.parameters["Dataset"]]
+        check_config_keys(self)  # a key nothing reads (a typo) is an error that names the closest key
 
     def _set_default_parameters(self):
         super()._set_default_parameters()
         if self.dataset not in BUNDLED:
             explicit = self.external_config_dict.get("data_path")
             self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)
-            dataset_yamls = [PROPERTIES / "dataset" / f"{self.dataset}.yaml",
-                             RECBOLE_PROPERTIES / "dataset" / f"{self.dataset}.yaml"]
-            if "load_col" not in self.external_config_dict and not any(p.is_file() for p in dataset_yamls):
-                # a folder of atomic files with no dataset yaml: every column, not RecBole's default of
-                # user and item id only (without the timestamp the chronological split fails)
-                self.final_config_dict["load_col"] = None
+            complete_dataset_settings(self)  # no dataset yaml: the columns from the atomic files' headers
 
     def to_yaml(self) -> str:
         """The resolved config as yaml (plain types only), for the run folder."""

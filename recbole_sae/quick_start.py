@@ -21,13 +21,14 @@ from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
 )
-from recbole_sae.registry import get_model, get_trainer
+from recbole_sae.registry import get_trainer
 
 compat.apply()
 
 from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import init_logger, init_seed  # noqa: E402
 
+from recbole_sae.model.build import build_model  # noqa: E402
 from recbole_sae.model.saved_run import CHECKPOINT_NAME  # noqa: E402
 
 
@@ -195,7 +196,7 @@ def run_recbole_sae(
 
         init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
         with _diverged_as_error(config, run_dir):
-            net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+            net = build_model(config, train_data._dataset).to(config["device"])
             logger.info(net)
 
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
@@ -228,6 +229,7 @@ def run_recbole_sae(
                 test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
             )
             extra = {}
+            trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
             if hasattr(trainer, "after_test"):
                 extra = trainer.after_test(train_data, valid_data, test_data) or {}
 
@@ -299,7 +301,8 @@ def load_data_and_model(checkpoint: str, expected_model: str | None = None, conf
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    config["run_dir"] = os.path.dirname(os.path.abspath(checkpoint))  # data stages (intents/) are read from here
+    model = build_model(config, train_data._dataset).to(config["device"])
     model.load_state_dict(state["state_dict"])
     model.load_other_parameter(state.get("other_parameter"))
     return config, model, data, train_data, valid_data, test_data

@@ -17,6 +17,7 @@ import pytest
 
 from recbole_sae import benchmark as bm
 from recbole_sae.errors import ConfigError
+from conftest import SMALL
 
 
 # ---------------------------------------------------------------------------------------------
@@ -859,7 +860,25 @@ def test_shipped_sweeps_load(in_tmp):
         sweep = bm.load_sweep(path)
         sizes[name] = len(bm.plan_runs(sweep))
         assert sweep.workers == 1 and sweep.oom_retries == 2
-    assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 6 * 2 * 3}
+    assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 8 * 2 * 3}
+    full = bm.load_sweep(bm.resolve_sweep_path("full"))
+    assert full.config["filter_seen"] is True and full.model_config["BERT4Rec"]["stopping_step"] == 40
+    backbone = bm.load_sweep(bm.resolve_sweep_path("backbone"))
+    assert len(bm.plan_runs(backbone)) == 2 and backbone.config["full_sequence_batch"] == "windows"
+
+
+@pytest.mark.parametrize("model", ["FEARec", "SASRecF"])
+def test_the_full_profiles_new_baselines_run(model, tiny_dataset, in_tmp):
+    """FEARec (needs 2 layers) and SASRecF (item attributes) through the pipeline, with the full profile's settings."""
+    from recbole_sae.quick_start import run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    full = bm.load_sweep(bm.resolve_sweep_path("full"))
+    settings = {**SMALL, **full.model_config.get(model, {}), "n_layers": 2, "data_path": data_path}
+    if model == "SASRecF":
+        settings["selected_features"] = ["genre"]  # the tiny data's attribute
+    result = run_recbole_sae(model, name, [yaml_file], settings)
+    assert result["epochs_run"] == 1 and 0 < result["test"]["hit@20"] <= 1
     assert bm.resolve_sweep_path("properties/sweep/quick.yaml") == bm.PROPERTIES / "sweep" / "quick.yaml"
     quick = bm.load_sweep(bm.resolve_sweep_path("quick"))
     assert quick.config["hidden_size"] == 32 and quick.config["n_layers"] == 1 and quick.baseline == "SASRec"

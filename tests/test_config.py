@@ -34,8 +34,9 @@ def layered(tmp_path, monkeypatch):
     monkeypatch.setattr(config_module, "PROPERTIES", props)
     monkeypatch.setitem(registry.PLUGIN_MODELS, "LayeredModel", f"{__name__}:LayeredModel")
     file_a, file_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    # layer_file is read by nothing: declared as a free-form key (known_keys)
     yaml.safe_dump({"layer_file": "a", "learning_rate": 0.5, "attn_dropout_prob": 0.3,
-                    "eval_batch_size": 11}, open(file_a, "w"))
+                    "eval_batch_size": 11, "extra_keys": ["layer_file"]}, open(file_a, "w"))
     yaml.safe_dump({"layer_file": "b", "learning_rate": 0.4, "eval_batch_size": 12}, open(file_b, "w"))
     return [str(file_a), str(file_b)]
 
@@ -99,7 +100,7 @@ def test_resolved_config_dumps_to_plain_yaml(in_tmp):
 def test_command_line_values_may_hold_equal_signs(in_tmp, monkeypatch):
     # RecBole's own parser drops such arguments with a warning
     monkeypatch.setattr(sys, "argv", ["prog", "--steer=latent=12:+6", "--epochs=4"])
-    config = Config("SASRec", "ml-100k")
+    config = Config("SteerableSASRec", "ml-100k")  # the model that reads steer
     assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
 
 

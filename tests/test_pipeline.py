@@ -60,7 +60,8 @@ def test_reload_refuses_a_checkpoint_of_another_model(tiny_run, tmp_path):
 def test_cli_prints_one_result_line(tiny_dataset, in_tmp, capsys):
     data_path, name, yaml_file = tiny_dataset
     args = ["--model=GRU4Rec", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}"]
-    args += [f"--{k}={v}" for k, v in SMALL.items() if k not in ("n_heads", "inner_size")]
+    # GRU4Rec's own keys only: SASRec's n_heads, inner_size, n_layers are errors on its command line
+    args += [f"--{k}={v}" for k, v in SMALL.items() if k not in ("n_heads", "inner_size", "n_layers")] + ["--num_layers=1"]
     assert main(args) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from conftest import SMALL
 from recbole_sae import benchmark as bm
 from recbole_sae import compat, resume, runlock
@@ -343,15 +342,6 @@ def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
         "leaving out the record of run 'c', which lacks seed",
     ]
     assert "| SASRec |" in (in_tmp / "r.md").read_text()
-
-
-def test_a_folder_of_atomic_files_without_a_dataset_yaml_runs(tiny_dataset, in_tmp, capsys):
-    data_path, name, yaml_file = tiny_dataset
-    args = [a for a in _tiny_args(tiny_dataset) if not a.startswith("--config_files=")]
-    code, err = _cli(args, capsys)
-    assert code == 0, err
-    config = yaml.safe_load(next((in_tmp / "runs").glob("*/config.yaml")).read_text())
-    assert config["load_col"] is None
 
 
 def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_strengths_fail_early(tiny_dataset, in_tmp,

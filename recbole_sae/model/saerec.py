@@ -3,23 +3,40 @@ r"""SAERec: interpretable intent priors from a sparse autoencoder on language-mo
 Xia, Wu, Yang, Wang, Liu, "SAERec: Constructing Fine-grained Interpretable Intents Priors via
 Sparse Autoencoders for Recommendation", arXiv 2606.18897 (2026).
 
-1. Each item's text (``item_text_template`` over its ``.item`` fields) is embedded by a language
-   model (``text_encoder``); an SAE on those embeddings gives latents; the live, coherent ones are
-   the intents, each with a label (``recbole_sae.intents``).
-2. A FAISS index over the intent directions retrieves, for every position of a sequence, the
-   ``n_personal_intents`` intents nearest to the recency-weighted mean embedding of the items up to
-   that position (never a later item, never the target). The ``n_public_intents`` public intents
-   are those shared by most users' personal intents over the training split (lowest IDF).
-3. Three branches: a SASRec self-attention stack over the sequence (a), cross-attention from (a)
-   to the personal intents (b) and to the public intents (c); intent embeddings are a learned
-   projection of the frozen intent directions. An adaptive fusion joins them:
+1. The intents are data made before the model (:class:`recbole_sae.intents.stage.IntentStage`):
+   item text -> language-model embeddings -> SAE -> live, coherent latents with labels -> their
+   directions -> a FAISS index; written to the run folder's ``intents/`` and read back from there.
+2. Retrieval, causal in every mode (position ``t`` reads nothing after ``t``), ``intent_retrieval``:
+
+   * ``text``: the ``n_personal_intents`` intents nearest (FAISS, exact inner product; on the GPU
+     when faiss sees one) to the recency-weighted mean text embedding of the items up to ``t``;
+     public intents: the lowest-IDF intents over the training users' personal intents (fixed).
+   * ``paper``: the query is the sequence state at ``t``; TF_j = ReLU(cos(query, e_j)) with e_j the
+     learned projection of intent direction j; IDF_j = log((1 + N) / (1 + df_j)), df_j an
+     exponential moving average (``idf_momentum``) over training batches of how many sequence
+     prefixes (real positions) have TF_j > 0, N the same average of the number of prefixes; both
+     are buffers, updated only in training mode after the batch's retrieval, frozen in evaluation
+     and saved with the model. Personal: top ``n_personal_intents`` by TF * IDF; public: the
+     ``n_public_intents`` lowest-IDF intents. The query changes at every step, so this is a torch
+     matmul over all intents, not a FAISS search.
+
+3. Three branches: a SASRec self-attention stack over the sequence (a), cross-attention from (a) to
+   the personal memory (b) and to the public intents (c); an adaptive fusion joins them:
    ``attention``: out = a + w_b b + w_c c with (w_b, w_c) = softmax(<a,b>/sqrt(d), <a,c>/sqrt(d));
    ``gate``: out = a + g_b b + g_c c with (g_b, g_c) = sigmoid(W [a; b; c]).
-4. Scores = out · item embeddings; cross-entropy over all items, at every position
-   (``train_mode: full_sequence``) or at the last one (``prefix``).
+4. Scores = out · item representations; cross-entropy over all items.
 
-``explain(interaction)`` names, per user, the personal and public intents behind the
-recommendation, their attention weights and the fusion weights.
+Ablations, one key each: ``intent_personal`` / ``intent_public`` (drop a branch),
+``intent_directions: random`` (seeded random directions of the same norms, in the stage),
+``intent_memory: history_text`` (the personal memory holds the projected text embeddings of the
+last ``n_personal_intents`` items instead of intents). Beyond the paper: ``item_intent_codes``
+adds to every item's ID embedding (input and output) the mean of its intents' embeddings weighted
+by its SAE codes, so that rare items share what their text says.
+
+:meth:`SAERec.attribute` explains a recommendation by removal: an intent's attribution to an item
+is the item's score drop when that intent is masked out of its branch's cross-attention (through
+every intent layer and the fusion). :mod:`recbole_sae.intents.explain` turns it into records,
+a faithfulness figure and HTML pages.
 """
 
 from __future__ import annotations
@@ -27,21 +44,33 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim
-from recbole_sae.model.sasrec_plus import SASRecPlus
+from recbole_sae.model.sasrec_plus import TARGETS_FIELD, SASRecPlus
 
 FUSIONS = ("attention", "gate")
+RETRIEVALS = ("text", "paper")
+MEMORIES = ("intents", "history_text")
 PERSONAL_FIELD = "personal_intent_ids"  # [B, L, K] precomputed personal intents of every position
+
+
+def _masked_softmax(scores: torch.Tensor, keep) -> torch.Tensor:
+    """Softmax over the last dim; entries with ``keep`` False get weight 0 (a row with none kept: all 0)."""
+    if keep is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1) * keep
 
 
 class IntentCrossAttention(nn.Module):
     """One layer: each position attends over its own intent memory, then a feed-forward block.
 
-    ``memory`` is [B, L, K, H] (a memory per position) or [K, H] (shared by all positions).
+    ``memory`` is [B, L, K, H] (a memory per position) or [K, H] (shared by all positions);
+    ``keep`` ([B, L, K] bool, optional) masks memory slots out of the attention.
     """
 
     def __init__(self, n_heads, hidden_size, inner_size, dropout, attn_dropout, hidden_act, eps):
@@ -58,7 +87,7 @@ class IntentCrossAttention(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, dropout, hidden_act, eps)
 
-    def forward(self, x, memory):
+    def forward(self, x, memory, keep=None):
         b, length, hidden = x.shape
         q = self.query(x).view(b, length, self.heads, self.size)
         if memory.dim() == 2:  # shared memory [K, H]
@@ -69,7 +98,7 @@ class IntentCrossAttention(nn.Module):
             k = self.key(memory).view(b, length, -1, self.heads, self.size)
             v = self.value(memory).view(b, length, -1, self.heads, self.size)
             scores = torch.einsum("blhd,blkhd->blhk", q, k)
-        weights = torch.softmax(scores / math.sqrt(self.size), dim=-1)
+        weights = _masked_softmax(scores / math.sqrt(self.size), None if keep is None else keep.unsqueeze(2))
         dropped = self.attn_dropout(weights)
         if memory.dim() == 2:
             context = torch.einsum("blhk,khd->blhd", dropped, v)
@@ -84,23 +113,59 @@ class SAERec(SASRecPlus):
 
     parent_model = "SASRec"
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        from recbole_sae.intents.pipeline import build_intents
+    @classmethod
+    def prepare_stage(cls, config, dataset):
+        """The intent stage of this run, made (or read from the run folder) before the model."""
+        from recbole_sae.intents.stage import IntentStage
 
+        return IntentStage.for_run(config, dataset)
+
+    def __init__(self, config, dataset, stage=None):
+        super().__init__(config, dataset)
         self.fusion = config["fusion"]
         if self.fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {FUSIONS}, got '{self.fusion}'")
+        self.retrieval = config["intent_retrieval"] or "text"
+        if self.retrieval not in RETRIEVALS:
+            raise ConfigError(f"intent_retrieval must be one of {RETRIEVALS}, got '{self.retrieval}'")
+        self.memory = config["intent_memory"] or "intents"
+        if self.memory not in MEMORIES:
+            raise ConfigError(f"intent_memory must be one of {MEMORIES}, got '{self.memory}'")
+        self.use_personal = config["intent_personal"] is not False
+        self.use_public = config["intent_public"] is not False
+        self.item_codes = bool(config["item_intent_codes"])
+        if self.item_codes and self.loss_type != "CE":
+            raise ConfigError("item_intent_codes needs loss_type=CE")
         self.n_personal = int(config["n_personal_intents"])
         self.n_public = int(config["n_public_intents"])
         self.recency_decay = float(config["recency_decay"])
+        self.idf_momentum = float(config["idf_momentum"] if config["idf_momentum"] is not None else 0.9)
+        if not 0.0 <= self.idf_momentum < 1.0:
+            raise ConfigError(f"idf_momentum must be in [0, 1), got {self.idf_momentum}")
 
-        intents = build_intents(config, dataset)
-        self.vocabulary, self.index = intents.vocabulary, intents.index
-        self.intent_labels = list(intents.vocabulary.labels)
-        # frozen: the intent directions (in the state dict), the items' text embeddings (not)
-        self.register_buffer("intent_directions", intents.vocabulary.directions.clone())
-        self.register_buffer("item_text_embeddings", intents.item_embeddings.float(), persistent=False)
+        if stage is None:  # built directly (tests, notebooks): the stage in memory or the run folder's
+            stage = self.prepare_stage(config, dataset)
+        self.stage, self.vocabulary, self.index = stage, stage.vocabulary, stage.index
+        self.intent_labels = list(stage.vocabulary.labels)
+        n_intents = stage.n_intents
+        if n_intents < max(self.n_personal, self.n_public):
+            raise ConfigError(f"{n_intents} intents for n_personal_intents={self.n_personal} and "
+                              f"n_public_intents={self.n_public}: lower them or keep more intents")
+        # frozen: the intent directions and public intents (state dict), the items' text embeddings (stage)
+        self.register_buffer("intent_directions", stage.directions.float().clone())
+        self.register_buffer("item_text_embeddings", stage.item_embeddings.float(), persistent=False)
+        self.register_buffer("public_ids", stage.public_ids.clone().long())
+        if self.retrieval == "paper":
+            self.register_buffer("intent_df", torch.zeros(n_intents, dtype=torch.float64))
+            self.register_buffer("intent_docs", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("df_updates", torch.zeros((), dtype=torch.long))
+        if self.item_codes:
+            codes = stage.vocabulary.item_codes()
+            codes = codes / codes.sum(1, keepdim=True).clamp_min(1e-12)  # convex weights over the item's intents
+            rows, cols = codes.nonzero(as_tuple=True)
+            self.register_buffer("code_rows", rows, persistent=False)
+            self.register_buffer("code_cols", cols, persistent=False)
+            self.register_buffer("code_vals", codes[rows, cols].float(), persistent=False)
 
         layer_args = (self.n_heads, self.hidden_size, self.inner_size, self.hidden_dropout_prob,
                       self.attn_dropout_prob, self.hidden_act, self.layer_norm_eps)
@@ -111,12 +176,14 @@ class SAERec(SASRecPlus):
         self.gate = nn.Linear(3 * self.hidden_size, 2)
         for module in (self.intent_proj, self.personal_layers, self.public_layers, self.gate):
             module.apply(self._init_weights)
-        self.register_buffer("public_ids", self._public_intents(dataset))
-        self.last_explanation = None
 
     # -- retrieval -----------------------------------------------------------------------------------
+    def intent_embeddings(self) -> torch.Tensor:
+        """The intents in the model's space: the learned projection of the frozen directions [N, H]."""
+        return self.intent_proj(self.intent_directions)
+
     def personal_intents(self, item_seq, item_seq_len, all_positions: bool):
-        """Intent ids [B, L, K] (per position, causal) or [B, 1, K] (the whole sequence)."""
+        """Text retrieval: intent ids [B, L, K] (per position, causal) or [B, 1, K] (the last position)."""
         emb = self.item_text_embeddings
         if all_positions:
             found = self.index.personal_intents_per_position(
@@ -127,21 +194,80 @@ class SAERec(SASRecPlus):
                                             space="embedding")
         return found.ids.unsqueeze(1), found.scores.unsqueeze(1)
 
+    def idf(self) -> torch.Tensor:
+        """Paper retrieval: IDF_j = log((1 + N) / (1 + df_j)) of the moving-average document frequency."""
+        return torch.log((1.0 + self.intent_docs) / (1.0 + self.intent_df)).float()
+
     @torch.no_grad()
-    def _public_intents(self, dataset) -> torch.Tensor:
-        """Lowest-IDF intents over the personal intents of each training user's last training row."""
-        feat = dataset.inter_feat
-        users = feat[self.USER_ID]
-        last = torch.ones(len(users), dtype=torch.bool)
-        last[:-1] = users[1:] != users[:-1]
-        seq, lengths = feat[self.ITEM_SEQ][last], feat[self.ITEM_SEQ_LEN][last]
-        found = self.index.personal_intents(seq, lengths, self.item_text_embeddings, self.n_personal,
-                                            self.recency_decay, space="embedding")
-        return self.index.set_public_intents(found.ids, self.n_public).clone()
+    def update_df(self, active: torch.Tensor, valid: torch.Tensor) -> None:
+        """One training batch into the moving averages: ``active`` [B, L, N] (TF > 0), ``valid`` [B, L]."""
+        count = active[valid].sum(0).to(torch.float64)
+        docs = valid.sum().to(torch.float64)
+        if int(self.df_updates) == 0:  # the first batch sets the averages
+            self.intent_df.copy_(count)
+            self.intent_docs.copy_(docs)
+        else:
+            m = self.idf_momentum
+            self.intent_df.mul_(m).add_(count, alpha=1.0 - m)
+            self.intent_docs.mul_(m).add_(docs, alpha=1.0 - m)
+        self.df_updates += 1
+
+    def paper_personal_intents(self, a, valid, intents):
+        """Top-K by TF * IDF of every query state ``a`` [B, L, H]; updates df in training mode."""
+        tf = torch.relu(F.normalize(a, dim=-1) @ F.normalize(intents, dim=-1).t())  # [B, L, N]
+        scores, ids = torch.topk(tf.detach() * self.idf(), self.n_personal, dim=-1)
+        if self.training:
+            self.update_df(tf.detach() > 0, valid)  # after this batch's retrieval: stays causal
+        return ids, scores
+
+    def current_public_ids(self) -> torch.Tensor:
+        if self.retrieval == "paper":
+            return torch.sort(self.idf(), stable=True).indices[: self.n_public]
+        return self.public_ids
+
+    def history_memory(self, item_seq, item_seq_len, all_positions):
+        """The last K items up to each position (causal): item ids [B, L, K] and which are real."""
+        length, k = item_seq.size(1), self.n_personal
+        back = torch.arange(length, device=item_seq.device)[:, None] - torch.arange(k, device=item_seq.device)
+        items = item_seq[:, back.clamp_min(0)]  # [B, L, K]: position t - j
+        keep = (back >= 0) & (items != 0)
+        if not all_positions:
+            last = (item_seq_len - 1).view(-1, 1, 1, 1).expand(-1, 1, k, 1)
+            items = items.unsqueeze(-1).gather(1, last).squeeze(-1)
+            keep = keep.unsqueeze(-1).gather(1, last).squeeze(-1)
+        return items, keep
+
+    def memories(self, a, item_seq, item_seq_len, all_positions, personal_ids=None) -> dict:
+        """The personal memory [B, L, K, H] with its ids and mask, the public intents [P, H]."""
+        intents = self.intent_embeddings()
+        out = {"personal": None, "personal_ids": None, "personal_scores": None, "personal_keep": None,
+               "public": None, "public_ids": None}
+        if self.use_public:  # first: from the df before this batch's update (causal in training too)
+            public_ids = self.current_public_ids()
+            out.update(public=intents[public_ids], public_ids=public_ids)
+        if self.use_personal:
+            if self.memory == "history_text":
+                ids, keep = self.history_memory(item_seq, item_seq_len, all_positions)
+                out.update(personal=self.intent_proj(self.item_text_embeddings[ids]), personal_ids=ids,
+                           personal_keep=keep)
+            else:
+                if self.retrieval == "paper":
+                    positions = torch.arange(a.size(1), device=a.device)
+                    valid = positions[None, :] < item_seq_len[:, None] if all_positions else \
+                        torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+                    ids, scores = self.paper_personal_intents(a, valid, intents)
+                elif personal_ids is not None:
+                    ids, scores = personal_ids[:, : a.size(1)], None
+                else:
+                    ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
+                out.update(personal=intents[ids], personal_ids=ids, personal_scores=scores)
+        return out
 
     @torch.no_grad()
     def precompute_rows(self, item_seq, item_seq_len) -> dict:
-        """Personal intents of every position of the training rows: they depend on the items only."""
+        """Text retrieval: the personal intents of every position of the training rows (items only)."""
+        if self.retrieval != "text" or self.memory != "intents" or not self.use_personal:
+            return {}
         return {PERSONAL_FIELD: self.personal_intents(item_seq, item_seq_len, all_positions=True)[0]}
 
     def sequence_states(self, interaction):
@@ -150,69 +276,160 @@ class SAERec(SASRecPlus):
                             personal_ids=personal)
 
     # -- the network --------------------------------------------------------------------------------
-    def forward(self, item_seq, item_seq_len, all_positions: bool = False, explain: bool = False,
-                personal_ids=None):
+    def branches(self, a, mem, personal_keep=None, public_keep=None):
+        """Cross-attention branches and fusion: ``(out, fusion weights, personal attn, public attn)``.
+
+        ``personal_keep`` / ``public_keep`` ([B, L, K] / [B, L, P] bool) mask memory slots out.
+        """
+        b = c = None
+        personal_attention = public_attention = None
+        if mem["personal"] is not None:
+            keep = mem["personal_keep"]
+            if personal_keep is not None:
+                keep = personal_keep if keep is None else keep & personal_keep
+            b = a
+            for layer in self.personal_layers:
+                b, personal_attention = layer(b, mem["personal"], keep)
+        if mem["public"] is not None:
+            memory = mem["public"]
+            if public_keep is not None:
+                memory = memory.expand(*a.shape[:2], *memory.shape)
+            c = a
+            for layer in self.public_layers:
+                c, public_attention = layer(c, memory, public_keep)
+        out, weights = self.fuse(a, b, c)
+        return out, weights, personal_attention, public_attention
+
+    def forward(self, item_seq, item_seq_len, all_positions: bool = False, personal_ids=None):
         item_seq = trim(item_seq, item_seq_len)
         a = self.encode(item_seq)
         if not all_positions:
             a = self.gather_indexes(a, item_seq_len - 1).unsqueeze(1)
-        if personal_ids is not None:
-            ids, scores = personal_ids[:, : a.size(1)], None
-        else:
-            ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
-        intents = self.intent_proj(self.intent_directions)
-        b, c = a, a
-        personal_attention = public_attention = None
-        for layer in self.personal_layers:
-            b, personal_attention = layer(b, intents[ids])
-        for layer in self.public_layers:
-            c, public_attention = layer(c, intents[self.public_ids])
-        out, weights = self.fuse(a, b, c)
-        if explain:
-            self.last_explanation = {"personal_ids": ids, "personal_scores": scores,
-                                     "personal_attention": personal_attention.mean(2),
-                                     "public_attention": public_attention.mean(2), "fusion": weights}
+        mem = self.memories(a, item_seq, item_seq_len, all_positions, personal_ids)
+        out = self.branches(a, mem)[0]
         return out if all_positions else out.squeeze(1)
 
     def fuse(self, a, b, c):
+        """a + w_b b + w_c c; an ablated branch (None) has weight 0 and leaves the softmax."""
+        present = [x is not None for x in (b, c)]
+        zero = a.new_zeros(a.shape[:-1])
+        if not any(present):
+            return a, torch.stack([zero, zero], dim=-1)
         if self.fusion == "attention":
-            logits = torch.stack([(a * b).sum(-1), (a * c).sum(-1)], dim=-1) / math.sqrt(self.hidden_size)
-            weights = torch.softmax(logits, dim=-1)
+            logits = torch.stack([(a * x).sum(-1) for x in (b, c) if x is not None], dim=-1)
+            parts = iter(torch.softmax(logits / math.sqrt(self.hidden_size), dim=-1).unbind(-1))
+            weights = torch.stack([next(parts) if p else zero for p in present], dim=-1)
         else:
-            weights = torch.sigmoid(self.gate(torch.cat([a, b, c], dim=-1)))
-        return a + weights[..., :1] * b + weights[..., 1:] * c, weights
+            zeros = torch.zeros_like(a)
+            gate = torch.sigmoid(self.gate(torch.cat([a, zeros if b is None else b, zeros if c is None else c], -1)))
+            weights = torch.stack([g if p else zero for g, p in zip(gate.unbind(-1), present)], dim=-1)
+        out = a
+        for i, x in enumerate((b, c)):
+            if x is not None:
+                out = out + weights[..., i : i + 1] * x
+        return out, weights
+
+    # -- item representations (item_intent_codes) ---------------------------------------------------
+    def item_matrix(self) -> torch.Tensor:
+        """Every item's representation [n_items, H]: its ID embedding (+ its SAE-code intent mix)."""
+        weight = self.item_embedding.weight
+        if not self.item_codes:
+            return weight
+        intents = self.intent_embeddings()
+        mix = torch.zeros_like(weight).index_add(0, self.code_rows, self.code_vals[:, None] * intents[self.code_cols])
+        return weight + mix
+
+    def embed(self, item_seq):
+        if not self.item_codes:
+            return super().embed(item_seq)
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
+        emb = self.item_matrix()[item_seq] + self.position_embedding(positions)
+        return self.dropout(self.LayerNorm(emb))
+
+    def full_sequence_loss(self, interaction):
+        if not self.item_codes:
+            return super().full_sequence_loss(interaction)
+        hidden = self.sequence_states(interaction)
+        targets = interaction[TARGETS_FIELD][:, : hidden.size(1)]
+        real = targets > 0
+        return F.cross_entropy(hidden[real] @ self.item_matrix().t(), targets[real])
+
+    def calculate_loss(self, interaction):
+        if not self.item_codes or TARGETS_FIELD in interaction.interaction:
+            return super().calculate_loss(interaction)
+        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return F.cross_entropy(out @ self.item_matrix().t(), interaction[self.POS_ITEM_ID])
+
+    def predict(self, interaction):
+        if not self.item_codes:
+            return super().predict(interaction)
+        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (out * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        if not self.item_codes:
+            return super().full_sort_predict(interaction)
+        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return out @ self.item_matrix().t()
 
     # -- explanations --------------------------------------------------------------------------------
     @torch.no_grad()
-    def explain(self, interaction, k: int = 10) -> list[dict]:
-        """Per user: the top-k items, the personal and public intents with labels and weights."""
+    def attribute(self, item_seq, item_seq_len, k: int = 10, exclude=None) -> dict:
+        """Removal attributions at the last position of each sequence.
+
+        For the top-``k`` items of each row and each memory slot s (the K personal then the P
+        public intents), ``drops[b, i, s]`` = the item's score minus its score with slot s masked
+        out of its branch's cross-attention (all intent layers and the fusion recomputed).
+        ``exclude`` ([B, n_items] bool) removes items from the ranking (e.g. the history).
+        """
         self.eval()
-        seq, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        out = self.forward(seq, lengths, explain=True)
-        scores = out @ self.item_embedding.weight.t()
+        seq = trim(item_seq, item_seq_len)
+        a = self.gather_indexes(self.encode(seq), item_seq_len - 1).unsqueeze(1)  # [B, 1, H]
+        mem = self.memories(a, seq, item_seq_len, all_positions=False)
+        out, fusion, personal_attention, public_attention = self.branches(a, mem)
+        items = self.item_matrix()
+        scores = out.squeeze(1) @ items.t()
         scores[:, 0] = -torch.inf
+        if exclude is not None:
+            scores = scores.masked_fill(exclude, -torch.inf)
         top = torch.topk(scores, k, dim=-1)
-        info = self.last_explanation
-        users = interaction[self.USER_ID].tolist() if self.USER_ID in interaction.interaction else [None] * len(seq)
-        result = []
-        for row, user in enumerate(users):
-            personal = [
-                {"intent": int(i), "latent": int(self.vocabulary.kept[i]), "label": self.intent_labels[i],
-                 "retrieval_score": round(float(s), 4), "attention": round(float(w), 4)}
-                for i, s, w in zip(info["personal_ids"][row, 0], info["personal_scores"][row, 0],
-                                   info["personal_attention"][row, 0])
-            ]
-            public = [
-                {"intent": int(i), "latent": int(self.vocabulary.kept[i]), "label": self.intent_labels[i],
-                 "attention": round(float(w), 4)}
-                for i, w in zip(self.public_ids, info["public_attention"][row, 0])
-            ]
-            w = info["fusion"][row, 0]
-            result.append({
-                "user": user,
-                "top_items": top.indices[row].tolist(),
-                "personal_intents": personal,
-                "public_intents": public,
-                "fusion": {"personal": round(float(w[0]), 4), "public": round(float(w[1]), 4)},
-            })
-        return result
+        n_k = 0 if mem["personal"] is None else mem["personal"].size(2)
+        n_p = 0 if mem["public"] is None else mem["public"].size(0)
+        n_slots, batch = n_k + n_p, a.size(0)
+        drops = scores.new_zeros(batch, k, n_slots)
+        if n_slots:
+            removed = ~torch.eye(n_slots, dtype=torch.bool, device=a.device)  # [S, S]: variant s drops slot s
+            rep = lambda x: x.repeat_interleave(n_slots, 0)  # noqa: E731  [B * S, ...]
+            mem_rep = dict(mem)
+            if n_k:
+                mem_rep["personal"] = rep(mem["personal"])
+                mem_rep["personal_keep"] = None if mem["personal_keep"] is None else rep(mem["personal_keep"])
+            personal_keep = removed[:, :n_k].repeat(batch, 1).unsqueeze(1) if n_k else None
+            public_keep = removed[:, n_k:].repeat(batch, 1).unsqueeze(1) if n_p else None
+            out_s, *_ = self.branches(rep(a), mem_rep, personal_keep, public_keep)
+            out_s = out_s.view(batch, n_slots, -1)  # [B, S, H]
+            top_items = items[top.indices]  # [B, k, H]
+            without = torch.einsum("bsh,bkh->bks", out_s, top_items)
+            drops = top.values.unsqueeze(-1) - without
+        slot_ids = []
+        if n_k:
+            slot_ids.append(mem["personal_ids"][:, 0])
+        if n_p:
+            slot_ids.append(mem["public_ids"].expand(batch, -1))
+        attention = [x[:, 0].mean(1) for x in (personal_attention, public_attention) if x is not None]
+        return {
+            "top_items": top.indices, "top_scores": top.values, "drops": drops,
+            "slot_ids": torch.cat(slot_ids, 1) if slot_ids else torch.zeros(batch, 0, dtype=torch.long),
+            "n_personal": n_k, "n_public": n_p,
+            "attention": torch.cat(attention, 1) if attention else scores.new_zeros(batch, 0),
+            "personal_scores": None if mem["personal_scores"] is None else mem["personal_scores"][:, 0],
+            "fusion": fusion[:, 0],
+        }
+
+    @torch.no_grad()
+    def explain(self, interaction, k: int = 10, n_intents: int = 3) -> list[dict]:
+        """Per user: the top-k items, each with the ``n_intents`` intents that raised its score most
+        (removal attributions), and the retrieved personal and public intents with their attention."""
+        from recbole_sae.intents.explain import explanation_records
+
+        return explanation_records(self, interaction, k=k, n_intents=n_intents)

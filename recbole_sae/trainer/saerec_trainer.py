@@ -1,4 +1,4 @@
-"""SAERec's trainer: SequenceTrainer plus the intent table and example explanations in the run folder."""
+"""SAERec's trainer: SequenceTrainer plus the intent table, explanations and faithfulness in the run folder."""
 
 from __future__ import annotations
 
@@ -10,38 +10,49 @@ from recbole_sae.trainer.sequence_trainer import SequenceTrainer
 
 class SAERecTrainer(SequenceTrainer):
     def after_test(self, train_data, valid_data, test_data) -> dict:
-        """Save the intents (vocabulary, index, table) and explain a few test users."""
+        """Write ``intents/``: the stage (when not yet there), ``intents.md``, ``explanations.json``
+        (example users and the faithfulness figure) and one HTML page per example user."""
+        from recbole_sae.data.item_text import item_titles
+        from recbole_sae.intents.explain import explanation_records, faithfulness, history_exclusion, write_html
+        from recbole_sae.intents.stage import MANIFEST_NAME, stage_folder
+
         model = self.model
         run_dir = self.config["run_dir"] or os.path.dirname(self.saved_model_file)
-        folder = os.path.join(run_dir, "intents")
-        model.vocabulary.save(os.path.join(folder, "vocabulary"))
-        model.index.save(os.path.join(folder, "index.faiss"))
+        folder = str(stage_folder(run_dir))
+        if not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+            model.stage.save(folder)
         table = model.vocabulary.table(n=int(self.config["intent_table_rows"] or 20))
         with open(os.path.join(folder, "intents.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
-        batch = next(iter(test_data))[0].to(self.device)
+        dataset = train_data.dataset
+        titles = item_titles(dataset, self.config)
+        batch = next(iter(test_data))
         n = int(self.config["explain_users"] or 3)
-        explanations = model.explain(batch[:n], k=10)
-        titles = _titles(train_data.dataset, self.config)
-        for record in explanations:
+        interaction = batch[0].to(self.device)
+        exclude = history_exclusion(batch, len(interaction), model.n_items, self.device)
+        records = explanation_records(model, interaction[:n], k=10,
+                                      exclude=None if exclude is None else exclude[:n])
+        pages = os.path.join(folder, "explanations")
+        for record in records:
             record["top_titles"] = [titles[i] for i in record["top_items"]]
+            record["history_titles"] = [titles[i] for i in record["history"]]
             if record["user"] is not None:
-                record["user_token"] = str(train_data.dataset.id2token(train_data.dataset.uid_field, record["user"]))
-        write_json(explanations, os.path.join(folder, "explanations.json"))
-        public = [{"intent": int(i), "label": model.intent_labels[i]} for i in model.public_ids.tolist()]
+                record["user_token"] = str(dataset.id2token(dataset.uid_field, record["user"]))
+            record["page"] = os.path.relpath(write_html(record, titles, pages), folder)
+        faith = faithfulness(model, test_data, n_users=int(self.config["faithfulness_users"] or 1000),
+                             seed=int(self.config["seed"]))
+        write_json({"faithfulness": faith, "users": records}, os.path.join(folder, "explanations.json"))
+        public = [{"intent": int(i), "label": model.intent_labels[i]} for i in model.current_public_ids().tolist()]
         summary = {
             "n_latents": model.vocabulary.n_latents,
             "n_alive": model.vocabulary.n_alive,
             "n_kept": model.vocabulary.n_kept,
+            "retrieval": model.retrieval,
             "public_intents": public,
+            "faithfulness": faith,
             "faiss_on_gpu": bool(model.index.on_gpu),
             "intents_dir": folder,
         }
         self.logger.info("intent table:\n" + table)
+        self.logger.info(f"explanation faithfulness: {faith}")
         return {"intents": summary}
-
-
-def _titles(dataset, config):
-    from recbole_sae.data.item_text import item_titles
-
-    return item_titles(dataset, config)

@@ -6,7 +6,7 @@ from recbole_sae.errors import DatasetNotFoundError
 
 def _make(folder, name="toy"):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.inter").write_text("user_id:token\titem_id:token\n1\t1\n")
+    (folder / f"{name}.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n1\t1\t0\n")
     return folder
 
 

@@ -96,7 +96,11 @@ def test_bad_fusion_is_a_clear_error(saerec):
         saerec(fusion="sum")
 
 
-def test_run_writes_intents_and_explanations(tiny_dataset, in_tmp, tmp_path):
+def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_dataset, in_tmp, tmp_path,
+                                                                          monkeypatch):
+    from recbole.trainer import Trainer
+
+    from recbole_sae.intents import encoder, pipeline
     from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
@@ -106,16 +110,58 @@ def test_run_writes_intents_and_explanations(tiny_dataset, in_tmp, tmp_path):
     intents = result["intents"]
     assert intents["n_kept"] <= intents["n_alive"] <= intents["n_latents"] == 64
     folder = intents["intents_dir"]
-    for path in ["intents.md", "explanations.json", "index.faiss", "vocabulary/intents.json"]:
+    for path in ["stage.json", "item_embeddings.safetensors", "index.faiss", "index.faiss.meta.json",
+                 "vocabulary/intents.json", "vocabulary/directions.safetensors", "vocabulary/sae/sae.safetensors",
+                 "vocabulary/sae/cfg.json", "intents.md", "explanations.json"]:
         assert os.path.isfile(os.path.join(folder, path)), path
     explanations = json.load(open(os.path.join(folder, "explanations.json")))
-    assert len(explanations) == 3 and all(len(e["top_titles"]) == 10 for e in explanations)
-    # reload: the vocabulary comes back from the cache, the weights from the checkpoint
-    config, model, *_ , test_data = load_data_and_model(result["run_dir"], expected_model="SAERec")
-    from recbole.trainer import Trainer
+    users = explanations["users"]
+    assert len(users) == 3 and all(len(e["top_titles"]) == 10 for e in users)
+    for record in users:
+        assert os.path.isfile(os.path.join(folder, record["page"]))
+        assert len(record["items"]) == 10 and all(len(item["intents"]) == 3 for item in record["items"])
+    page = open(os.path.join(folder, users[0]["page"]), encoding="utf-8").read()
+    assert users[0]["top_titles"][0] in page and users[0]["history_titles"][-1] in page
+    faith = explanations["faithfulness"]
+    assert faith["users"] == 80 and faith["items"] == 800 and faith == intents["faithfulness"]
 
+    # reload: the intents come from the run folder only, never from a cache or a text model
+    def no_text_model(*args, **kwargs):
+        raise AssertionError("the reload built intents or a text model")
+
+    monkeypatch.setattr(encoder.TextEncoder, "__init__", no_text_model)
+    monkeypatch.setattr(pipeline, "build_intents", no_text_model)
+    empty = tmp_path / "empty-cache"
+    empty.mkdir()
+    import shutil
+
+    shutil.rmtree(tmp_path / "cache")
+    config, model, *_, test_data = load_data_and_model(result["run_dir"], expected_model="SAERec",
+                                                        config_dict={"intent_cache_dir": str(empty)})
     again = Trainer(config, model).evaluate(test_data, load_best_model=False)
-    assert {k: round(float(v), 6) for k, v in again.items()} == result["test"]
+    # RecBole's own Trainer ranks with seen items kept
+    assert {k: round(float(v), 6) for k, v in again.items()} == result["seen_kept"]["test"]
+    assert list(empty.iterdir()) == []
+    assert model.stage.folder is not None and str(model.stage.folder) == folder
+
+
+def test_stage_round_trip_and_item_check(tiny_build, tmp_path):
+    from recbole_sae.errors import CheckpointMismatchError
+    from recbole_sae.intents.stage import IntentStage
+
+    config, data, train_data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"), **INTENT_SMALL)
+    stage = IntentStage.build(config, train_data.dataset)
+    stage.save(tmp_path / "intents")
+    back = IntentStage.load(tmp_path / "intents", train_data.dataset, use_gpu=False)
+    assert torch.equal(back.item_embeddings, stage.item_embeddings)
+    assert torch.equal(back.directions, stage.directions)
+    assert torch.equal(back.index.directions, stage.index.directions)
+    assert torch.equal(back.public_ids, stage.public_ids)
+    assert back.vocabulary.labels == stage.vocabulary.labels
+    # a stage for other items is refused
+    train_data.dataset.field2id_token[train_data.dataset.iid_field][1] = "not-an-item"
+    with pytest.raises(CheckpointMismatchError, match="other items"):
+        IntentStage.load(tmp_path / "intents", train_data.dataset)
 
 
 def test_precomputed_personal_intents_give_the_same_loss(saerec):

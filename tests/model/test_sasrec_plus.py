@@ -183,4 +183,4 @@ def test_full_sequence_training_improves_and_is_reproducible(tiny_build):
     second = run_recbole_sae("SASRecPlus", "tiny", **args)
     assert first["test"] == second["test"]
     # users draw 80% of their items from one genre (8 items of 40): well above random (20/40)
-    assert first["test"]["hit@20"] > 0.6
+    assert first["seen_kept"]["test"]["hit@20"] > 0.6  # (with seen items removed, the repeated targets are misses)
