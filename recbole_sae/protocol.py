@@ -30,8 +30,20 @@ TITLES = {
 SEP = "/"
 
 
+def is_sequential(config) -> bool:
+    from recbole.utils import ModelType
+
+    return config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+
+
 def headline(config) -> str:
-    """The protocol that drives early stopping and the headline metrics."""
+    """The protocol that drives early stopping and the headline metrics.
+
+    RecBole's general (non-sequential) models always rank with the user's training items removed
+    (its own ``history_index``): for them there is only ``seen_removed``.
+    """
+    if not is_sequential(config):
+        return SEEN_REMOVED
     return SEEN_REMOVED if config["filter_seen"] else SEEN_KEPT
 
 
@@ -161,7 +173,11 @@ def attach(trainer, tables: dict, protocol: str) -> None:
 
 def attach_to_run(trainer, train_data, valid_data, test_data, config) -> dict:
     """Attach both protocols to ``trainer`` for this run's loaders (``filter_seen`` names the headline);
-    returns the share of validation and test targets the user had seen before, and logs it."""
+    returns the share of validation and test targets the user had seen before, and logs it.
+    A general (non-sequential) model keeps RecBole's evaluation, which removes seen items: None."""
+    if not is_sequential(config):
+        trainer.both_protocols = True
+        return None
     tables = seen_tables(train_data, valid_data, test_data, config)
     attach(trainer, tables, headline(config))
     shares = {

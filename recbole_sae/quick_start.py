@@ -241,8 +241,8 @@ def run_recbole_sae(
             "protocol": headline,
             "best_valid": _round(best_valid),
             "test": _round(test),
-            protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
-            "target_seen_before": target_seen,
+            **({protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
+                "target_seen_before": target_seen} if target_seen is not None else {}),
             # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
             "best_epoch": _best_epoch(
                 valid_scores, config["eval_step"], config["valid_metric_bigger"]

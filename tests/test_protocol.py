@@ -134,3 +134,11 @@ def test_run_keys_follow_the_protocol(tmp_path):
     config.write_text("filter_seen: False\n")
     assert bm.run_protocol(settings, [str(config)]) == SEEN_KEPT
     assert bm.run_protocol({"filter_seen": "true"}, [str(config)]) == SEEN_REMOVED
+
+
+def test_a_general_model_keeps_recboles_evaluation(tiny_dataset, in_tmp):
+    """RecBole's general models rank with the training items removed already: one protocol, no error."""
+    data_path, name, yaml_file = tiny_dataset
+    result = run_recbole_sae("Pop", name, [yaml_file], {"data_path": data_path, "epochs": 1})
+    assert result["protocol"] == SEEN_REMOVED and SEEN_KEPT not in result and "target_seen_before" not in result
+    assert 0 < result["test"]["hit@20"] <= 1
