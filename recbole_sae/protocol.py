@@ -143,14 +143,13 @@ def attach(trainer, tables: dict, protocol: str) -> None:
     def both_batch_eval(batched_data):
         interaction, scores, positive_u, positive_i = batch_eval(batched_data)
         table = current.get("table")
-        if table is not None and protocol == SEEN_KEPT and not trainer.both_protocols:
+        if table is None or (protocol == SEEN_KEPT and not trainer.both_protocols):
             return interaction, scores, positive_u, positive_i
-        if table is not None:
-            removed = remove_seen(scores, table, interaction[uid])
-            kept, scores = (scores, removed) if protocol == SEEN_REMOVED else (removed, scores)
-            if trainer.both_protocols:
-                second.eval_batch_collect(kept, interaction, positive_u, positive_i)
-        return interaction, scores, positive_u, positive_i
+        removed = remove_seen(scores, table, interaction[uid])
+        headline_scores, other_scores = (removed, scores) if protocol == SEEN_REMOVED else (scores, removed)
+        if trainer.both_protocols:
+            second.eval_batch_collect(other_scores, interaction, positive_u, positive_i)
+        return interaction, headline_scores, positive_u, positive_i
 
     def both_evaluate(eval_data, *args, **kwargs):
         current["table"] = tables.get(id(eval_data))
@@ -168,7 +167,6 @@ def attach(trainer, tables: dict, protocol: str) -> None:
     trainer.both_protocols = True
     trainer._full_sort_batch_eval = both_batch_eval
     trainer.evaluate = both_evaluate
-    trainer.evaluation_protocol = protocol
 
 
 def attach_to_run(trainer, train_data, valid_data, test_data, config) -> dict:
