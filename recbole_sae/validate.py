@@ -19,6 +19,10 @@ POSITIVE_INTS = {
 PROBABILITIES = ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
 # Keys that must be numbers > 0.
 POSITIVE_NUMBERS = ("learning_rate",)
+# RecBole models that need more than one of something: model -> (key, least value, why).
+MODEL_MINIMUMS = {
+    "FEARec": ("n_layers", 2, "its frequency filters divide the spectrum over n_layers - 1 layers"),
+}
 
 
 def _is_int(value) -> bool:
@@ -44,6 +48,11 @@ def check_numbers(config) -> None:
         value = config[key]
         if value is not None and not (_is_number(value) and value > 0):
             raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
+    if config["model"] in MODEL_MINIMUMS:
+        key, least, why = MODEL_MINIMUMS[config["model"]]
+        if config[key] is not None and config[key] < least:
+            raise ConfigError(f"{config['model']} needs {key} >= {least} ({why}); got {key}={config[key]}: "
+                              f"pass --{key}={least} or more")
 
 
 def check_splits(config, train_data, valid_data, test_data) -> None:

@@ -279,6 +279,14 @@ def test_bad_numbers_are_refused_before_any_data_or_run_folder(tiny_dataset, in_
     assert not runs.exists()
 
 
+def test_fearec_with_one_layer_is_refused_before_any_data(tiny_dataset, in_tmp, capsys):
+    """RecBole's FEARec divides by n_layers - 1: one layer was a ZeroDivisionError deep in its constructor."""
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(tiny_dataset, model="FEARec", checkpoint_dir=runs, n_layers=1), capsys)
+    assert code == 2 and _one_error_line(err).startswith("error: FEARec needs n_layers >= 2")
+    assert not runs.exists()
+
+
 def _short_histories(root: Path) -> tuple[str, str, str]:
     """A dataset whose users all have 2 interactions: nothing to validate or test on under leave-one-out."""
     folder = root / "short"
