@@ -474,7 +474,7 @@ def run_protocol(overrides: dict, config_files=()) -> str:
     files (the last that sets it), else from the project's ``overall.yaml``."""
     value = overrides.get("filter_seen")
     if value is None:
-        for path in [*reversed(list(config_files)), Path(__file__).resolve().parent / "properties" / "overall.yaml"]:
+        for path in [*reversed(list(config_files)), PROPERTIES / "overall.yaml"]:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
             if isinstance(data, dict) and "filter_seen" in data:
                 value = data["filter_seen"]
