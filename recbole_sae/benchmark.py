@@ -367,8 +367,9 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
 
 
 def _compact(value) -> str:
-    if isinstance(value, dict) and value and len({_compact(v) for v in value.values()}) == 1:
-        # {hidden_dropout_prob: 0.2, attn_dropout_prob: 0.2} -> 0.2
+    if isinstance(value, dict) and len(value) > 1 and len({_compact(v) for v in value.values()}) == 1:
+        # {hidden_dropout_prob: 0.2, attn_dropout_prob: 0.2} -> 0.2; a one-key point keeps its key, so
+        # {intent_personal: False} and {intent_public: False} stay two labels
         return _compact(next(iter(value.values())))
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))

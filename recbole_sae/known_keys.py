@@ -197,13 +197,25 @@ def check_config_keys(config) -> None:
         raise ConfigError(describe_unknown(unknown_rest, loose, where))
 
 
+def _grid_settings(grid: dict | None) -> dict:
+    """The run settings a grid sets: a grid key whose values are all mappings only names its points
+    (``dropout: [{hidden_dropout_prob: 0.2, ...}]``); the mappings' keys are the settings."""
+    settings = {}
+    for key, values in (grid or {}).items():
+        if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
+            settings.update({k: None for v in values for k in v})
+        else:
+            settings[key] = values
+    return settings
+
+
 def check_sweep_keys(sweep, sweep_keys=()) -> None:
     """Raise :class:`ConfigError` for a run setting of ``sweep`` (its ``config``, ``model_config``,
     ``dataset_config``, grids, or a ``--key=value`` of its command line) that nothing reads."""
-    sources = {"the command line": sweep.cli_overrides, "config": sweep.config, "grid": sweep.grid}
+    sources = {"the command line": sweep.cli_overrides, "config": sweep.config, "grid": _grid_settings(sweep.grid)}
     for section in ("model_config", "dataset_config", "model_grid"):
         for name, inner in (getattr(sweep, section) or {}).items():
-            sources[f"{section}.{name}"] = inner
+            sources[f"{section}.{name}"] = _grid_settings(inner) if section == "model_grid" else inner
     allowed = extra_keys(*sources.values())
     known = generic_keys() | all_model_keys() | allowed
     hints = {k: "is a key of the sweep file, not of a run: set it in the sweep file" for k in sweep_keys}

@@ -119,3 +119,13 @@ def test_an_unknown_key_in_a_sweep_file_names_its_section(sweep_file, in_tmp, ca
     path = sweep_file()
     assert sweep_main({"sweep": str(path), "results": str(in_tmp / "r.jsonl"), "torch_threads": "2"}) == 2
     assert "'torch_threads' is a key of the sweep file, not of a run" in capsys.readouterr().err
+
+
+def test_a_grid_key_naming_mapping_points_is_a_name_and_the_mappings_keys_are_checked(sweep_file, in_tmp, capsys):
+    """A model_grid key whose points are mappings ('variant: [{intent_personal: False}, ...]') was
+    refused as an unknown key, while a misspelt key inside a point must still be refused."""
+    path = sweep_file(model_grid={"SASRecPlus": {"variant": [{"hidden_dropout_prob": 0.1}, {"attn_dropout_prob": 0.1}]}})
+    known_keys.check_sweep_keys(load_sweep(path), SWEEP_KEYS)
+    path = sweep_file(model_grid={"SASRecPlus": {"variant": [{"hiden_dropout_prob": 0.1}]}})
+    assert sweep_main({"sweep": str(path), "results": str(in_tmp / "r.jsonl")}) == 2
+    assert "unknown key 'hiden_dropout_prob' (did you mean 'hidden_dropout_prob'?) in model_grid.SASRecPlus" in capsys.readouterr().err
