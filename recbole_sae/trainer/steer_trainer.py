@@ -143,7 +143,8 @@ class SteerableTrainer(SequenceTrainer):
         return out
 
     def steer_report(self, spec: str, test_data) -> dict:
-        """Unsteered vs steered: RecBole's test metrics, target shares, list statistics, examples."""
+        """Unsteered vs steered: RecBole's test metrics, target shares, list statistics, examples.
+        The lists rank without the seen items of ``self.seen`` (set by ``after_test`` under ``filter_seen``)."""
         model = self.model
         k = self.topk()
         terms = parse_steer(spec)
