@@ -136,6 +136,8 @@ def _process(rank: int, run_args: tuple, keys: dict, queue) -> None:
 
     model, dataset, config_files, config_dict, saved = run_args
     config_dict = {**(config_dict or {}), **keys, "local_rank": rank}
+    if "OMP_NUM_THREADS" not in os.environ:  # the processes share the machine's cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // keys["nproc"]))
     try:
         result = run_recbole_sae(model, dataset, config_files, config_dict, saved)
         if rank == 0:

@@ -83,7 +83,11 @@ def test_two_processes_train_as_one(tiny_dataset, in_tmp):
     assert two["target_seen_before"] == one["target_seen_before"]
     a, b = _weights(one["run_dir"]), _weights(two["run_dir"])
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-4), key
+        # not the attention's key biases: adding one number to all of a query's scores leaves the softmax
+        # as it is, so their gradient is 0 but for float rounding, which Adam scales up to lr-sized steps
+        # (on ml-100k they differ by up to 9e-3 after 10 epochs, every other weight by < 4e-5)
+        if not key.endswith("key.bias"):
+            assert torch.allclose(a[key], b[key], atol=1e-4), key
     # one run folder, written once: its result is the result returned
     assert len(os.listdir(in_tmp / "runs")) == 2
     with open(os.path.join(two["run_dir"], "result.json"), encoding="utf-8") as f:
