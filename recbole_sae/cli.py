@@ -32,6 +32,8 @@ A run:
   --checkpoint_dir=DIR   parent folder of the run folders (default runs)
   --seed=N --epochs=N    and any other config key: --key=value overrides it (--help --model=MODEL lists
                          the keys of a model); a key nothing reads is an error
+  --nproc=N              N processes train the run together (torch.distributed: gloo on the CPU, one GPU
+                         each with --gpu_id=0,1,...); SASRecPlus and RecBole's models
   --extra_keys=A,B       keys to accept although nothing in RecBole or this project reads them (for your
                          own model or trainer)
 SASRecSAE and SteerableSASRec:

@@ -16,7 +16,7 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, protocol, resume, runlock, validate
+from recbole_sae import compat, distributed, protocol, resume, runlock, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
@@ -175,19 +175,47 @@ def run_recbole_sae(
     start = time.perf_counter()
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
     run_settings = resume.settings(config)
+    if distributed.active(config):  # one of the processes of a multi-process run: the folder is opened
+        run_dir = config["run_dir"]
+        return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start)
+    if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
+        distributed.check(config)
+        run_args = (model, dataset, config_file_list, config_dict, saved)
+        return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
+    return _in_run_folder(
+        config, run_settings, lambda run_dir, state: _train_and_test(config, run_dir, state, run_settings, saved, start)
+    )
+
+
+def _in_run_folder(config, run_settings: dict, work):
+    """``work(run_dir, resume_state)`` in the run's folder, opened and locked; a failure marks it failed."""
     run_dir, state, lock = _open_run_dir(config, run_settings)
     runlock.clear_failed(run_dir)
+    try:
+        return work(run_dir, state)
+    except Exception as err:
+        # the folder says it failed and keeps its log and config (and what a rerun resumes from, after a crash)
+        runlock.mark_failed(run_dir, err, resumable=not isinstance(err, RecboleSAEError))
+        raise
+    finally:
+        lock.release()
+
+
+def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float) -> dict:
+    """The run in its folder (several processes: each of them; only rank 0 writes files)."""
+    main = distributed.is_main(config)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    handler = _log_to_file(os.path.join(run_dir, "run.log"), config["state"] or "INFO")
+    handler = _log_to_file(os.path.join(run_dir, "run.log"), config["state"] or "INFO") if main else None
     logger = getLogger()
     try:
         logger.info(" ".join(sys.argv))
         logger.info(config)
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-            f.write(config.to_yaml())
+        if main:
+            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+                f.write(config.to_yaml())
 
         data = create_dataset(config)
         logger.info(data)
@@ -203,6 +231,7 @@ def run_recbole_sae(
             trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
             headline = protocol.headline(config)
             target_seen = protocol.attach_to_run(trainer, train_data, valid_data, test_data, config)
+            distributed.attach(trainer)  # several processes: the metrics over everyone's users
             epoch_seconds, valid_scores = _record_epochs(trainer)
             resumed_at = None
             if state is not None:
@@ -213,13 +242,15 @@ def run_recbole_sae(
             command = " ".join(sys.argv)
 
             def save_state(epoch_idx, valid_score):
-                resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+                if main:
+                    resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
 
             fit_options = {"saved": saved, "show_progress": config["show_progress"]}
             if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
                 fit_options["callback_fn"] = save_state
             trainer.both_protocols = False  # validation while training: the headline protocol only
             best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
+            distributed.barrier(config)  # the best checkpoint is written before any process loads it
             trainer.both_protocols = True  # the best checkpoint, under both protocols
             if best_valid_result:
                 best_valid_result = trainer.evaluate(
@@ -254,23 +285,21 @@ def run_recbole_sae(
             "run_dir": run_dir,
             "seconds": round(time.perf_counter() - start, 2),
             "device": str(config["device"]),
+            **({"processes": distributed.world_size(config)} if distributed.active(config) else {}),
             "seed": config["seed"],
             **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
             **extra,
         }
-        with open(os.path.join(run_dir, RESULT_NAME), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-        resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
+        if main:
+            with open(os.path.join(run_dir, RESULT_NAME), "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=2)
+            resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
         logger.info("result: %s", json.dumps(result))
         return result
-    except Exception as err:
-        # the folder says it failed and keeps its log and config (and what a rerun resumes from, after a crash)
-        runlock.mark_failed(run_dir, err, resumable=not isinstance(err, RecboleSAEError))
-        raise
     finally:
-        logger.removeHandler(handler)
-        handler.close()
-        lock.release()
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None,
