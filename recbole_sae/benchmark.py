@@ -1,9 +1,9 @@
 """Benchmark sweeps: many runs of the single-run pipeline, one results file, one report.
 
     python run_recbole_sae.py --sweep=properties/sweep/quick.yaml [--results=RESULTS.jsonl] [--report_dir=DIR]
-                              [--workers=N] [--oom_retries=N]
+                              [--workers=N] [--oom_retries=N] [--backend=ray [--ray_address=auto]]
     python -m recbole_sae.benchmark sweep FILE [--results RESULTS.jsonl] [--report-dir DIR] [--workers N]
-                                               [--oom-retries N]
+                                               [--oom-retries N] [--backend ray [--ray-address auto]]
     python -m recbole_sae.benchmark report RESULTS.jsonl [--out DIR] [--baseline NAME]
 
 Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
@@ -25,6 +25,11 @@ Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
     workers: 1                   # (int) runs executed at once (default 1); not part of the run key
     oom_retries: 2               # (int) requeues of a run out of GPU memory beside other runs (default 2,
                                  #   0 = none; the last one runs alone); not part of the run key
+    backend: local               # (str) where runs execute: local (a process pool here) or ray (Ray tasks,
+                                 #   see recbole_sae.ray_backend); not part of the run key
+    ray_address: auto            # (str) the Ray cluster (auto, HOST:PORT; ~ = a Ray started on this machine)
+    gpus_per_run: 0.5            # (float) GPUs each Ray task asks for (a share of one, or a whole number;
+                                 #   ~ = the cluster's GPUs shared by the workers, at most 1)
 
 A grid value may be a mapping, which sets several keys at once (``dropout: [{hidden_dropout_prob: 0.2,
 attn_dropout_prob: 0.2}, ...]``). Each run's overrides are, lowest first: ``config`` <
@@ -55,6 +60,12 @@ others, and an interrupt (Ctrl-C) kills the running processes and records nothin
 :func:`run_threads`), so that N runs do not oversubscribe the CPU. The estimate of the time left is
 the mean run time times the runs left, divided by the workers (see :func:`time_left`).
 
+With ``backend: ray`` (or ``--backend=ray [--ray_address=auto|HOST:PORT]``) each of those threads
+waits on a Ray task instead of a local process: the task runs :func:`execute_run` on a node of the
+cluster (a Ray started on this machine when no address is given), asking for the run's CPU threads and
+a share of a GPU; the results file, run keys, resume, progress lines and report stay this process's,
+as with the local pool (see :mod:`recbole_sae.ray_backend`).
+
 Runs that share one GPU can run out of its memory because of the others. A run that fails with a GPU
 out-of-memory error (see :func:`is_gpu_oom`) while other runs were executing is therefore not
 recorded: it goes back to the end of the queue and runs again, at most ``oom_retries`` times (or
@@ -73,7 +84,8 @@ A record holds: ``key``, ``sweep``, ``model``, ``dataset``, ``seed``, ``grid``/`
 metrics, ``best_epoch``, ``seconds_per_epoch``, ``seconds`` (wall time of the run process),
 ``peak_memory_mb`` (the process's max RSS), ``peak_gpu_memory_mb``, ``device``, ``environment``
 (package versions), ``git_commit``, ``workers`` (runs at once, to read the timings in context),
-``attempts`` (1, or more for a run requeued after running out of GPU memory), ``resumed_at_epoch``
+``attempts`` (1, or more for a run requeued after running out of GPU memory), ``backend``/``node`` (only
+for a run executed on Ray: ``ray`` and the host that ran it), ``resumed_at_epoch``
 (only for a run killed before and continued from its run folder; see :mod:`recbole_sae.resume`), ``status``
 (``ok``/``error``) and ``error``. At the end the sweep
 writes ``<results stem>.md`` (a table per dataset) and ``<results stem>-ndcg10.png`` beside the results
@@ -113,7 +125,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_sae import protocol, runlock
+from recbole_sae import protocol, ray_backend, runlock
 from recbole_sae.errors import ConfigError, FinishedRunError, RecboleSAEError
 from recbole_sae.known_keys import check_sweep_keys
 from recbole_sae.textlist import split_list
@@ -140,10 +152,13 @@ SWEEP_KEYS = {
     "torch_threads": "CPU threads of each run (int)",
     "workers": "runs executed at once (int)",
     "oom_retries": "times a run out of GPU memory beside other runs is requeued (int >= 0)",
+    "backend": "where runs execute: local or ray (str)",
+    "ray_address": "the Ray cluster for backend ray: auto or HOST:PORT (str)",
+    "gpus_per_run": "GPUs each Ray task asks for (float)",
 }
 
 # Command-line keys of a sweep that are not run overrides.
-SWEEP_CLI_KEYS = {"sweep", "results", "report_dir", "workers", "oom_retries"}
+SWEEP_CLI_KEYS = {"sweep", "results", "report_dir", "workers", "oom_retries", *ray_backend.SETTINGS}
 
 SELECT_METRIC = "ndcg@10"  # chooses grid points, on validation only
 # (result key, column title) of the report's tables: test metrics, mean ± std over seeds.
@@ -182,6 +197,9 @@ class Sweep:
     torch_threads: int | None = None
     workers: int = 1
     oom_retries: int = 2
+    backend: str = "local"  # local process pool, or ray (recbole_sae.ray_backend)
+    ray_address: str | None = None  # the Ray cluster; None = a Ray started for the sweep
+    gpus_per_run: float | None = None  # GPUs of each Ray task; None = shared by the workers
     cli_overrides: dict = field(default_factory=dict)
     # only these grid points (labels such as "dropout=0.5"); None = all (--grid_points=A;B)
     grid_only: list[str] | None = None
@@ -363,6 +381,7 @@ def load_sweep(path, overrides: dict | None = None) -> Sweep:
         workers=workers,
         oom_retries=oom_retries,
         cli_overrides=dict(overrides or {}),
+        **ray_backend.read_settings(data, where),
     )
 
 
@@ -1006,11 +1025,11 @@ def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     second one is a :class:`~recbole_sae.runlock.LockedError`), so that no run is trained or recorded twice."""
     results_path = Path(results) if results else default_results_path(sweep)
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    with runlock.lock_results(results_path):
-        return run_sweep_locked(sweep, results_path, report_dir, log)
+    with runlock.lock_results(results_path), ray_backend.open_backend(sweep) as backend:
+        return run_sweep_locked(sweep, results_path, report_dir, log, backend)
 
 
-def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
+def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None, backend=None) -> dict:
     """Run (or resume) a sweep; append each run to ``results``; write the report at the end.
 
     With ``sweep.workers`` above 1, up to that many runs execute at once, each in a thread of a pool
@@ -1023,6 +1042,9 @@ def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None) -> d
     times; the last retry (:func:`runs_alone`) starts only when no other run is executing, and no run
     starts beside it. Out of memory while it ran alone, or after its retries, it is recorded as an
     error. Every record holds its ``attempts``.
+
+    ``backend`` (from :func:`recbole_sae.ray_backend.open_backend`) executes each run elsewhere: its
+    ``execute`` replaces :func:`execute_run` and its ``threads`` :func:`run_threads`; None = here.
     """
     log = log or (lambda message: print(message, flush=True))
     results_path = Path(results) if results else default_results_path(sweep)
@@ -1031,11 +1053,12 @@ def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None) -> d
     done = {r.get("key") for r in read_results(results_path) if r.get("status") == "ok"}
     todo = sum(not spec.keys & done for spec in plan)
     commit, dirty = git_commit()
-    workers, threads = sweep.workers, run_threads(sweep)
+    workers, threads = sweep.workers, (backend.threads if backend else run_threads(sweep))
     log(
         f"sweep {sweep.name}: {len(plan)} planned runs, {len(plan) - todo} done before; "
         f"{workers} worker{'s' if workers > 1 else ''}, {threads or 'default'} threads per run; "
-        f"results -> {results_path}"
+        + (f"on {backend.where}; " if backend else "")
+        + f"results -> {results_path}"
     )
 
     start = time.monotonic()
@@ -1068,7 +1091,8 @@ def run_sweep_locked(sweep: Sweep, results=None, report_dir=None, log=None) -> d
             executing[spec.key] = len(executing)
         began = time.perf_counter()
         try:
-            fields = execute_run(spec, logs_dir, sweep.run_timeout, threads, stop)
+            execute = backend.execute if backend else execute_run
+            fields = execute(spec, logs_dir, sweep.run_timeout, threads, stop)
         except Exception as err:  # recorded, not raised: the other runs go on
             fields = {
                 "status": "error",
@@ -1538,14 +1562,15 @@ def _grid_selection(sweep: Sweep, text: str) -> list[str]:
 
 def main(args: dict) -> int:
     """``run_recbole_sae.py --sweep=FILE [--results=R.jsonl] [--report_dir=DIR] [--workers=N] [--oom_retries=N]
-    [--grid_points=A;B] [--key=v ...]``.
+    [--grid_points=A;B] [--backend=ray [--ray_address=A] [--gpus_per_run=F]] [--key=v ...]``.
 
     ``--models``, ``--datasets`` and ``--seeds`` (comma-separated) replace the sweep's lists;
     ``--grid_points`` (labels as in the report, e.g. ``dropout=0.5``, ';'-separated) runs only those
     points of the grid (a model whose grid has none of them runs nothing); the runs keep the keys they
     have in the whole sweep;
     ``--workers`` replaces the sweep's ``workers`` (runs at once) and ``--oom_retries`` its
-    ``oom_retries``; any other
+    ``oom_retries``; ``--backend``, ``--ray_address`` and ``--gpus_per_run`` replace the sweep's
+    (:mod:`recbole_sae.ray_backend`); any other
     ``--key=value`` overrides that key in every run. Returns 0 when every run finished, 1 when some
     failed (they are recorded), 2 for a bad sweep file or argument.
     """
@@ -1564,6 +1589,9 @@ def main(args: dict) -> int:
         workers = args.pop("workers", None)
         oom_retries = args.pop("oom_retries", None)
         grid_only = args.pop("grid_points", None)
+        where = {k: args.pop(k) for k in ray_backend.SETTINGS if k in args}  # --backend=ray ...
+        if "gpus_per_run" in where:
+            where["gpus_per_run"] = _parse_value(str(where["gpus_per_run"]))
         lists = {k: args.pop(k) for k in ("models", "datasets", "seeds") if k in args}
         overrides = {key: _parse_value(value) for key, value in args.items()}
         sweep = load_sweep(path, overrides)
@@ -1583,7 +1611,10 @@ def main(args: dict) -> int:
             sweep.workers = _positive_int(_parse_value(str(workers)), "--workers")
         if oom_retries is not None:
             sweep.oom_retries = _positive_int(_parse_value(str(oom_retries)), "--oom_retries", 0)
-        check_sweep_keys(sweep, SWEEP_KEYS)  # --backend=ray or a typo in the sweep is an error, not ignored
+        for key, value in ray_backend.read_settings(where).items():
+            setattr(sweep, key, value)
+        ray_backend.check_settings(sweep)
+        check_sweep_keys(sweep, SWEEP_KEYS)  # --bakend=ray or a typo in the sweep is an error, not ignored
         unknown = [name for name in sweep.models if not _known_model(name)]
         if unknown:
             raise ConfigError(
@@ -1630,6 +1661,9 @@ def cli(argv: list[str] | None = None) -> int:
         dest="oom_retries",
         help="requeues of a run out of GPU memory beside other runs (default: the sweep's `oom_retries`, else 2)",
     )
+    sweep.add_argument("--backend", choices=ray_backend.BACKENDS, help="where runs execute (default: local)")
+    for key in ("ray_address", "gpus_per_run"):
+        sweep.add_argument(f"--{key.replace('_', '-')}", f"--{key}", dest=key, help="for --backend=ray: see README")
     one = sub.add_parser("run-one", help="(internal) run one spec in this process")
     one.add_argument("spec")
     one.add_argument("out")
@@ -1647,6 +1681,7 @@ def cli(argv: list[str] | None = None) -> int:
             args["workers"] = ns.workers
         if ns.oom_retries is not None:
             args["oom_retries"] = ns.oom_retries
+        args.update({k: getattr(ns, k) for k in ray_backend.SETTINGS if getattr(ns, k) is not None})
         return main(args)
     files = [Path(path) for path in ns.results]
     missing = [str(path) for path in files if not path.is_file()]

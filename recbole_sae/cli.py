@@ -51,6 +51,8 @@ A sweep (runs each model x dataset x seed x grid point in its own process; see p
   --report_dir=DIR       where the report goes (default: beside the results file)
   --workers=N            runs at once (default the sweep's `workers`)
   --oom_retries=N        requeues of a run out of GPU memory beside other runs
+  --backend=ray          each run as a Ray task (needs the distributed extra); --ray_address=auto|HOST:PORT
+                         for a cluster (default: a Ray on this machine), --gpus_per_run=F its GPU share
   --models=A,B --datasets=A,B --seeds=1,2
                          replace the sweep's lists (run a sweep in parts into one results file)
   --grid_points="A;B"    only these grid points (labels as in the report, e.g. dropout=0.5)

@@ -103,12 +103,12 @@ def test_the_test_suites_settings_pass_the_key_check(tiny_dataset):
 
 
 def test_an_unknown_key_on_a_sweep_stops_it_before_any_run(sweep_file, in_tmp, capsys):
-    """--backend=ray on a sweep used to run the local pool without a word."""
+    """--executor=ray on a sweep (a key nothing reads) used to run the local pool without a word."""
     path = sweep_file()
     results = in_tmp / "r.jsonl"
-    assert sweep_main({"sweep": str(path), "results": str(results), "backend": "ray"}) == 2
+    assert sweep_main({"sweep": str(path), "results": str(results), "executor": "ray"}) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown key 'backend' on the sweep's command line") and not results.exists()
+    assert err.startswith("error: unknown key 'executor' on the sweep's command line") and not results.exists()
 
 
 def test_an_unknown_key_in_a_sweep_file_names_its_section(sweep_file, in_tmp, capsys):
