@@ -60,7 +60,10 @@ Other commands:
   python -m recbole_sae.intents.embedding_file --dataset=D --out=F   export SAERec's item embeddings
 
 Relative paths mean the folder you run the command from. Bad input ends with one line 'error: ...' and
-exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics and the run folder."""
+exit code 2. The console shows a short header, one line per epoch, progress lines of long stages and
+a summary (--verbose=True: every log line; --threads=N: torch threads, default half the CPUs); at
+the end one line 'RESULT {json}' gives the metrics at the valid metric's cut-off, the run folder and
+result_file, the full record."""
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -212,5 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except RecboleSAEError as err:
         return _error(str(err))
-    print("RESULT " + json.dumps(result))
+    # the compact record (metrics at the valid metric's cut-off, a summary of each report); all of it
+    # is in result.json, whose path the record gives
+    print("RESULT " + json.dumps(getattr(result, "compact", None) or result))
     return 0

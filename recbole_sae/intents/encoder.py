@@ -352,10 +352,12 @@ class TextEncoder:
             order.sort(key=lambda i: -len(seqs[i]))  # longest first: memory peaks early
         from tqdm.auto import tqdm
 
+        from recbole_sae.progress import Progress
+
         result: Optional[torch.Tensor] = None
         with torch.inference_mode(), tqdm(
             total=len(texts), desc="encoding texts", unit="text", disable=not self.show_progress
-        ) as bar:
+        ) as bar, Progress("text embedding", len(texts), "texts") as meter:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 emb = self._embed_batch([seqs[i] for i in idx]).to("cpu", torch.float32)
@@ -363,6 +365,7 @@ class TextEncoder:
                     result = torch.empty((len(texts), emb.shape[1]), dtype=torch.float32)
                 result[torch.tensor(idx)] = emb
                 bar.update(len(idx))
+                meter.update(len(idx))
         if self.normalize:
             result = torch.nn.functional.normalize(result, p=2, dim=1)
         return result
