@@ -32,6 +32,11 @@ A run:
   --checkpoint_dir=DIR   parent folder of the run folders (default runs)
   --seed=N --epochs=N    and any other config key: --key=value overrides it (--help --model=MODEL lists
                          the keys of a model); a key nothing reads is an error
+  --threads=N            torch CPU threads (default $OMP_NUM_THREADS, else half the CPUs: on a busy
+                         machine fewer threads than torch's default run faster)
+  --verbose=True         the full console (RecBole's config dump, model printout, every log line);
+                         by default a short header, a line per epoch, progress lines and a summary
+  --progress_seconds=S   least seconds between two progress lines of a long stage (default 10)
   --extra_keys=A,B       keys to accept although nothing in RecBole or this project reads them (for your
                          own model or trainer)
 SASRecSAE and SteerableSASRec:
@@ -60,10 +65,8 @@ Other commands:
   python -m recbole_sae.intents.embedding_file --dataset=D --out=F   export SAERec's item embeddings
 
 Relative paths mean the folder you run the command from. Bad input ends with one line 'error: ...' and
-exit code 2. The console shows a short header, one line per epoch, progress lines of long stages and
-a summary (--verbose=True: every log line; --threads=N: torch threads, default half the CPUs); at
-the end one line 'RESULT {json}' gives the metrics at the valid metric's cut-off, the run folder and
-result_file, the full record."""
+exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics at the valid metric's
+cut-off, the run folder and result_file, the run's whole record."""
 
 HELP_FLAGS = ("-h", "--help")
 

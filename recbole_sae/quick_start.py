@@ -155,8 +155,8 @@ def run_recbole_sae(
     runlock.clear_failed(run_dir)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
+    threads_before, progress_before = torch.get_num_threads(), progress.interval()
     progress.configure(config["progress_seconds"])
-    threads_before = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
         with console.run_logging(os.path.join(run_dir, "run.log"), config["state"] or "INFO", bool(config["verbose"])):
@@ -168,6 +168,7 @@ def run_recbole_sae(
                 raise
     finally:
         torch.set_num_threads(threads_before)
+        progress.configure(progress_before)
         lock.release()
 
 

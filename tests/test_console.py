@@ -17,7 +17,7 @@ from recbole_sae.progress import Progress, duration
 from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 from recbole_sae.trainer.sae_trainer import sae_length
 
-from conftest import SMALL
+from conftest import INTENT_SMALL, SMALL
 
 SAE_TINY = {"sae_expansion": 4, "sae_k": 4, "sae_batch_size": 128, "sae_warmup_steps": 2,
             "interpretation_min_support": 5}
@@ -125,6 +125,18 @@ def test_progress_lines_of_a_planted_short_run(tiny_dataset, in_tmp, capsys):
     epoch_one = [m.group(0) for m in lines if m.group(1) == "epoch 1/2"]
     assert all(" batches (" in line and "; run at most " in line and "(2 epochs)" in line for line in epoch_one)
     assert all(re.search(r"SAE stage: \d+/(\d+) steps", m.group(0)) for m in lines if m.group(1) == "SAE stage")
+
+
+def test_saerec_stages_say_their_progress(tiny_dataset, in_tmp, capsys):
+    """SAERec's text embedding and intent SAE printed nothing for minutes; transformers' weight-loading
+    bar came in between."""
+    settings = {**INTENT_SMALL, "epochs": 1, "progress_seconds": 0, "intent_cache_dir": str(in_tmp / "cache")}
+    assert main(_args(tiny_dataset, "SAERec", **settings)) == 0
+    err = capsys.readouterr().err
+    assert "intent SAE: 3/30 steps (10%), " in err and "intent SAE: 30 steps done in " in err
+    assert "intent vocabulary: 1/4 phases (25%)" in err
+    assert re.search(r"^intents: 64 latents, \d+ alive, \d+ kept$", err, re.M)
+    assert "Loading weights" not in err
 
 
 def test_verbose_restores_the_full_console(tiny_dataset, in_tmp, capsys):

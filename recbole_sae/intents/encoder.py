@@ -254,11 +254,20 @@ class TextEncoder:
             return
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         kw = {"local_files_only": self._local_only}
         tok = AutoTokenizer.from_pretrained(self.path, **kw)
         if self.padding_side is not None:
             tok.padding_side = self.padding_side
-        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, **kw)
+        bars = hf_logging.is_progress_bar_enabled()
+        if not self.show_progress:  # no "Loading weights" bar among the progress lines
+            hf_logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(self.path, dtype=self.dtype, **kw)
+        finally:
+            if bars and not self.show_progress:
+                hf_logging.enable_progress_bar()
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
         model.to(self.device).eval()
