@@ -1266,8 +1266,10 @@ def choose_grid_points(records: list[dict], metric: str = SELECT_METRIC) -> dict
     return chosen
 
 
-def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
-    """Per dataset, one row per model at its chosen grid point (see :func:`choose_grid_points`)."""
+def summarize(records: list[dict], baseline: str = "SASRec", every_point: bool = False) -> dict:
+    """Per dataset, one row per model at its chosen grid point (see :func:`choose_grid_points`);
+    ``every_point``: one row per model and grid point (an ablation table: each variant against the
+    baseline at the baseline's chosen point, paired by seed)."""
     groups = _groups(records)
     chosen = choose_grid_points(records)
     tables = {}
@@ -1277,9 +1279,13 @@ def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
         base_ndcg = {seed: r["test"][SELECT_METRIC] for seed, r in base.items()}
         base_mean, _ = mean_std(base_ndcg.values())
         order = sorted(models, key=lambda m: m != baseline)  # the baseline first, then in order of appearance
-        for model in order:
+        pairs = [
+            (model, label)
+            for model in order
+            for label in (models[model] if every_point and model != baseline else [chosen[(dataset, model)]])
+        ]
+        for model, label in pairs:
             labels = models[model]
-            label = chosen[(dataset, model)]
             by_seed = labels[label]
             seeds = sorted(by_seed)
             metrics = {key: mean_std(by_seed[s]["test"][key] for s in seeds) for key, _ in REPORT_METRICS}
@@ -1300,7 +1306,7 @@ def summarize(records: list[dict], baseline: str = "SASRec") -> dict:
                     "baseline": is_base,
                     "rel_diff": None if is_base else relative_difference(metrics[SELECT_METRIC][0], base_mean),
                     "p_value": None if is_base else paired_pvalue(ndcg, base_ndcg),
-                    "grid": {
+                    "grid": {} if every_point else {
                         lab: {
                             "valid": mean_std(r["best_valid"][SELECT_METRIC] for r in recs.values())[0],
                             "test": mean_std(r["test"][SELECT_METRIC] for r in recs.values())[0],
@@ -1417,16 +1423,18 @@ def write_report(
     baseline: str | None = None,
     title: str | None = None,
     source: str | None = None,
+    every_point: bool = False,
 ) -> dict:
     """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths. A finished
-    run's record without the fields a report needs is left out with a warning."""
+    run's record without the fields a report needs is left out with a warning. ``every_point``: a row
+    per grid point (see :func:`summarize`)."""
     records = [r for r in records if not _lacking_fields(r)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if baseline is None:
         named = [r.get("baseline") for r in records if r.get("baseline")]
         baseline = named[-1] if named else "SASRec"
-    by_protocol = {name: summarize(view, baseline) for name, view in protocol_views(records).items()}
+    by_protocol = {name: summarize(view, baseline, every_point) for name, view in protocol_views(records).items()}
     tables = next(iter(by_protocol.values()), {})
     ok = latest_records(records, "ok")
     ok_keys = {r.get("key") for r in ok}
@@ -1458,9 +1466,13 @@ def write_report(
     )
     if about:
         lines += ["Runs: " + "; ".join(about) + ".", ""]
+    choice = (
+        "Every grid point has its own row (the baseline at its best point on validation)"
+        if every_point
+        else "Each model's grid point (if the sweep has a grid) is the one with the best mean *validation* NDCG@10"
+    )
     lines += [
-        "Test metrics are mean ± sample std over seeds. Each model's grid point (if the sweep has a grid) is "
-        "the one with the best mean *validation* NDCG@10 (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
+        f"Test metrics are mean ± sample std over seeds. {choice} (ties: NDCG@20, HR@10, HR@20, MRR@10 in turn). ΔNDCG@10 is the relative difference of the mean "
         f"test NDCG@10 to {baseline}; p is a two-sided paired t-test over seeds (scipy.stats.ttest_rel), "
         "n/a with fewer than two paired seeds, 1 where every pair is equal. Best value per column in bold (s/epoch: lowest; ΔNDCG@10: only a gain).",
         "",
@@ -1605,6 +1617,8 @@ def cli(argv: list[str] | None = None) -> int:
                         "with several files their names joined by '+')")
     report.add_argument("--baseline", help="model to compare against (default: the sweep's baseline, else SASRec)")
     report.add_argument("--sweep", help="only the records of this sweep name")
+    report.add_argument("--by_grid_point", "--by-grid-point", action="store_true",
+                        help="a row per model and grid point (an ablation table) instead of each model's best point")
     sweep = sub.add_parser("sweep", help="run a sweep file (same as run_recbole_sae.py --sweep=FILE)")
     sweep.add_argument("file")
     sweep.add_argument("--results")
@@ -1661,6 +1675,7 @@ def cli(argv: list[str] | None = None) -> int:
         baseline=ns.baseline,
         title=f"Benchmark report: {ns.sweep or stem}",
         source=", ".join(str(path) for path in files),
+        every_point=ns.by_grid_point,
     )
     print(f"report: {out['markdown']}" + (f"\nplot: {out['plot']}" if out["plot"] else ""))
     return 0

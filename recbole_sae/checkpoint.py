@@ -195,6 +195,8 @@ def restore_config(values: dict, overrides: dict | None = None):
     final["eval_type"] = EvaluatorType[eval_type] if eval_type in EvaluatorType.__members__ else EvaluatorType.RANKING
     use_gpu = bool(str(final.get("gpu_id") or "")) and torch.cuda.is_available()
     final["device"] = torch.device("cuda" if use_gpu else "cpu")
+    # a run trained on several processes reloads in this one process
+    final.update(single_spec=True, local_rank=0, nproc=1, world_size=-1)
     config.final_config_dict = final
     check_numbers(config)
     return config

@@ -37,6 +37,8 @@ A run:
   --verbose=True         the full console (RecBole's config dump, model printout, every log line);
                          by default a short header, a line per epoch, progress lines and a summary
   --progress_seconds=S   least seconds between two progress lines of a long stage (default 10)
+  --nproc=N              N processes train the run together (torch.distributed: gloo on the CPU, one GPU
+                         each with --gpu_id=0,1,...); SASRecPlus and RecBole's models
   --extra_keys=A,B       keys to accept although nothing in RecBole or this project reads them (for your
                          own model or trainer)
 SASRecSAE and SteerableSASRec:

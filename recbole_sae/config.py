@@ -132,6 +132,14 @@ class Config(RecBoleConfig):
         resolve_config_paths(self)  # relative paths mean the same wherever the run goes on
         check_numbers(self)  # before a run folder exists or any data is read
 
+    def _init_device(self):
+        if "local_rank" in self.final_config_dict:  # a process of a multi-process run (--nproc)
+            from recbole_sae import distributed
+
+            distributed.init_device(self.final_config_dict)
+        else:
+            super()._init_device()
+
     def _build_yaml_loader(self):
         return SafeYamlLoader
 

@@ -78,22 +78,27 @@ class _Stderr(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def run_logging(log_file: str, level="INFO", verbose: bool = False):
+def run_logging(log_file: str | None, level="INFO", verbose: bool = False, console: bool = True):
     """During a run: every record at ``level`` or above into ``log_file``; the quiet (or, with
-    ``verbose``, the full) console on stderr. Both handlers go when the run ends."""
+    ``verbose``, the full) console on stderr (``console=False``: warnings and errors only, as in the
+    other processes of a multi-process run). The handlers go when the run ends."""
     silence_noise()
     root = logging.getLogger()
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    console = _Stderr()
-    if verbose:
-        console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s  %(message)s", "%d %b %H:%M"))
+    handlers = []
+    if log_file:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(file_handler)
+    terminal = _Stderr()
+    if verbose and console:
+        terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s  %(message)s", "%d %b %H:%M"))
     else:
-        console.setFormatter(_QuietFormatter())
-        console.addFilter(QuietFilter())
+        terminal.setFormatter(_QuietFormatter())
+        terminal.addFilter(QuietFilter() if console else _WarningsOnly())
+    handlers.append(terminal)
     level = logging.getLevelName(str(level or "INFO").upper())
     level = level if isinstance(level, int) else logging.INFO
-    for handler in (file_handler, console):
+    for handler in handlers:
         handler.setLevel(level)
         root.addHandler(handler)
     old_level = root.level
@@ -101,10 +106,15 @@ def run_logging(log_file: str, level="INFO", verbose: bool = False):
     try:
         yield
     finally:
-        for handler in (file_handler, console):
+        for handler in handlers:
             root.removeHandler(handler)
             handler.close()
         root.setLevel(old_level)
+
+
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
 
 
 class _QuietFormatter(logging.Formatter):

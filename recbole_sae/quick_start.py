@@ -15,7 +15,7 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, console, progress, protocol, resume, runlock, threads, validate
+from recbole_sae import compat, console, distributed, progress, protocol, resume, runlock, threads, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
@@ -150,36 +150,64 @@ def run_recbole_sae(
     start = time.perf_counter()
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
     run_settings = resume.settings(config)
-    n_threads = threads.resolve(config["threads"])
+    # the processes of a multi-process run share the machine's cores
+    n_threads = threads.resolve(config["threads"], distributed.world_size(config))
+    if distributed.active(config):  # one of the processes of a multi-process run: the folder is opened
+        run_dir = config["run_dir"]
+        return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads)
+    if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
+        distributed.check(config)
+        run_args = (model, dataset, config_file_list, config_dict, saved)
+        return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
+    return _in_run_folder(
+        config, run_settings,
+        lambda run_dir, state: _train_and_test(config, run_dir, state, run_settings, saved, start, n_threads),
+    )
+
+
+def _in_run_folder(config, run_settings: dict, work):
+    """``work(run_dir, resume_state)`` in the run's folder, opened and locked; a failure marks it failed."""
     run_dir, state, lock = _open_run_dir(config, run_settings)
     runlock.clear_failed(run_dir)
+    try:
+        return work(run_dir, state)
+    except Exception as err:
+        # the folder says it failed and keeps its log and config (and what a rerun resumes from, after a crash)
+        runlock.mark_failed(run_dir, err, resumable=not isinstance(err, RecboleSAEError))
+        raise
+    finally:
+        lock.release()
+
+
+def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float,
+                    n_threads: int) -> dict:
+    """The run in its folder (several processes: each of them; only rank 0 writes files and prints),
+    with its threads, its log file and its console."""
+    main = distributed.is_main(config)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
     threads_before, progress_before = torch.get_num_threads(), progress.interval()
     progress.configure(config["progress_seconds"])
     torch.set_num_threads(n_threads)
+    log_file = os.path.join(run_dir, "run.log") if main else None
     try:
-        with console.run_logging(os.path.join(run_dir, "run.log"), config["state"] or "INFO", bool(config["verbose"])):
-            try:
-                return _run(config, run_dir, state, run_settings, saved, start, n_threads)
-            except Exception as err:
-                # the folder says it failed and keeps its log and config (and what a rerun resumes from, after a crash)
-                runlock.mark_failed(run_dir, err, resumable=not isinstance(err, RecboleSAEError))
-                raise
+        with console.run_logging(log_file, config["state"] or "INFO", bool(config["verbose"]), console=main):
+            return _run(config, run_dir, state, run_settings, saved, start, n_threads)
     finally:
         torch.set_num_threads(threads_before)
         progress.configure(progress_before)
-        lock.release()
 
 
 def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: float, n_threads: int) -> RunResult:
+    main = distributed.is_main(config)
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     logger.info(" ".join(sys.argv))
     logger.info(config)
     console.header(config, run_dir)
-    with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-        f.write(config.to_yaml())
+    if main:
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(config.to_yaml())
 
     data = create_dataset(config)
     logger.info(data)
@@ -194,13 +222,14 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
         console.header_model(config, net, n_threads)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
         trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
-        outcome = _train_and_test(config, trainer, splits, run_dir, state, run_settings, saved)
+        outcome = _fit_and_evaluate(config, trainer, splits, run_dir, state, run_settings, saved)
 
     result = _result_record(config, outcome, run_dir, start)
     result_file = os.path.join(run_dir, RESULT_NAME)
-    with open(result_file, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
+    if main:
+        with open(result_file, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
     logger.info("result: %s", json.dumps(result))
     summaries = trainer.result_summary(outcome["extra"]) if hasattr(trainer, "result_summary") else None
     out = RunResult(result)
@@ -209,11 +238,12 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
     return out
 
 
-def _train_and_test(config, trainer, splits, run_dir: str, state, run_settings: dict, saved: bool) -> dict:
+def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings: dict, saved: bool) -> dict:
     """Fit (or continue from ``state``), evaluate the best checkpoint under both protocols, run the
     model's own reports; what the result record needs."""
     train_data, valid_data, test_data = splits
     target_seen = protocol.attach_to_run(trainer, train_data, valid_data, test_data, config)
+    distributed.attach(trainer)  # several processes: the metrics over everyone's users
     watch = console.EpochWatch(trainer, config, {"validation": valid_data, "test": test_data})
     epoch_seconds, valid_scores = watch.seconds, watch.scores
     resumed_at = None
@@ -226,13 +256,15 @@ def _train_and_test(config, trainer, splits, run_dir: str, state, run_settings: 
     command = " ".join(sys.argv)
 
     def save_state(epoch_idx, valid_score):
-        resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+        if distributed.is_main(config):
+            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
     if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
         fit_options["callback_fn"] = save_state
     trainer.both_protocols = False  # validation while training: the headline protocol only
     _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
+    distributed.barrier(config)  # the best checkpoint is written before any process loads it
     trainer.both_protocols = True  # the best checkpoint, under both protocols
     if best_valid_result:
         best_valid_result = trainer.evaluate(valid_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -269,6 +301,7 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
         "run_dir": run_dir,
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(config["device"]),
+        **({"processes": distributed.world_size(config)} if distributed.active(config) else {}),
         "seed": config["seed"],
         **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
         **outcome["extra"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -929,3 +930,23 @@ def test_tied_grid_points_do_not_depend_on_the_finishing_order():
     c = _record("SAERec", 1, test=0.04, valid=0.0512, label="dropout=0.1")  # ties on everything with a
     for records in ([a, c], [c, a]):
         assert bm.choose_grid_points(records) == {("d", "SAERec"): "dropout=0.1"}
+
+
+def test_every_grid_point_gets_a_row_against_the_baselines_chosen_point(tmp_path):
+    """The ablation view: each variant of a model its own row, compared with the baseline's best point."""
+    records = []
+    for seed, base in ((1, 0.10), (2, 0.12)):
+        records.append(_record("Base", seed, test=base, valid=0.5, label="lr=1"))
+        records.append(_record("Base", seed, test=0.50, valid=0.1, label="lr=2"))  # not chosen: lower validation
+        records.append(_record("Var", seed, test=base * 1.1, valid=0.2, label="a=1"))
+        records.append(_record("Var", seed, test=base * 0.9, valid=0.3, label="a=2"))
+    assert [row["grid_label"] for row in bm.summarize(records, "Base")["d"]] == ["lr=1", "a=2"]
+    rows = bm.summarize(records, "Base", every_point=True)["d"]
+    assert [(row["model"], row["grid_label"]) for row in rows] == [("Base", "lr=1"), ("Var", "a=1"), ("Var", "a=2")]
+    assert [row["rel_diff"] for row in rows[1:]] == [pytest.approx(0.1), pytest.approx(-0.1)]
+    text = Path(bm.write_report(records, tmp_path, "abl", baseline="Base", every_point=True)["markdown"]).read_text()
+    assert "| Var (a=1) |" in text and "| Var (a=2) |" in text and "Grid points (mean over seeds" not in text
+    results = tmp_path / "r.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    assert bm.cli(["report", str(results), "--by_grid_point", "--baseline", "Base"]) == 0
+    assert "| Var (a=1) |" in (tmp_path / "r.md").read_text()

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Every option the README, the sweep runner and the models' docs name.
 OPTIONS = [
     "--model", "--dataset", "--data_path", "--config_files", "--run_name", "--resume", "--checkpoint_dir",
-    "--extra_keys", "--sae_run", "--sasrec_checkpoint", "--steer", "--steer_sweep", "--strengths",
+    "--extra_keys", "--nproc", "--sae_run", "--sasrec_checkpoint", "--steer", "--steer_sweep", "--strengths",
     "--text_embeddings", "--sweep", "--results", "--report_dir", "--workers", "--oom_retries", "--models",
     "--datasets", "--seeds", "--grid_points",
 ]

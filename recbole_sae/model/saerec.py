@@ -31,7 +31,8 @@ Ablations, one key each: ``intent_personal`` / ``intent_public`` (drop a branch)
 ``intent_memory: history_text`` (the personal memory holds the projected text embeddings of the
 last ``n_personal_intents`` items instead of intents). Beyond the paper: ``item_intent_codes``
 adds to every item's ID embedding (input and output) the mean of its intents' embeddings weighted
-by its SAE codes, so that rare items share what their text says.
+by its SAE codes, so that rare items share what their text says; ``item_text`` adds a learned
+projection of the item's text embedding itself (the dense text, not its intents).
 
 :meth:`SAERec.attribute` explains a recommendation by removal: an intent's attribution to an item
 is the item's score drop when that intent is masked out of its branch's cross-attention (through
@@ -134,8 +135,10 @@ class SAERec(SASRecPlus):
         self.use_personal = config["intent_personal"] is not False
         self.use_public = config["intent_public"] is not False
         self.item_codes = bool(config["item_intent_codes"])
-        if self.item_codes and self.loss_type != "CE":
-            raise ConfigError("item_intent_codes needs loss_type=CE")
+        self.item_text = bool(config["item_text"])
+        self.items_enriched = self.item_codes or self.item_text
+        if self.items_enriched and self.loss_type != "CE":
+            raise ConfigError("item_intent_codes and item_text need loss_type=CE")
         self.n_personal = int(config["n_personal_intents"])
         self.n_public = int(config["n_public_intents"])
         self.recency_decay = float(config["recency_decay"])
@@ -176,6 +179,12 @@ class SAERec(SASRecPlus):
         self.gate = nn.Linear(3 * self.hidden_size, 2)
         for module in (self.intent_proj, self.personal_layers, self.public_layers, self.gate):
             module.apply(self._init_weights)
+        if self.item_text:
+            self.item_text_proj = nn.Linear(self.item_text_embeddings.size(1), self.hidden_size, bias=False)
+            self.item_text_proj.apply(self._init_weights)
+            real = torch.ones(self.item_text_embeddings.size(0), 1)
+            real[0] = 0.0  # the padding row keeps its (zero) ID embedding alone
+            self.register_buffer("item_text_rows", real, persistent=False)
 
     # -- retrieval -----------------------------------------------------------------------------------
     def intent_embeddings(self) -> torch.Tensor:
@@ -329,25 +338,28 @@ class SAERec(SASRecPlus):
                 out = out + weights[..., i : i + 1] * x
         return out, weights
 
-    # -- item representations (item_intent_codes) ---------------------------------------------------
+    # -- item representations (item_intent_codes, item_text) -----------------------------------------
     def item_matrix(self) -> torch.Tensor:
-        """Every item's representation [n_items, H]: its ID embedding (+ its SAE-code intent mix)."""
+        """Every item's representation [n_items, H]: its ID embedding (+ its SAE-code intent mix,
+        + the projection of its text embedding)."""
         weight = self.item_embedding.weight
-        if not self.item_codes:
-            return weight
-        intents = self.intent_embeddings()
-        mix = torch.zeros_like(weight).index_add(0, self.code_rows, self.code_vals[:, None] * intents[self.code_cols])
-        return weight + mix
+        if self.item_codes:
+            intents = self.intent_embeddings()
+            weight = weight + torch.zeros_like(weight).index_add(
+                0, self.code_rows, self.code_vals[:, None] * intents[self.code_cols]
+            )
+        if self.item_text:
+            weight = weight + self.item_text_proj(self.item_text_embeddings) * self.item_text_rows
+        return weight
 
     def embed(self, item_seq):
-        if not self.item_codes:
+        if not self.items_enriched:
             return super().embed(item_seq)
-        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
-        emb = self.item_matrix()[item_seq] + self.position_embedding(positions)
+        emb = self.item_matrix()[item_seq] + self.position_embedding(self.position_ids(item_seq))
         return self.dropout(self.LayerNorm(emb))
 
     def full_sequence_loss(self, interaction):
-        if not self.item_codes:
+        if not self.items_enriched:
             return super().full_sequence_loss(interaction)
         hidden = self.sequence_states(interaction)
         targets = interaction[TARGETS_FIELD][:, : hidden.size(1)]
@@ -355,19 +367,19 @@ class SAERec(SASRecPlus):
         return F.cross_entropy(hidden[real] @ self.item_matrix().t(), targets[real])
 
     def calculate_loss(self, interaction):
-        if not self.item_codes or TARGETS_FIELD in interaction.interaction:
+        if not self.items_enriched or TARGETS_FIELD in interaction.interaction:
             return super().calculate_loss(interaction)
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return F.cross_entropy(out @ self.item_matrix().t(), interaction[self.POS_ITEM_ID])
 
     def predict(self, interaction):
-        if not self.item_codes:
+        if not self.items_enriched:
             return super().predict(interaction)
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return (out * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):
-        if not self.item_codes:
+        if not self.items_enriched:
             return super().full_sort_predict(interaction)
         out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         return out @ self.item_matrix().t()

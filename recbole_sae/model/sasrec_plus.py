@@ -33,6 +33,7 @@ from recbole_sae.model.layers import trim, use_sdpa_attention
 compat.apply()
 
 TRAIN_MODES = ("full_sequence", "prefix")
+POSITIONS = ("from_start", "from_end")
 TARGETS_FIELD = "target_id_list"  # [B, L] next item at each position, 0 at padding
 
 
@@ -51,12 +52,25 @@ class SASRecPlus(SASRec):
             raise ConfigError("train_mode=full_sequence needs loss_type=CE (set --loss_type=CE)")
         if config["sdpa_attention"] is not False:
             use_sdpa_attention(self.trm_encoder)
+        self.positions = config["positions"] or "from_start"
+        if self.positions not in POSITIONS:
+            raise ConfigError(f"positions must be one of {POSITIONS}, got '{self.positions}'")
 
     # -- encoder ---------------------------------------------------------------------------------
+    def position_ids(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Position ids [1 or B, L]: ``from_start`` (RecBole's: the first item is 0) or ``from_end``
+        (the last real item of each row is MAX_ITEM_LIST_LENGTH - 1, as in left-padded SASRec code,
+        so the position next to the prediction always has the same embedding; padding gets the last id)."""
+        steps = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
+        if self.positions == "from_start":
+            return steps
+        last = self.max_seq_length - 1
+        length = (item_seq > 0).sum(1, keepdim=True)
+        return (steps + last + 1 - length).clamp(0, last)
+
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Item + position embeddings, LayerNorm and dropout: the transformer's input [B, L, H]."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
-        emb = self.item_embedding(item_seq) + self.position_embedding(positions)
+        emb = self.item_embedding(item_seq) + self.position_embedding(self.position_ids(item_seq))
         return self.dropout(self.LayerNorm(emb))
 
     def encode(self, item_seq: torch.Tensor) -> torch.Tensor:

@@ -389,11 +389,22 @@ class SteerableSASRec(SASRecSAE):
         """The attribute value a term aims at: its own, or a latent's best value in the interpretation."""
         if not term.is_latent:
             return term.field, term.value
+        best = self._best_value(int(term.value))
+        return (str(best["field"]), str(best["value"])) if best else None
+
+    def target_sign(self, term: SteerTerm) -> int:
+        """+1 when raising the term's latent(s) should raise its target's share: an attribute value's
+        latents correlate positively with it; a latent's best value may correlate negatively (-1)."""
+        if not term.is_latent:
+            return 1
+        best = self._best_value(int(term.value)) or {}
+        return -1 if (best.get("corr") or 0) < 0 else 1
+
+    def _best_value(self, latent: int) -> Optional[dict]:
         interp = self.load_interpretation()
         for lat in (interp or {}).get("latents", []):
-            if int(lat["id"]) == int(term.value) and lat.get("best_values"):
-                best = lat["best_values"][0]
-                return str(best["field"]), str(best["value"])
+            if int(lat["id"]) == latent and lat.get("best_values"):
+                return lat["best_values"][0]
         return None
 
     # -- the run's interpretation, item attributes and titles ----------------------------------------

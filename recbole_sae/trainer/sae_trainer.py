@@ -203,12 +203,14 @@ class SASRecSAETrainer(SequenceTrainer):
         interventions = {"valid": self.intervention_metrics(valid_data), "test": self.intervention_metrics(test_data)}
         metric = self.config["valid_metric"].lower()
         recovered = {split: ndcg_recovered(res, metric) for split, res in interventions.items()}
-        interpretation = self.interpret(train_data.dataset, states, items, os.path.join(run_dir, "interpretation"))
+        fidelity = {k: round(float(v), 6) for k, v in fidelity.items()}
+        interpretation = self.interpret(train_data.dataset, states, items, os.path.join(run_dir, "interpretation"),
+                                        fidelity={"fidelity": fidelity, "recovered": recovered})
         report = {
             "site": model.site.name,
             "positions": model.sae_positions,
             "d_sae": model.sae.cfg.d_sae,
-            "fidelity": {k: round(float(v), 6) for k, v in fidelity.items()},
+            "fidelity": fidelity,
             "interventions": interventions,
             "recovered": recovered,
             "interpretation": interpretation,
@@ -228,8 +230,9 @@ class SASRecSAETrainer(SequenceTrainer):
         return {"sae": summary}
 
     @torch.no_grad()
-    def interpret(self, dataset, states, items, out_dir) -> dict:
-        """Latents vs the item attributes named by ``item_attributes``; summary per field."""
+    def interpret(self, dataset, states, items, out_dir, fidelity=None) -> dict:
+        """Latents vs the item attributes named by ``item_attributes``; summary per field. The reports
+        show ``fidelity`` (the SAE's metrics and NDCG recovered) beside the interpretation."""
         from recbole_sae.analysis.interpretation import interpret
         from recbole_sae.analysis.report import write_interpretation_report
         from recbole_sae.data.item_text import item_attribute_matrix, item_titles
@@ -251,7 +254,8 @@ class SASRecSAETrainer(SequenceTrainer):
             item_embeddings=model.item_embedding.weight.detach().cpu(),
             min_support=self.config["interpretation_min_support"],
         )
-        write_interpretation_report(result, out_dir, title=f"{self.config['model']} on {self.config['dataset']}")
+        write_interpretation_report(result, out_dir, title=f"{self.config['model']} on {self.config['dataset']}",
+                                    fidelity=fidelity)
         summary = {}
         for field, data in result["fields"].items():
             s = data["summary"]

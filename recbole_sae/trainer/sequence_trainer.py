@@ -32,6 +32,7 @@ from recbole.trainer import Trainer
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from recbole_sae import distributed
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD
 
@@ -85,6 +86,16 @@ def shifted_targets(item_seq: torch.Tensor, item_len: torch.Tensor, target: torc
     targets[torch.arange(item_seq.size(0)), item_len - 1] = target
     positions = torch.arange(item_seq.size(1)).unsqueeze(0)
     return torch.where(positions < item_len.unsqueeze(1), targets, torch.zeros_like(targets))
+
+
+def check_loss(loss: float, epoch_idx: int) -> float:
+    """``loss``, or the error that says what to change when it is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training loss is {loss} at epoch {epoch_idx}: lower learning_rate, "
+            "set clip_grad_norm (e.g. --clip_grad_norm=\"{'max_norm': 5}\") or check the data"
+        )
+    return loss
 
 
 class LengthBatches:
@@ -149,8 +160,8 @@ class LengthBatches:
                 rows = targets = 0
         return sizes + [rows] if rows else sizes
 
-    def epoch(self, epoch_idx: int):
-        """The batches of one epoch, in a reproducible random order."""
+    def index_batches(self, epoch_idx: int) -> list[torch.Tensor]:
+        """The row indices of each batch of one epoch, in a reproducible random order."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch_idx)
         order = torch.randperm(self.n_rows, generator=gen)
         if self.bucketing:  # sort the shuffled rows by length (stable): random within a length
@@ -158,20 +169,32 @@ class LengthBatches:
         batches = list(torch.split(order, self._batch_sizes(order)))
         if self.bucketing:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-        for index in batches:
-            item_len = self.item_len[index]
-            width = int(item_len.max())
-            fields = {
-                self.seq_field: self.item_seq[index, :width],
-                self.len_field: item_len,
-                self.item_field: self.target[index],
-                self.user_field: self.user[index],
-            }
-            if self.targets is not None:
-                fields[TARGETS_FIELD] = self.targets[index, :width]
-            for name, values in self.extra.items():
-                fields[name] = values[index, :width]
-            yield Interaction(fields)
+        return batches
+
+    def count(self, index: torch.Tensor) -> int:
+        """Loss targets in the rows ``index`` (prefix rows: one each)."""
+        return int((self.targets[index] > 0).sum()) if self.targets is not None else index.numel()
+
+    def interaction(self, index: torch.Tensor) -> Interaction:
+        """The rows ``index`` as one batch, trimmed to its longest sequence."""
+        item_len = self.item_len[index]
+        width = int(item_len.max())
+        fields = {
+            self.seq_field: self.item_seq[index, :width],
+            self.len_field: item_len,
+            self.item_field: self.target[index],
+            self.user_field: self.user[index],
+        }
+        if self.targets is not None:
+            fields[TARGETS_FIELD] = self.targets[index, :width]
+        for name, values in self.extra.items():
+            fields[name] = values[index, :width]
+        return Interaction(fields)
+
+    def epoch(self, epoch_idx: int):
+        """The batches of one epoch, in a reproducible random order."""
+        for index in self.index_batches(epoch_idx):
+            yield self.interaction(index)
 
 
 class SequenceTrainer(Trainer):
@@ -218,6 +241,8 @@ class SequenceTrainer(Trainer):
         self.model.train()
         loss_func = loss_func or self.model.calculate_loss
         batches = self.batches(train_data)
+        if distributed.active(self.config):  # this process's share of each batch, gradients all-reduced
+            return check_loss(distributed.train_epoch(self, batches, epoch_idx, loss_func), epoch_idx)
         iterator = batches.epoch(epoch_idx)
         if show_progress:
             iterator = tqdm(iterator, total=len(batches), desc=f"Train {epoch_idx:>5}", ncols=100)
@@ -226,11 +251,7 @@ class SequenceTrainer(Trainer):
             interaction = interaction.to(self.device)
             self.optimizer.zero_grad()
             loss = loss_func(interaction)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss.item()} at epoch {epoch_idx}: lower learning_rate, "
-                    "set clip_grad_norm (e.g. --clip_grad_norm=\"{'max_norm': 5}\") or check the data"
-                )
+            check_loss(loss.item(), epoch_idx)
             loss.backward()
             if self.clip_grad_norm:
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)

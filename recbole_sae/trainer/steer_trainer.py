@@ -7,10 +7,17 @@ checkpoint of this run, which the pipeline's test then reads.
 ``after_test`` (merged into the run's RESULT):
 
 * ``steer`` (``--steer="class=Western:+6"``): RecBole's test metrics unsteered and steered, the
-  target value's share in the top-k lists before and after, list coverage and diversity, and a few
-  users' lists before and after by title (``steering/steer.json``);
+  target value's share in the top-k lists before and after with its change, noise and verdict,
+  list coverage and diversity, and a few users' lists before and after by title
+  (``steering/steer.json``);
 * ``steer_sweep`` (``--steer_sweep="class=Western" --strengths=-8,-4,0,4,8``): one row per strength
   (see ``recbole_sae.analysis.steering``), written to ``steering/sweep.{csv,json,md,png}``.
+
+An edit that moves its target's share the wrong way, or by no more than the noise (2 standard
+errors over users of the per-user change, ``recbole_sae.analysis.steering.share_change``), logs
+one ``warning:`` line and records it under ``warnings``. The top-k lists rank as the run's headline
+protocol: with ``filter_seen`` (the default) the user's earlier items are removed, as in the
+NDCG and HR beside them.
 
 Both keys (and ``strengths``) are config keys, so the Python API passes them in ``config_dict``.
 On the command line their values hold ``=``, which RecBole's own command-line reader drops, so
@@ -27,8 +34,9 @@ from typing import Optional
 
 import torch
 
+from recbole_sae import protocol
+from recbole_sae.analysis import steering
 from recbole_sae.analysis.report import write_json
-from recbole_sae.analysis.steering import list_statistics, parse_strengths, steering_sweep, top_k_lists, write_sweep
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.steerable_sasrec import LatentEdit, parse_steer
 from recbole_sae.trainer.sequence_trainer import SequenceTrainer
@@ -49,7 +57,7 @@ def command_line_value(key: str, argv=None) -> Optional[str]:
 def checked_strengths(value) -> list:
     """``--strengths`` as numbers, or a :class:`ConfigError` that says what is wrong."""
     try:
-        return parse_strengths(value)
+        return steering.parse_strengths(value)
     except ValueError as err:
         raise ConfigError(f"--strengths: {err}") from None
 
@@ -119,6 +127,10 @@ class SteerableTrainer(SequenceTrainer):
     def after_test(self, train_data, valid_data, test_data) -> dict:
         steer, sweep = self.setting("steer"), self.setting("steer_sweep")
         out = {}
+        self.seen = None  # the headline protocol's seen items of the test users (filter_seen), for the lists
+        if (steer or sweep) and protocol.is_sequential(self.config) \
+                and protocol.headline(self.config) == protocol.SEEN_REMOVED:
+            self.seen = protocol.seen_tables(train_data, valid_data, test_data, self.config)[id(test_data)]
         if steer:
             out["steer"] = self.steer_report(str(steer), test_data)
         if sweep:
@@ -131,28 +143,24 @@ class SteerableTrainer(SequenceTrainer):
         return out
 
     def steer_report(self, spec: str, test_data) -> dict:
-        """Unsteered vs steered: RecBole's test metrics, target shares, list statistics, examples."""
+        """Unsteered vs steered: RecBole's test metrics, target shares, list statistics, examples.
+        The lists rank without the seen items of ``self.seen`` (set by ``after_test`` under ``filter_seen``)."""
         model = self.model
         k = self.topk()
         terms = parse_steer(spec)
         edits = model.resolve(terms)
+        seen = getattr(self, "seen", None)
         unsteered = self._evaluate(test_data)
-        users, before = top_k_lists(model, test_data, k)
+        users, before = steering.top_k_lists(model, test_data, k, seen=seen)
         with model.steer(edits):
             steered = self._evaluate(test_data)
-            _, after = top_k_lists(model, test_data, k)
-        targets = list(dict.fromkeys(t for t in (model.target_of(term) for term in terms) if t is not None))
-        shares, lists = {}, {}
+            _, after = steering.top_k_lists(model, test_data, k, seen=seen)
+        shares, warnings = self._share_checks(spec, terms, before, after, k)
+        lists = {}
         emb = model.item_embedding.weight
-        for field, value in targets:
-            values, matrix = model.attribute(field)
-            index = values.index(value) if value in values else None
-            b = list_statistics(before, matrix, emb, model.n_items, index)
-            a = list_statistics(after, matrix, emb, model.n_items, index)
-            shares[f"{field}={value}"] = {"unsteered": _r(b["target_share"]), "steered": _r(a["target_share"])}
         no_attribute = torch.zeros(model.n_items, 0, dtype=torch.bool)
         for name, top in (("unsteered", before), ("steered", after)):
-            stats = list_statistics(top, no_attribute, emb, model.n_items)
+            stats = steering.list_statistics(top, no_attribute, emb, model.n_items)
             lists[name] = {"coverage": _r(stats["coverage"]), "diversity": _r(stats["diversity"])}
         report = {
             "steer": spec,
@@ -164,6 +172,7 @@ class SteerableTrainer(SequenceTrainer):
             "steered": steered,
             "delta": {m: round(steered[m] - unsteered[m], 6) for m in steered if m in unsteered},
             "target_share": shares,
+            "warnings": warnings,
             "lists": lists,
             "examples": self._examples(test_data, users, before, after),
         }
@@ -171,6 +180,35 @@ class SteerableTrainer(SequenceTrainer):
         report["file"] = str(path)
         self._log_steer(report, k)
         return report
+
+    def _share_checks(self, spec: str, terms, before, after, k: int) -> tuple[dict, list]:
+        """Per target value of the terms: its share before and after, the change, its noise and the
+        verdict (``share_change``); and the ``warning:`` lines of those that did not do their job."""
+        model = self.model
+        targets = list(dict.fromkeys(t for t in (model.target_of(term) for term in terms) if t is not None))
+        shares, warnings = {}, []
+        emb = model.item_embedding.weight
+        for field, value in targets:
+            values, matrix = model.attribute(field)
+            index = values.index(value) if value in values else None
+            b = steering.list_statistics(before, matrix, emb, model.n_items, index)
+            a = steering.list_statistics(after, matrix, emb, model.n_items, index)
+            record = {"unsteered": _r(b["target_share"]), "steered": _r(a["target_share"])}
+            if index is not None:
+                aimed = [term for term in terms if model.target_of(term) == (field, value)]
+                record.update(steering.share_change(before, after, matrix, index, self._direction(aimed)))
+                line = steering.share_warning(spec, f"{field}={value}", k, record["unsteered"], record["steered"], record)
+                if line:
+                    warnings.append(line)
+            shares[f"{field}={value}"] = record
+        return shares, warnings
+
+    def _direction(self, terms):
+        """The way the terms together should move their target's share: +1, -1, 0 (no edit) or None
+        (terms that pull both ways)."""
+        ways = {steering.edit_direction(t.op or "add", t.strength, self.model.target_sign(t)) for t in terms}
+        ways.discard(0)
+        return 0 if not ways else (ways.pop() if len(ways) == 1 else None)
 
     def _latent_records(self, term) -> list:
         model = self.model
@@ -208,7 +246,11 @@ class SteerableTrainer(SequenceTrainer):
             f"HR@{k} {report['unsteered'].get(hit)} -> {report['steered'].get(hit)}"
         )
         for target, share in report["target_share"].items():
-            log(f"share of {target} in the top-{k}: {share['unsteered']} -> {share['steered']}")
+            check = (f" (change {share['change']:+.3g}, noise +-{share['noise']:.3g}: {share['verdict']})"
+                     if "verdict" in share else "")
+            log(f"share of {target} in the top-{k}: {share['unsteered']} -> {share['steered']}{check}")
+        for line in report["warnings"]:
+            self.logger.warning(line)
         for ex in report["examples"]:
             log(f"user {ex['user']} (last: {' | '.join(ex['history_last'])})")
             log(f"  unsteered: {' | '.join(ex['unsteered'])}")
@@ -217,41 +259,29 @@ class SteerableTrainer(SequenceTrainer):
     def sweep(self, spec: str, strengths, test_data) -> dict:
         """The strength sweep of one target (see ``recbole_sae.analysis.steering``)."""
         model = self.model
-        terms = parse_steer(spec, require_strength=False)
-        if len(terms) != 1:
-            raise ConfigError(f"steer_sweep takes one target (e.g. class=Western), got {len(terms)}: '{spec}'")
-        term = terms[0]
-        if term.strength is not None:
-            raise ConfigError(
-                f"steer_sweep '{spec}' names a strength; the strengths come from --strengths: "
-                f"write --steer_sweep=\"{term.target}\" (or {term.target}:clamp / {term.target}:scale)"
-            )
-        op = term.op or "add"
+        term, op, latents, (field, value) = self._sweep_target(spec)
         strengths = checked_strengths(strengths)
         k = self.topk()
-        latents = model.term_latents(term)
-        target = model.target_of(term)
-        if target is None:
-            raise ConfigError(
-                f"latent {term.value} has no attribute value in the interpretation of {model.run_dir}, so its "
-                "share cannot be measured: sweep an attribute value instead (e.g. class=Western)"
-            )
-        field, value = target
         values, matrix = model.attribute(field)
-        if value not in values:
-            raise ConfigError(f"{field}={value} is not a value of the dataset's {field}")
+        index, seen = values.index(value), getattr(self, "seen", None)
         self.logger.info(
             f"steering sweep of {term.target} ({op} on latents {latents} at {model.steer_positions} positions; "
             f"share of {field}={value}) over strengths {strengths}"
         )
         unsteered = self._evaluate(test_data)
-        rows = steering_sweep(
+        _, baseline = steering.top_k_lists(model, test_data, k, seen=seen)
+        base = steering.list_statistics(baseline, matrix, model.item_embedding.weight, model.n_items, index)
+        base_share = _r(base["target_share"])
+        sign = model.target_sign(term)
+        rows = steering.steering_sweep(
             model, test_data, strengths,
             edits_for=lambda s: [LatentEdit(latent, op, s) for latent in latents],
             evaluate=lambda: self._evaluate(test_data),
-            values=values, attr_matrix=matrix, target_index=values.index(value),
+            values=values, attr_matrix=matrix, target_index=index,
             k=k, positions=model.steer_positions, log=self.logger.info,
+            direction_for=lambda s: steering.edit_direction(op, s, sign), seen=seen, baseline=baseline,
         )
+        warning = steering.sweep_warning(term.target, k, rows, base_share)
         result = {
             "target": term.target,
             "target_field": field,
@@ -262,18 +292,46 @@ class SteerableTrainer(SequenceTrainer):
             "latents": self._latent_records(term),
             "strengths": strengths,
             "unsteered": unsteered,
+            "unsteered_share": base_share,
+            "warnings": [warning] if warning else [],
             "rows": rows,
         }
-        files = write_sweep(result, os.path.join(self.run_dir, "steering"), k)
+        files = steering.write_sweep(result, os.path.join(self.run_dir, "steering"), k)
         self.logger.info(f"steering sweep written to {files['csv']} (+ .json, .md, .png)")
-        main = ["strength", "target_share", f"ndcg@{k}", f"hit@{k}", "coverage", "diversity", "diversity_attr"]
+        if warning:
+            self.logger.warning(warning)
+        main, _ = steering.sweep_columns(rows, value, k)
         return {
-            **{key: result[key] for key in ("target", "target_field", "target_value", "op", "positions", "k", "latents")},
+            **{key: result[key] for key in ("target", "target_field", "target_value", "op", "positions", "k",
+                                            "latents", "unsteered_share", "warnings")},
             "unsteered": {m: unsteered.get(m) for m in (f"ndcg@{k}", f"hit@{k}")},
             "table": [{c: row[c] for c in main} for row in rows],
             "files": files,
         }
 
+    def _sweep_target(self, spec: str):
+        """``(term, op, latents, (field, value))`` of a ``steer_sweep`` text, or a ConfigError."""
+        model = self.model
+        terms = parse_steer(spec, require_strength=False)
+        if len(terms) != 1:
+            raise ConfigError(f"steer_sweep takes one target (e.g. class=Western), got {len(terms)}: '{spec}'")
+        term = terms[0]
+        if term.strength is not None:
+            raise ConfigError(
+                f"steer_sweep '{spec}' names a strength; the strengths come from --strengths: "
+                f"write --steer_sweep=\"{term.target}\" (or {term.target}:clamp / {term.target}:scale)"
+            )
+        latents = model.term_latents(term)
+        target = model.target_of(term)
+        if target is None:
+            raise ConfigError(
+                f"latent {term.value} has no attribute value in the interpretation of {model.run_dir}, so its "
+                "share cannot be measured: sweep an attribute value instead (e.g. class=Western)"
+            )
+        field, value = target
+        if value not in model.attribute(field)[0]:
+            raise ConfigError(f"{field}={value} is not a value of the dataset's {field}")
+        return term, term.op or "add", latents, target
 
 def _r(x):
     return None if x is None else round(float(x), 6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from recbole_sae.analysis import interpret, markdown_table, to_jsonable, write_interpretation_report, write_json
+from recbole_sae.analysis.report import _figure, bar_axis_top, ratio_flags
 
 
 def test_markdown_table_exact():
@@ -117,3 +119,58 @@ def test_report_without_any_value_passing_support(tmp_path):
     md = paths["markdown"].read_text()
     assert "| genre | 0 |  |  |  |  |  |  |" in md  # missing means are empty cells
     assert "the 0 values with the largest SAE gain" in md
+
+
+FIDELITY = {
+    "fidelity": {"mse": 0.00123, "fvu": 0.0812, "explained_variance": 0.9188, "l0": 16.0, "dead_frac": 0.0234,
+                 "n_dead": 12.0, "n_rows": 4000.0},
+    "recovered": {
+        "valid": {"metric": "ndcg@10", "original": 0.05, "spliced": 0.048, "spliced_error": 0.05, "ablated": 0.01,
+                  "recovered": 0.95},
+        "test": {"metric": "ndcg@10", "original": 0.06, "spliced": 0.035, "spliced_error": 0.06, "ablated": 0.02,
+                 "recovered": 0.375},
+    },
+}
+
+
+def test_reports_show_fidelity_and_flag_ratios_below_one(tmp_path):
+    result = _result()
+    summary = result["fields"]["genre"]["summary"]
+    assert ratio_flags(result) == []  # the toy SAE beats the raw dimensions everywhere: nothing to flag
+    summary["ratio_held_out"] = 0.78
+    summary["by_frequency"]["common"]["ratio_corr"] = 0.5
+    paths = write_interpretation_report(result, tmp_path, title="Toy", fidelity=FIDELITY)
+    md = paths["markdown"].read_text()
+    assert md.index("## SAE fidelity") < md.index("## Monosemanticity")
+    assert ("On 4000 held-out states: FVU 0.0812 (explained variance 0.9188), MSE 0.001230, L0 16.0 active latents "
+            "per state, dead latents 12 (0.023 of all).") in md
+    assert "| valid | 0.0500 | 0.0480 | 0.0500 | 0.0100 | 0.9500 |" in md
+    assert "| test | 0.0600 | 0.0350 | 0.0600 | 0.0200 | 0.3750 |" in md
+    assert "- **Flag:** test: NDCG recovered 0.38 < 0.9: with the SAE's reconstruction" in md
+    assert "valid: NDCG recovered" not in md
+    held_out = (f"genre: held-out ratio 0.78 < 1 (in-sample ratio {summary['ratio_corr']:.2f}): with each value's "
+                "best unit chosen on half of the items and scored on the other half, the best SAE latent tracks "
+                "the value less well than the best raw dimension")
+    assert f"- **Ratio below 1:** {held_out}" in md
+    assert "- **Ratio below 1:** genre, common values: ratio |corr| 0.50 < 1: the best SAE latent per value" in md
+    assert md.count("**Ratio below 1:**") == 2
+    page = paths["html"].read_text()
+    assert "<h2>SAE fidelity</h2>" in page and "FVU 0.0812" in page and "NDCG recovered 0.375" in page
+    assert '<li class="flag">Flag: test: NDCG recovered 0.38 &lt; 0.9' in page
+    assert f'<li class="flag">Ratio below 1: {html.escape(held_out)}' in page and "held-out ratio 0.78" in page
+    plain = write_interpretation_report(result, tmp_path / "plain", title="Toy")["markdown"].read_text()
+    assert "SAE fidelity" not in plain and "**Ratio below 1:**" in plain  # no fidelity measured, flags still
+
+
+def test_bar_chart_axis_fits_the_bars():
+    assert bar_axis_top([0.1, 0.28, None]) == pytest.approx(0.35)  # 0.28 * 1.25 = 0.35
+    assert bar_axis_top([0.21]) == pytest.approx(0.3) and bar_axis_top([0.9, float("nan")]) == 1.0
+    assert bar_axis_top([]) == pytest.approx(0.05)
+    result = _result()
+    rows = result["fields"]["genre"]["summary"]["rows"]
+    for r in rows:  # every bar below 0.3, as in the report the axis used to run to 1 for
+        r["raw_best_abs_corr"], r["sae_best_abs_corr"] = 0.1, 0.26
+    ax = _figure(result, "Toy").axes[0]
+    assert ax.get_ylim() == pytest.approx((0.0, 0.35))
+    heights = [patch.get_height() for patch in ax.patches]
+    assert len(heights) == 2 * len(rows) and max(heights) == pytest.approx(0.26)

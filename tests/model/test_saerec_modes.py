@@ -57,6 +57,8 @@ MODES = {
     "paper": {"intent_retrieval": "paper"},
     "history_text": {"intent_memory": "history_text"},
     "item_intent_codes": {"item_intent_codes": True},
+    "item_text": {"item_text": True},
+    "codes_and_text": {"item_intent_codes": True, "item_text": True},
     "paper_gate": {"intent_retrieval": "paper", "fusion": "gate"},
     "random_directions": {"intent_directions": "random"},
     "no_personal": {"intent_personal": False},
@@ -232,6 +234,22 @@ def test_item_intent_codes_add_the_items_intent_mix_and_nothing_else(built):
         model.intent_proj.bias.zero_()
         plain.intent_proj.weight.zero_()
         plain.intent_proj.bias.zero_()
+        inter = Interaction({"item_id_list": SEQ, "item_length": LENGTHS})
+        torch.testing.assert_close(model.full_sort_predict(inter), plain.full_sort_predict(inter))
+
+
+def test_item_text_adds_the_projected_text_embedding_except_to_the_padding_row(built):
+    model = built(item_text=True)
+    plain = built()
+    with torch.no_grad():
+        text = model.item_text_embeddings @ model.item_text_proj.weight.t()
+        expected = model.item_embedding.weight + text
+        expected[0] = model.item_embedding.weight[0]
+        torch.testing.assert_close(model.item_matrix(), expected)
+        assert model.item_text_proj.bias is None and not torch.equal(text[1:], torch.zeros_like(text[1:]))
+        # with the projection zeroed the model scores as the plain one with the same weights
+        model.item_text_proj.weight.zero_()
+        model.load_state_dict({**plain.state_dict(), "item_text_proj.weight": model.item_text_proj.weight})
         inter = Interaction({"item_id_list": SEQ, "item_length": LENGTHS})
         torch.testing.assert_close(model.full_sort_predict(inter), plain.full_sort_predict(inter))
 

@@ -184,3 +184,23 @@ def test_full_sequence_training_improves_and_is_reproducible(tiny_build):
     assert first["test"] == second["test"]
     # users draw 80% of their items from one genre (8 items of 40): well above random (20/40)
     assert first["seen_kept"]["test"]["hit@20"] > 0.6  # (with seen items removed, the repeated targets are misses)
+
+
+def test_positions_from_end_put_each_rows_last_item_at_the_last_position(tiny_build):
+    config, _, train_data, _, _ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=6, positions="from_end")
+    model = SASRecPlus(config, train_data.dataset).eval()
+    seq = torch.tensor([[3, 5, 7, 0], [2, 4, 0, 0], [1, 2, 3, 4]])
+    assert model.position_ids(seq).tolist() == [[3, 4, 5, 5], [4, 5, 5, 5], [2, 3, 4, 5]]
+    # the prediction reads the same position embedding next to the last item whatever the length
+    with torch.no_grad():
+        emb = model.embed(seq)
+        expected = model.LayerNorm(model.item_embedding.weight[7] + model.position_embedding.weight[5])
+        torch.testing.assert_close(emb[0, 2], expected)
+        # padding added to the right changes nothing at the real positions
+        padded = torch.cat([seq, torch.zeros(3, 2, dtype=torch.long)], 1)
+        torch.testing.assert_close(model.embed(padded)[:, :4][seq > 0], emb[seq > 0])
+    plain_config, *_ = tiny_build("SASRecPlus", MAX_ITEM_LIST_LENGTH=6)
+    assert SASRecPlus(plain_config, train_data.dataset).position_ids(seq).tolist() == [[0, 1, 2, 3]]
+    with pytest.raises(Exception, match="positions must be one of"):
+        bad, *_ = tiny_build("SASRecPlus", positions="middle")
+        SASRecPlus(bad, train_data.dataset)

@@ -102,6 +102,12 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
     for group in ("rare", "common"):  # the RESULT summary carries the by-frequency ratios of the report
         assert genre[f"ratio_{group}_values"] == split["by_frequency"][group]["ratio_corr"]
     assert genre["ratio_held_out"] == split["ratio_held_out"]
+    # the markdown and HTML reports show the run's fidelity beside the interpretation
+    md = open(os.path.join(run_dir, "interpretation/interpretation.md")).read()
+    page = open(os.path.join(run_dir, "interpretation/latents.html")).read()
+    fvu = f"FVU {report['fidelity']['fvu']:.4f}"
+    assert "## SAE fidelity" in md and fvu in md and "<h2>SAE fidelity</h2>" in page and fvu in page
+    assert f"| test | {rec['original']:.4f} | {rec['spliced']:.4f} |" in md
 
     # the checkpoint holds the trained SAE
     config, model, *_ = load_data_and_model(run_dir, expected_model="SASRecSAE")

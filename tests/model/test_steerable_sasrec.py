@@ -345,5 +345,48 @@ def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
     assert steer["unsteered"] == test and steer["edits"] == [f"latent={sweep['latents'][0]['latent']}:+4"]
     row4 = sweep["table"][2]
     assert steer["steered"]["ndcg@10"] == row4["ndcg@10"]
-    assert steer["target_share"]["genre=Western"] == {"unsteered": zero["target_share"], "steered": row4["target_share"]}
+    share = steer["target_share"]["genre=Western"]
+    assert (share["unsteered"], share["steered"]) == (zero["target_share"], row4["target_share"])
+    assert share["change"] == pytest.approx(row4["share_change"]) and share["noise"] == pytest.approx(row4["share_noise"])
+    assert share["verdict"] == row4["verdict"] and share["expected"] == 1 and share["n_users"] == 80
+    assert zero["verdict"] == "no_edit" and sweep["unsteered_share"] == zero["target_share"]
+    # a warning exactly when the edit did not do its job, recorded in the RESULT and in the files
+    assert bool(steer["warnings"]) == (share["verdict"] in ("wrong_way", "within_noise"))
+    failed = [row["strength"] for row in sweep["table"] if row["verdict"] in ("wrong_way", "within_noise")]
+    assert len(sweep["warnings"]) == (1 if failed else 0) and full["warnings"] == sweep["warnings"]
+    with open(os.path.join(steering, "steer.json")) as f:
+        assert json.load(f)["warnings"] == steer["warnings"]
     assert len(steer["examples"]) == 2 and len(steer["examples"][0]["steered"]) == 10
+
+
+def _seen_titles(data_path):
+    """Per user token, the titles of the items before the user's last (test) interaction; and all titles."""
+    folder = os.path.join(data_path, "tiny")
+    with open(os.path.join(folder, "tiny.item")) as f:
+        titles = dict(line.rstrip("\n").split("\t")[:2] for line in list(f)[1:])
+    items = {}
+    with open(os.path.join(folder, "tiny.inter")) as f:
+        for line in list(f)[1:]:
+            user, item, _ = line.split("\t")
+            items.setdefault(user, []).append(item)  # written in time order
+    return {user: {titles[i] for i in seq[:-1]} for user, seq in items.items()}
+
+
+@pytest.mark.parametrize("filter_seen", [True, False])
+def test_steering_lists_rank_as_the_headline_protocol(sae_run, in_tmp, filter_seen):
+    """The steering lists ignored filter_seen: with seen items removed (the default headline, which NDCG
+    and HR follow) no list may hold an item the user saw before; with RecBole's protocol they may."""
+    from recbole_sae.quick_start import run_recbole_sae
+
+    result = run_recbole_sae("SteerableSASRec", "tiny", [sae_run["yaml"]], {
+        "data_path": sae_run["data_path"], "sae_run": sae_run["run_dir"], "MAX_ITEM_LIST_LENGTH": 10,
+        "steer": "genre=Western:+4", "show_progress": False, "steer_examples": 80, "filter_seen": filter_seen})
+    seen = _seen_titles(sae_run["data_path"])
+    examples = result["steer"]["examples"]
+    assert len(examples) == 80
+    repeats = sum(len(seen[ex["user"]] & set(ex[name])) for ex in examples for name in ("unsteered", "steered"))
+    if filter_seen:
+        assert result["protocol"] == "seen_removed" and repeats == 0
+    else:
+        assert result["protocol"] == "seen_kept" and repeats > 0
+    assert result["steer"]["unsteered"] == result["test"]  # the accuracy beside the shares: the headline's
