@@ -171,6 +171,7 @@ def test_the_default_thread_count(monkeypatch):
     assert threads.resolve(None) == 1
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert threads.resolve(None) == 8 and threads.resolve("4") == 4
+    assert threads.resolve(None, processes=4) == 4  # --nproc=4: the processes share the cores
     for bad in (0, -1, "x", 1.5, True):
         with pytest.raises(Exception, match="threads must be a positive integer"):
             threads.resolve(bad)
