@@ -16,6 +16,9 @@ python - "$out" "$line" "$load_before" "$load_after" "$*" <<'PY'
 import json, os, platform, sys, datetime
 out, line, lb, la, cmd = sys.argv[1:]
 rec = json.loads(line)
+if rec.get("result_file"):  # the RESULT line is a summary; the run's whole record is in its result.json
+    with open(rec["result_file"], encoding="utf-8") as f:
+        rec = json.load(f)
 rec.update({"command": "python run_recbole_sae.py " + cmd, "date": datetime.date.today().isoformat(),
             "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.python_version()}",
             "load_before": float(lb), "load_after": float(la)})

@@ -20,7 +20,7 @@ Sweep file (yaml; the shipped ones are in ``properties/sweep/``)::
     grid: {learning_rate: [0.001, 0.0005]}  # (dict) key -> values; every point of the product is run
     model_grid: {GRU4Rec: {}}    # (dict) per-model grid that replaces `grid` for that model ({} = none)
     run_timeout: 3600            # (int) seconds before a run is killed and recorded as an error (~ = none)
-    torch_threads: 1             # (int) CPU threads of each run (~ = torch's default, or a share of the cores
+    torch_threads: 1             # (int) CPU threads of each run (~ = the run's `threads`, or a share of the cores
                                  #   with several workers); not part of the run key
     workers: 1                   # (int) runs executed at once (default 1); not part of the run key
     oom_retries: 2               # (int) requeues of a run out of GPU memory beside other runs (default 2,
@@ -970,7 +970,7 @@ def run_threads(sweep: Sweep) -> int | None:
 
     The sweep's ``torch_threads`` when set; otherwise, with several workers, an equal share of the
     CPU cores, ``max(1, os.cpu_count() // workers)``, so that the runs at once do not oversubscribe
-    the CPU; otherwise None (torch's default).
+    the CPU; otherwise None (the run's own ``threads`` setting, see :mod:`recbole_sae.threads`).
     """
     if sweep.torch_threads is not None:
         return sweep.torch_threads

@@ -32,6 +32,11 @@ A run:
   --checkpoint_dir=DIR   parent folder of the run folders (default runs)
   --seed=N --epochs=N    and any other config key: --key=value overrides it (--help --model=MODEL lists
                          the keys of a model); a key nothing reads is an error
+  --threads=N            torch CPU threads (default $OMP_NUM_THREADS, else half the CPUs: on a busy
+                         machine fewer threads than torch's default run faster)
+  --verbose=True         the full console (RecBole's config dump, model printout, every log line);
+                         by default a short header, a line per epoch, progress lines and a summary
+  --progress_seconds=S   least seconds between two progress lines of a long stage (default 10)
   --nproc=N              N processes train the run together (torch.distributed: gloo on the CPU, one GPU
                          each with --gpu_id=0,1,...); SASRecPlus and RecBole's models
   --extra_keys=A,B       keys to accept although nothing in RecBole or this project reads them (for your
@@ -64,7 +69,8 @@ Other commands:
   python -m recbole_sae.intents.embedding_file --dataset=D --out=F   export SAERec's item embeddings
 
 Relative paths mean the folder you run the command from. Bad input ends with one line 'error: ...' and
-exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics and the run folder."""
+exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics at the valid metric's
+cut-off, the run folder and result_file, the run's whole record."""
 
 HELP_FLAGS = ("-h", "--help")
 
@@ -216,5 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except RecboleSAEError as err:
         return _error(str(err))
-    print("RESULT " + json.dumps(result))
+    # the compact record (metrics at the valid metric's cut-off, a summary of each report); all of it
+    # is in result.json, whose path the record gives
+    print("RESULT " + json.dumps(getattr(result, "compact", None) or result))
     return 0

@@ -24,6 +24,9 @@ that a test can show the failure without it and the repair with it:
   the device, and the loop dominates evaluation (on an H100, 19 s per amazon-beauty validation against
   0.5 s for SASRec of the same size, up to 104 s with other runs on the GPU). ``bert4rec_mask_token``
   makes it one indexed assignment with the same output, RecBole's quirks included.
+* ``tensorboard_in_run_folder``: RecBole's trainer writes its tensorboard events under
+  ``./log_tensorboard/`` of the working directory. They go to ``log_tensorboard/`` of the run
+  folder instead (the folder of the run's ``run.log``); a trainer outside a run keeps RecBole's place.
 * ``ray``: ``recbole.quick_start`` imports ray at import time (which needs ``pkg_resources`` and
   ``np.bool8``). This package never imports ``recbole.quick_start``; ray is only touched when
   hyperparameter tuning is asked for, and ``numpy_aliases`` restores ``np.bool8`` for that case.
@@ -215,6 +218,27 @@ def bert4rec_mask_token() -> None:
         BERT4Rec.reconstruct_test_data = reconstruct_test_data
 
 
+def run_tensorboard(logger):
+    """RecBole's ``get_tensorboard``, writing into the folder of the logger's ``run.log`` when it has one."""
+    import os
+
+    from recbole.utils.utils import get_tensorboard
+
+    for handler in logger.handlers:
+        path = getattr(handler, "baseFilename", None)
+        if path and os.path.basename(path) == "run.log":
+            from torch.utils.tensorboard import SummaryWriter
+
+            return SummaryWriter(os.path.join(os.path.dirname(path), "log_tensorboard"))
+    return get_tensorboard(logger)
+
+
+def tensorboard_in_run_folder() -> None:
+    import recbole.trainer.trainer as trainer_module
+
+    trainer_module.get_tensorboard = run_tensorboard
+
+
 @functools.lru_cache(maxsize=None)
 def apply() -> None:
     """Apply every fix once. Config, the pipeline and the model modules call this."""
@@ -224,3 +248,4 @@ def apply() -> None:
     data_pickles()
     anomaly_off()
     bert4rec_mask_token()
+    tensorboard_in_run_folder()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import logging
 import os
 import platform
 import sys
@@ -16,7 +15,7 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, distributed, protocol, resume, runlock, validate
+from recbole_sae import compat, console, distributed, progress, protocol, resume, runlock, threads, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
@@ -26,7 +25,7 @@ from recbole_sae.registry import get_trainer
 compat.apply()
 
 from recbole.data import create_dataset, data_preparation  # noqa: E402
-from recbole.utils import init_logger, init_seed  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
 
 from recbole_sae.model.build import build_model  # noqa: E402
 from recbole_sae.model.saved_run import CHECKPOINT_NAME  # noqa: E402
@@ -88,39 +87,6 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
     return run_dir, state, lock
 
 
-def _log_to_file(path: str, level: str) -> logging.Handler:
-    """Copy the run's log into the run folder (RecBole's own log stays under ./log)."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = getLogger()
-    root.addHandler(handler)
-    # RecBole's init_logger uses logging.basicConfig, a no-op when the root logger already has a
-    # handler (as under pytest or in a notebook); the run log still wants INFO.
-    root.setLevel(min(root.level or logging.WARNING, logging.getLevelName(str(level).upper())))
-    return handler
-
-
-def _record_epochs(trainer) -> tuple[list[float], list[float]]:
-    """Wrap the trainer's epoch methods: wall seconds of each training epoch, score of each validation."""
-    seconds: list[float] = []
-    scores: list[float] = []
-    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        seconds.append(time.perf_counter() - start)
-        return out
-
-    def scored(*args, **kwargs):
-        out = valid_epoch(*args, **kwargs)
-        scores.append(float(out[0]))
-        return out
-
-    trainer._train_epoch, trainer._valid_epoch = timed, scored
-    return seconds, scores
-
-
 def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int | None:
     """The (0-based) training epoch whose validation gave the best score; first one on ties."""
     if not scores:
@@ -158,6 +124,13 @@ def _diverged_as_error(config, run_dir: str):
         ) from err
 
 
+class RunResult(dict):
+    """A run's result record (a dict, as in ``result.json``); ``compact`` is the record of the RESULT
+    line: the metrics at the valid metric's cut-off and a summary of each model report."""
+
+    compact: dict | None = None
+
+
 def run_recbole_sae(
     model=None,
     dataset=None,
@@ -168,22 +141,27 @@ def run_recbole_sae(
     """Train, validate and test ``model`` on ``dataset``; return the result record.
 
     The run folder (``checkpoint_dir/<model>-<dataset>-<time>``, or ``checkpoint_dir/<run_name>``)
-    keeps ``model.pth``, ``config.yaml``, ``run.log``, ``result.json`` and whatever reports the
-    model's trainer writes; until the run finishes also ``resume.pth``, from which a killed run
-    continues (``run_name`` again, or ``resume=<run folder>``; see :mod:`recbole_sae.resume`).
+    keeps ``model.pth``, ``config.yaml``, ``run.log``, ``result.json``, RecBole's tensorboard events
+    (``log_tensorboard/``) and whatever reports the model's trainer writes; until the run finishes also
+    ``resume.pth``, from which a killed run continues (``run_name`` again, or ``resume=<run folder>``;
+    see :mod:`recbole_sae.resume`). The run uses ``threads`` torch threads (:mod:`recbole_sae.threads`)
+    and prints the quiet console of :mod:`recbole_sae.console` (``verbose``: everything).
     """
     start = time.perf_counter()
     config = Config(model, dataset, split_config_files(config_file_list), config_dict)
     run_settings = resume.settings(config)
+    # the processes of a multi-process run share the machine's cores
+    n_threads = threads.resolve(config["threads"], distributed.world_size(config))
     if distributed.active(config):  # one of the processes of a multi-process run: the folder is opened
         run_dir = config["run_dir"]
-        return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start)
+        return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads)
     if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
         distributed.check(config)
         run_args = (model, dataset, config_file_list, config_dict, saved)
         return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
     return _in_run_folder(
-        config, run_settings, lambda run_dir, state: _train_and_test(config, run_dir, state, run_settings, saved, start)
+        config, run_settings,
+        lambda run_dir, state: _train_and_test(config, run_dir, state, run_settings, saved, start, n_threads),
     )
 
 
@@ -201,105 +179,133 @@ def _in_run_folder(config, run_settings: dict, work):
         lock.release()
 
 
-def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float) -> dict:
-    """The run in its folder (several processes: each of them; only rank 0 writes files)."""
+def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float,
+                    n_threads: int) -> dict:
+    """The run in its folder (several processes: each of them; only rank 0 writes files and prints),
+    with its threads, its log file and its console."""
     main = distributed.is_main(config)
     config["checkpoint_dir"] = run_dir
     config["run_dir"] = run_dir
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    handler = _log_to_file(os.path.join(run_dir, "run.log"), config["state"] or "INFO") if main else None
-    logger = getLogger()
+    threads_before, progress_before = torch.get_num_threads(), progress.interval()
+    progress.configure(config["progress_seconds"])
+    torch.set_num_threads(n_threads)
+    log_file = os.path.join(run_dir, "run.log") if main else None
     try:
-        logger.info(" ".join(sys.argv))
-        logger.info(config)
-        if main:
-            with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
-                f.write(config.to_yaml())
-
-        data = create_dataset(config)
-        logger.info(data)
-        train_data, valid_data, test_data = data_preparation(config, data)
-        validate.check_splits(config, train_data, valid_data, test_data)
-
-        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-        with _diverged_as_error(config, run_dir):
-            net = build_model(config, train_data._dataset).to(config["device"])
-            logger.info(net)
-
-            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-            trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
-            headline = protocol.headline(config)
-            target_seen = protocol.attach_to_run(trainer, train_data, valid_data, test_data, config)
-            distributed.attach(trainer)  # several processes: the metrics over everyone's users
-            epoch_seconds, valid_scores = _record_epochs(trainer)
-            resumed_at = None
-            if state is not None:
-                resumed_at = resume.restore(state, trainer, train_data, (epoch_seconds, valid_scores))
-                logger.info(f"resumed from {resume.state_file(run_dir)}: training goes on at epoch {resumed_at}")
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            command = " ".join(sys.argv)
-
-            def save_state(epoch_idx, valid_score):
-                if main:
-                    resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
-
-            fit_options = {"saved": saved, "show_progress": config["show_progress"]}
-            if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
-                fit_options["callback_fn"] = save_state
-            trainer.both_protocols = False  # validation while training: the headline protocol only
-            best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
-            distributed.barrier(config)  # the best checkpoint is written before any process loads it
-            trainer.both_protocols = True  # the best checkpoint, under both protocols
-            if best_valid_result:
-                best_valid_result = trainer.evaluate(
-                    valid_data, load_best_model=saved, show_progress=config["show_progress"]
-                )
-            test_result = trainer.evaluate(
-                test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
-            )
-            extra = {}
-            trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
-            if hasattr(trainer, "after_test"):
-                extra = trainer.after_test(train_data, valid_data, test_data) or {}
-
-        best_valid, other_valid = protocol.split_result(best_valid_result)
-        test, other_test = protocol.split_result(test_result)
-        result = {
-            "model": config["model"],
-            "dataset": config["dataset"],
-            "protocol": headline,
-            "best_valid": _round(best_valid),
-            "test": _round(test),
-            **({protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
-                "target_seen_before": target_seen} if target_seen is not None else {}),
-            # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
-            "best_epoch": _best_epoch(
-                valid_scores, config["eval_step"], config["valid_metric_bigger"]
-            ) if epoch_seconds else None,
-            "epochs_run": len(epoch_seconds),
-            "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3)
-            if epoch_seconds
-            else None,
-            "run_dir": run_dir,
-            "seconds": round(time.perf_counter() - start, 2),
-            "device": str(config["device"]),
-            **({"processes": distributed.world_size(config)} if distributed.active(config) else {}),
-            "seed": config["seed"],
-            **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
-            **extra,
-        }
-        if main:
-            with open(os.path.join(run_dir, RESULT_NAME), "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=2)
-            resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
-        logger.info("result: %s", json.dumps(result))
-        return result
+        with console.run_logging(log_file, config["state"] or "INFO", bool(config["verbose"]), console=main):
+            return _run(config, run_dir, state, run_settings, saved, start, n_threads)
     finally:
-        if handler is not None:
-            logger.removeHandler(handler)
-            handler.close()
+        torch.set_num_threads(threads_before)
+        progress.configure(progress_before)
+
+
+def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: float, n_threads: int) -> RunResult:
+    main = distributed.is_main(config)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    logger.info(" ".join(sys.argv))
+    logger.info(config)
+    console.header(config, run_dir)
+    if main:
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(config.to_yaml())
+
+    data = create_dataset(config)
+    logger.info(data)
+    console.header_data(data)
+    splits = data_preparation(config, data)
+    validate.check_splits(config, *splits)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    with _diverged_as_error(config, run_dir):
+        net = build_model(config, splits[0]._dataset).to(config["device"])
+        logger.info(net)
+        console.header_model(config, net, n_threads)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+        trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+        outcome = _fit_and_evaluate(config, trainer, splits, run_dir, state, run_settings, saved)
+
+    result = _result_record(config, outcome, run_dir, start)
+    result_file = os.path.join(run_dir, RESULT_NAME)
+    if main:
+        with open(result_file, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
+    logger.info("result: %s", json.dumps(result))
+    summaries = trainer.result_summary(outcome["extra"]) if hasattr(trainer, "result_summary") else None
+    out = RunResult(result)
+    out.compact = console.compact_result(result, config["valid_metric"].lower(), summaries, result_file)
+    console.summary(out.compact, config["valid_metric"])
+    return out
+
+
+def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings: dict, saved: bool) -> dict:
+    """Fit (or continue from ``state``), evaluate the best checkpoint under both protocols, run the
+    model's own reports; what the result record needs."""
+    train_data, valid_data, test_data = splits
+    target_seen = protocol.attach_to_run(trainer, train_data, valid_data, test_data, config)
+    distributed.attach(trainer)  # several processes: the metrics over everyone's users
+    watch = console.EpochWatch(trainer, config, {"validation": valid_data, "test": test_data})
+    epoch_seconds, valid_scores = watch.seconds, watch.scores
+    resumed_at = None
+    if state is not None:
+        resumed_at = resume.restore(state, trainer, train_data, (epoch_seconds, valid_scores))
+        getLogger().info(f"resumed from {resume.state_file(run_dir)}: training goes on at epoch {resumed_at}")
+        console.say(f"resumed: training goes on at epoch {resumed_at + 1}")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    command = " ".join(sys.argv)
+
+    def save_state(epoch_idx, valid_score):
+        if distributed.is_main(config):
+            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+
+    fit_options = {"saved": saved, "show_progress": config["show_progress"]}
+    if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
+        fit_options["callback_fn"] = save_state
+    trainer.both_protocols = False  # validation while training: the headline protocol only
+    _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
+    distributed.barrier(config)  # the best checkpoint is written before any process loads it
+    trainer.both_protocols = True  # the best checkpoint, under both protocols
+    if best_valid_result:
+        best_valid_result = trainer.evaluate(valid_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
+    )
+    extra = {}
+    trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
+    if hasattr(trainer, "after_test"):
+        extra = trainer.after_test(train_data, valid_data, test_data) or {}
+    return {"valid": best_valid_result, "test": test_result, "extra": extra, "target_seen": target_seen,
+            "seconds": epoch_seconds, "scores": valid_scores, "resumed_at": resumed_at}
+
+
+def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
+    headline = protocol.headline(config)
+    best_valid, other_valid = protocol.split_result(outcome["valid"])
+    test, other_test = protocol.split_result(outcome["test"])
+    epoch_seconds, target_seen, resumed_at = outcome["seconds"], outcome["target_seen"], outcome["resumed_at"]
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "protocol": headline,
+        "best_valid": _round(best_valid),
+        "test": _round(test),
+        **({protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
+            "target_seen_before": target_seen} if target_seen is not None else {}),
+        # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
+        "best_epoch": _best_epoch(
+            outcome["scores"], config["eval_step"], config["valid_metric_bigger"]
+        ) if epoch_seconds else None,
+        "epochs_run": len(epoch_seconds),
+        "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
+        "run_dir": run_dir,
+        "seconds": round(time.perf_counter() - start, 2),
+        "device": str(config["device"]),
+        **({"processes": distributed.world_size(config)} if distributed.active(config) else {}),
+        "seed": config["seed"],
+        **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {}),
+        **outcome["extra"],
+    }
 
 
 def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None,
@@ -326,7 +332,7 @@ def load_data_and_model(checkpoint: str, expected_model: str | None = None, conf
         )
     config = checkpoint_format.restore_config(saved, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    console.silence_noise()
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"], config["reproducibility"])

@@ -34,6 +34,7 @@ FREE_KEYS = frozenset(
         "resume", "run_name", "run_dir", "checkpoint_dir", "data_path", "show_progress", "state",
         "device", "gpu_id", "use_gpu", "worker", "local_rank", "nproc", "world_size", "offset", "ip",
         "port", "single_spec", "eval_batch_size", "log_wandb", "wandb_project", "trust_checkpoint",
+        "threads", "verbose", "progress_seconds",
     }
 )
 

@@ -20,7 +20,7 @@ def tiny_run(tiny_dataset, in_tmp):
 
 def test_run_folder_and_result(tiny_run):
     run_dir = tiny_run["run_dir"]
-    assert sorted(os.listdir(run_dir)) == [".recbole-sae-run", "config.yaml", "model.pth", "result.json", "run.log"]
+    assert sorted(os.listdir(run_dir)) == [".recbole-sae-run", "config.yaml", "log_tensorboard", "model.pth", "result.json", "run.log"]
     assert json.load(open(os.path.join(run_dir, "result.json"))) == tiny_run
     assert tiny_run["model"] == "SASRec" and tiny_run["dataset"] == "tiny"
     assert tiny_run["epochs_run"] == 2 and tiny_run["best_epoch"] in (0, 1)
@@ -96,8 +96,10 @@ def test_nan_in_training_is_a_clear_error(tiny_dataset, in_tmp, capsys, model, o
     args = [f"--model={model}", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}"]
     assert main(args + [f"--{k}={v}" for k, v in settings.items()]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {model} on {name} stopped: ") and says in err and "Traceback" not in err
-    assert "(log: " in err
+    # the run's console (header, epochs) comes first, on stderr; the error is its one last line
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors == [err.splitlines()[-1]] and "Traceback" not in err
+    assert errors[0].startswith(f"error: {model} on {name} stopped: ") and says in errors[0] and "(log: " in errors[0]
     with pytest.raises(TrainingDivergedError) as caught:  # the Python API raises it too
         run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **settings})
     assert isinstance(caught.value, FloatingPointError)

@@ -254,11 +254,20 @@ class TextEncoder:
             return
         from transformers import AutoModel, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
         kw = {"local_files_only": self._local_only}
         tok = AutoTokenizer.from_pretrained(self.path, **kw)
         if self.padding_side is not None:
             tok.padding_side = self.padding_side
-        model = AutoModel.from_pretrained(self.path, dtype=self.dtype, **kw)
+        bars = hf_logging.is_progress_bar_enabled()
+        if not self.show_progress:  # no "Loading weights" bar among the progress lines
+            hf_logging.disable_progress_bar()
+        try:
+            model = AutoModel.from_pretrained(self.path, dtype=self.dtype, **kw)
+        finally:
+            if bars and not self.show_progress:
+                hf_logging.enable_progress_bar()
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
         model.to(self.device).eval()
@@ -352,10 +361,12 @@ class TextEncoder:
             order.sort(key=lambda i: -len(seqs[i]))  # longest first: memory peaks early
         from tqdm.auto import tqdm
 
+        from recbole_sae.progress import Progress
+
         result: Optional[torch.Tensor] = None
         with torch.inference_mode(), tqdm(
             total=len(texts), desc="encoding texts", unit="text", disable=not self.show_progress
-        ) as bar:
+        ) as bar, Progress("text embedding", len(texts), "texts") as meter:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 emb = self._embed_batch([seqs[i] for i in idx]).to("cpu", torch.float32)
@@ -363,6 +374,7 @@ class TextEncoder:
                     result = torch.empty((len(texts), emb.shape[1]), dtype=torch.float32)
                 result[torch.tensor(idx)] = emb
                 bar.update(len(idx))
+                meter.update(len(idx))
         if self.normalize:
             result = torch.nn.functional.normalize(result, p=2, dim=1)
         return result

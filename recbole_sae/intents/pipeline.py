@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from recbole_sae.console import say
 from recbole_sae.data.item_text import item_attribute_matrix, item_texts, item_titles
 from recbole_sae.intents.embedding_file import dataset_item_embeddings, file_sha256
 from recbole_sae.intents.encoder import TextEncoder, _texts_digest
@@ -135,8 +136,6 @@ def build_intents(config, dataset) -> Intents:
             f"only {vocabulary.n_kept} intents kept (of {vocabulary.n_alive} live latents): loosen "
             "intent_min_items / intent_max_items_frac / intent_min_coherence or enlarge intent_sae_d_sae"
         )
-    logger.info(
-        f"intents: {vocabulary.n_latents} latents, {vocabulary.n_alive} alive, {vocabulary.n_kept} kept"
-    )
+    say(f"intents: {vocabulary.n_latents} latents, {vocabulary.n_alive} alive, {vocabulary.n_kept} kept")
     index = vocabulary.build_index(use_gpu=config["faiss_gpu"] if config["faiss_gpu"] is not None else "auto")
     return Intents(vocabulary, index, embeddings, texts)

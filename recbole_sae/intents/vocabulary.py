@@ -50,6 +50,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recbole_sae.fileio import umask_mode
+from recbole_sae.progress import Progress
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 from recbole_sae.sae.config import reject_unknown_fields
 
@@ -535,23 +536,29 @@ def build_intent_vocabulary(
         if sae_cfg.d_in != d:
             raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} does not match the embedding width {d}")
         sae = SparseAutoencoder(sae_cfg)
-        train_sae(sae, x, train_cfg if train_cfg is not None else SAETrainConfig())
+        with Progress("intent SAE", unit="steps") as meter:
+            train_sae(sae, x, train_cfg if train_cfg is not None else SAETrainConfig(), progress_fn=meter)
     elif sae.cfg.d_in != d:
         raise ValueError(f"the given SAE has d_in={sae.cfg.d_in}, the embeddings have width {d}")
     sae.eval()
 
-    rows, cols, vals = _sparse_codes(sae, x)  # encoded on the SAE's device, kept on the CPU
-    rows = rows + 1  # back to internal item ids
-    d_sae = sae.cfg.d_sae
-    top, counts = _top_items_per_latent(rows, cols, vals, d_sae, rules.top_items)
-    alive = (counts > 0).nonzero().flatten()
-    top_alive = top[alive]
+    with Progress("intent vocabulary", 4, "phases") as meter:  # codes, coherence, attribute labels, word labels
+        rows, cols, vals = _sparse_codes(sae, x)  # encoded on the SAE's device, kept on the CPU
+        rows = rows + 1  # back to internal item ids
+        d_sae = sae.cfg.d_sae
+        top, counts = _top_items_per_latent(rows, cols, vals, d_sae, rules.top_items)
+        alive = (counts > 0).nonzero().flatten()
+        top_alive = top[alive]
+        meter.update()
 
-    centered = torch.cat([torch.zeros(1, d), x - x.mean(0, keepdim=True)])
-    coherence = _coherence(centered, top_alive)
-    values, purity = _attribute_labels(top_alive, attributes, rules, n_items)
-    item_words = [text_words(t) if i else set() for i, t in enumerate(texts)]
-    words = _word_labels(top_alive, item_words, values, rules)
+        centered = torch.cat([torch.zeros(1, d), x - x.mean(0, keepdim=True)])
+        coherence = _coherence(centered, top_alive)
+        meter.update()
+        values, purity = _attribute_labels(top_alive, attributes, rules, n_items)
+        meter.update()
+        item_words = [text_words(t) if i else set() for i, t in enumerate(texts)]
+        words = _word_labels(top_alive, item_words, values, rules)
+        meter.update()
 
     n_real = n_items - 1
     firing = counts[alive]

@@ -218,6 +218,7 @@ def train_sae(
     data: BatchSource,
     train_cfg: Optional[SAETrainConfig] = None,
     log_fn: Optional[Callable[[Dict[str, float]], None]] = None,
+    progress_fn: Optional[Callable[[int, int], None]] = None,
 ) -> List[Dict[str, float]]:
     """Train ``sae`` in place with Adam and return the logged history.
 
@@ -232,6 +233,9 @@ def train_sae(
     Every ``log_every`` steps (and at the last step) a record
     ``{step, loss, mse, aux, l1, fvu, l0, dead_frac, lr}`` (batch values) is
     appended to the history and passed to ``log_fn``.
+
+    ``progress_fn(steps done, total steps)`` is called after every step (e.g. a
+    progress line with an ETA).
 
     Raises ``FloatingPointError`` when the loss becomes NaN/inf.  The SAE is
     left in eval mode.  On CPU the result is a deterministic function of the
@@ -304,6 +308,8 @@ def train_sae(
             optimizer.step()
             sae.normalize_decoder()
             bar.update(1)
+            if progress_fn is not None:
+                progress_fn(step + 1, total)
 
             last = (step + 1, out, loss_value, lr)
             if (step + 1) % cfg.log_every == 0 or step + 1 == total:

@@ -18,18 +18,36 @@ dimensions as the baseline (``interpretation/`` in the run folder).
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
 from recbole_sae import compat
 from recbole_sae.analysis.report import write_json
+from recbole_sae.console import say
 from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.progress import Progress
 from recbole_sae.sae import SAETrainConfig, evaluate_sae, train_sae
 from recbole_sae.trainer.sequence_trainer import LengthBatches, SequenceTrainer
 
 SASREC_FAMILY = ("SASRec", "SASRecPlus", "SASRecSAE", "SteerableSASRec")
 MODES = {"original": None, "spliced": "splice", "spliced_error": "splice_error", "ablated": "ablate"}
+SAE_EPOCHS_CAP = 20  # sae_epochs: ~ = the run's epochs, at most this many
+
+
+def sae_length(config, n_states: int) -> tuple[int, int, str]:
+    """``(epochs, steps, what decided it)`` of the SAE stage: ``sae_steps`` when set, else
+    ``sae_epochs`` passes, else as many passes as the run's ``epochs`` (at most 20): a short run
+    (``--epochs=2``) has a short SAE stage."""
+    batches = math.ceil(n_states / int(config["sae_batch_size"]))
+    if config["sae_steps"]:
+        steps = int(config["sae_steps"])
+        return math.ceil(steps / batches), steps, "sae_steps"
+    if config["sae_epochs"]:
+        return int(config["sae_epochs"]), int(config["sae_epochs"]) * batches, "sae_epochs"
+    epochs = max(1, min(SAE_EPOCHS_CAP, int(config["epochs"])))
+    return epochs, epochs * batches, f"sae_epochs ~: the run's epochs, at most {SAE_EPOCHS_CAP}"
 
 
 def load_sasrec_weights(model, checkpoint: str, trust: bool = False) -> dict:
@@ -93,12 +111,14 @@ class SASRecSAETrainer(SequenceTrainer):
         self.model.eval()
         batches = LengthBatches(train_data.dataset, self.config, full_sequence=True, bucketing=True)
         states, items, users = [], [], []
-        for batch in batches.epoch(0):
-            batch = batch.to(self.device)
-            s, i, rows = self.model.site_states(batch[self.model.ITEM_SEQ], batch[self.model.ITEM_SEQ_LEN])
-            states.append(s.float().cpu())
-            items.append(i.cpu())
-            users.append(batch[batches.user_field][rows].cpu())
+        with Progress("SAE stage: hidden states", len(batches), "batches") as meter:
+            for batch in batches.epoch(0):
+                batch = batch.to(self.device)
+                s, i, rows = self.model.site_states(batch[self.model.ITEM_SEQ], batch[self.model.ITEM_SEQ_LEN])
+                states.append(s.float().cpu())
+                items.append(i.cpu())
+                users.append(batch[batches.user_field][rows].cpu())
+                meter.update()
         return torch.cat(states), torch.cat(items), torch.cat(users)
 
     def _collect_and_hold_out(self, train_data) -> torch.Tensor:
@@ -117,32 +137,40 @@ class SASRecSAETrainer(SequenceTrainer):
         if cap and train_states.size(0) > cap:
             pick = torch.randperm(train_states.size(0), generator=torch.Generator().manual_seed(self.config["seed"]))
             train_states = train_states[pick[:cap]]
+        epochs, steps, source = sae_length(self.config, train_states.size(0))
+        self._sae_steps = steps
         self.logger.info(
             f"stage 2: SAE {model.sae.cfg.d_in}->{model.sae.cfg.d_sae} ({model.sae.cfg.activation}) on "
             f"{train_states.size(0)} states at {model.site.name} ({model.sae_positions} positions); "
             f"{self.holdout[0].size(0)} states of held-out users for the reports"
         )
+        say(f"SAE stage: {model.sae.cfg.d_in}->{model.sae.cfg.d_sae} {model.sae.cfg.activation} SAE on "
+            f"{train_states.size(0):,} states at {model.site.name}, {epochs} epochs = {steps:,} steps ({source})")
         model.ablation_mean.copy_(train_states.mean(0).to(model.ablation_mean))
         for p in model.sae.parameters():
             p.requires_grad_(True)
         cfg = SAETrainConfig(
             lr=self.config["sae_lr"],
             batch_size=self.config["sae_batch_size"],
-            epochs=self.config["sae_epochs"],
-            n_steps=self.config["sae_steps"],
+            epochs=epochs,
+            n_steps=steps,
             warmup_steps=self.config["sae_warmup_steps"],
             seed=self.config["seed"],
             device=str(self.device),
             show_progress=show_progress,
             log_every=self.config["sae_log_every"],
         )
-        self.sae_history = train_sae(model.sae, train_states.to(self.device), cfg, log_fn=self._log_sae)
+        with Progress("SAE stage", steps, "steps") as meter:
+            self.sae_history = train_sae(model.sae, train_states.to(self.device), cfg, log_fn=self._log_sae,
+                                         progress_fn=meter)
         for p in model.sae.parameters():
             p.requires_grad_(False)
         model.eval()
 
     def _log_sae(self, record: dict):
-        self.logger.info("sae " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        step = f"step={record['step']}/{getattr(self, '_sae_steps', '?')} "
+        self.logger.info("sae " + step + " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "step"))
 
     def _holdout_mask(self, users: torch.Tensor) -> torch.Tensor:
         frac = float(self.config["sae_holdout_frac"])
@@ -189,6 +217,17 @@ class SASRecSAETrainer(SequenceTrainer):
         }
         write_json(report, os.path.join(run_dir, "sae_report.json"))
         return {"sae": report}
+
+    def result_summary(self, extra: dict) -> dict:
+        """The SAE report in the RESULT line: fidelity, NDCG recovered, monosemanticity ratio per field."""
+        report = extra.get("sae") or {}
+        fidelity = report.get("fidelity") or {}
+        summary = {key: fidelity.get(key) for key in ("fvu", "l0", "dead_frac")}
+        summary["recovered"] = {split: r.get("recovered") for split, r in (report.get("recovered") or {}).items()}
+        summary["monosemanticity_ratio"] = {
+            field: s.get("monosemanticity_ratio") for field, s in (report.get("interpretation") or {}).items()
+        }
+        return {"sae": summary}
 
     @torch.no_grad()
     def interpret(self, dataset, states, items, out_dir, fidelity=None) -> dict:

@@ -56,3 +56,11 @@ class SAERecTrainer(SequenceTrainer):
         self.logger.info("intent table:\n" + table)
         self.logger.info(f"explanation faithfulness: {faith}")
         return {"intents": summary}
+
+    def result_summary(self, extra: dict) -> dict:
+        """The intents in the RESULT line: how many, the retrieval, the explanations' faithfulness."""
+        intents = extra.get("intents") or {}
+        faith = intents.get("faithfulness") or {}
+        summary = {key: intents.get(key) for key in ("n_latents", "n_alive", "n_kept", "retrieval")}
+        summary["faithfulness_ratio"] = faith.get("ratio")
+        return {"intents": summary}

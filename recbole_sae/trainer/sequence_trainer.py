@@ -231,6 +231,10 @@ class SequenceTrainer(Trainer):
                 self.logger.info(f"precomputed {sorted(self._batches.extra)} in {time.perf_counter() - start:.1f} s")
         return self._batches
 
+    def batches_per_epoch(self, train_data) -> int:
+        """Training batches of one epoch (counting targets: an upper bound)."""
+        return len(self.batches(train_data)) if self.own_batches() else len(train_data)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if not self.own_batches():
             return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
