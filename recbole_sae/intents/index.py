@@ -1,7 +1,8 @@
 """The intent index: FAISS inner-product search over intent directions, personal and public intents.
 
 :class:`IntentIndex` keeps the (float32, contiguous) intent directions in a FAISS
-``IndexFlatIP`` (exact search), on a GPU when faiss sees one, else on the CPU.
+``IndexFlatIP`` (exact search), on a GPU when faiss sees one (sharded over all GPUs when it sees
+several), else on the CPU.
 
 Personal intents of a sequence are found from the sequence's own items only. Its query is the
 recency-weighted mean of its items' vectors: the item at distance ``j`` from the last real item
@@ -113,6 +114,23 @@ def _want_gpu(use_gpu: Union[str, bool]) -> bool:
             "the CPU. To search on the GPU, %s", GPU_HINT,
         )
     return False
+
+
+def _place_on_gpus(cpu_index, gpu_device: int):
+    """``(gpu index, resources or None, GPUs used)``: sharded over all GPUs when faiss sees more
+    than one (each holds a slice of the intents; the results are merged), else on ``gpu_device``."""
+    faiss = _faiss()
+    n_gpus = _faiss_num_gpus()
+    if n_gpus > 1:
+        options = faiss.GpuMultipleClonerOptions()
+        options.shard = True
+        index = faiss.index_cpu_to_all_gpus(cpu_index, co=options)
+        logger.info("intent index of %d intents sharded over %d GPUs", cpu_index.ntotal, n_gpus)
+        return index, None, n_gpus
+    resources = faiss.StandardGpuResources()
+    index = faiss.index_cpu_to_gpu(resources, gpu_device, cpu_index)
+    logger.info("intent index of %d intents on GPU %d", cpu_index.ntotal, gpu_device)
+    return index, resources, 1
 
 
 def _as_float32(x, name: str) -> np.ndarray:
@@ -266,7 +284,8 @@ class IntentIndex:
         center: optional ``[d]`` vector subtracted from embedding-space queries of the personal
             intents (the SAE's ``decode(0)``).
         public_ids: public intents, when already computed.
-        gpu_device: the GPU to use.
+        gpu_device: the GPU to use when faiss sees one; with more than one, the index is sharded
+            over all of them (``gpu_count`` says how many hold it).
     """
 
     def __init__(
@@ -293,11 +312,10 @@ class IntentIndex:
         self.public_ids = None if public_ids is None else torch.as_tensor(public_ids).to(torch.long).reshape(-1)
         self._gpu_resources = None
         self.index = self.cpu_index
+        self.gpu_count = 0
         self.on_gpu = _want_gpu(use_gpu)
         if self.on_gpu:
-            self._gpu_resources = faiss.StandardGpuResources()
-            self.index = faiss.index_cpu_to_gpu(self._gpu_resources, int(gpu_device), self.cpu_index)
-            logger.info("intent index of %d intents on GPU %d", self.ntotal, gpu_device)
+            self.index, self._gpu_resources, self.gpu_count = _place_on_gpus(self.cpu_index, int(gpu_device))
 
     @property
     def ntotal(self) -> int:
