@@ -21,6 +21,8 @@ def regenerate_command(report: Path) -> list[str]:
     baseline = re.search(r"ΔNDCG@10 vs ([^ |]+)", text)
     assert files and baseline, f"{report.name}: no 'Results:' line or ΔNDCG@10 column"
     command = ["report", *files[1].split(", "), "--name", report.stem]
+    if "Every grid point has its own row" in text:  # an ablation table
+        command.append("--by_grid_point")
     # a baseline with runs of its own was chosen (or defaulted to); one without runs is the default
     return command + (["--baseline", baseline[1]] if "| baseline |" in text else [])
 
