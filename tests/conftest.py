@@ -138,6 +138,27 @@ def tiny_build(tiny_dataset, in_tmp):
 
 
 @pytest.fixture
+def saerec_of(tiny_build, tmp_path):
+    """``make(**overrides) -> SAERec`` on the tiny dataset (training mode), over one intent stage per
+    (directions, seed), built once."""
+    from recbole_sae.intents.stage import IntentStage
+    from recbole_sae.model.saerec import SAERec
+
+    stages = {}
+
+    def make(**overrides):
+        cfg, _, train, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"),
+                                       **{**INTENT_SMALL, **overrides})
+        key = (cfg["intent_directions"], cfg["seed"])
+        if key not in stages:
+            stages[key] = IntentStage.build(cfg, train.dataset)
+        torch.manual_seed(0)
+        return SAERec(cfg, train.dataset, stages[key])
+
+    return make
+
+
+@pytest.fixture
 def sweep_file(tiny_dataset, in_tmp):
     """Write a sweep over the tiny dataset; keyword arguments replace or add sweep keys."""
     data_path, name, yaml_file = tiny_dataset

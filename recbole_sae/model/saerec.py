@@ -34,6 +34,14 @@ adds to every item's ID embedding (input and output) the mean of its intents' em
 by its SAE codes, so that rare items share what their text says; ``item_text`` adds a learned
 projection of the item's text embedding itself (the dense text, not its intents).
 
+Cost: the intent branches and the fusion act on each position alone, so the full-sequence loss runs
+them only at the positions that carry a target; the personal memory is an :class:`IndexedMemory`
+(the intent table and ids), whose keys and values a layer projects once over the N intents and
+gathers by id; the intent layers use the fused ``F.gelu`` and :class:`MaskDropout`. The outputs are
+those of the per-position computation (``tests/model/test_saerec_exact.py`` keeps it as a reference);
+in training, dropout draws its masks differently (same distribution), so a seeded run is not
+bit-for-bit one of the earlier code.
+
 :meth:`SAERec.attribute` explains a recommendation by removal: an intent's attribution to an item
 is the item's score drop when that intent is masked out of its branch's cross-attention (through
 every intent layer and the fusion). :mod:`recbole_sae.intents.explain` turns it into records,
@@ -43,6 +51,7 @@ a faithfulness figure and HTML pages.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,19 +68,56 @@ MEMORIES = ("intents", "history_text")
 PERSONAL_FIELD = "personal_intent_ids"  # [B, L, K] precomputed personal intents of every position
 
 
-def _masked_softmax(scores: torch.Tensor, keep) -> torch.Tensor:
-    """Softmax over the last dim; entries with ``keep`` False get weight 0 (a row with none kept: all 0)."""
+class IndexedMemory(NamedTuple):
+    """A memory per position given by row ids into a table: ``table`` [N, H], ``ids`` [B, L, K].
+
+    Equal to the dense memory ``table[ids]`` [B, L, K, H]; a layer projects the N rows of the table
+    to keys and values once and gathers them (``Linear(table)[ids] == Linear(table[ids])``) instead
+    of projecting B * L * K gathered copies.
+    """
+
+    table: torch.Tensor
+    ids: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        return self.table[self.ids]
+
+
+def _masked_softmax(scores: torch.Tensor, keep, dim: int = -1) -> torch.Tensor:
+    """Softmax over ``dim``; entries with ``keep`` False get weight 0 (a row with none kept: all 0)."""
     if keep is None:
-        return torch.softmax(scores, dim=-1)
+        return torch.softmax(scores, dim=dim)
     scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1) * keep
+    return torch.softmax(scores, dim=dim) * keep
+
+
+def select_positions(memory, positions):
+    """The per-position memory (dense [B, L, K, H], ids [B, L, K] or an IndexedMemory) at the positions
+    where ``positions`` [B, L] is True, as [M, 1, ...]; shared memories ([K, H]) and None pass."""
+    if memory is None or (isinstance(memory, torch.Tensor) and memory.dim() < 3):
+        return memory
+    if isinstance(memory, IndexedMemory):
+        return IndexedMemory(memory.table, memory.ids[positions].unsqueeze(1))
+    return memory[positions].unsqueeze(1)
+
+
+class MaskDropout(nn.Dropout):
+    """``nn.Dropout`` (keep each entry with probability 1 - p, scale by 1 / (1 - p)) whose mask, on the
+    CPU, comes from ``rand_like(x) >= p``: the same Bernoulli(1 - p) mask as ``bernoulli_``, which
+    torch's CPU kernel draws about 5x slower than uniforms. Other devices, p = 0 or p = 1: nn.Dropout.
+    A seeded run draws other masks than nn.Dropout would (the same distribution)."""
+
+    def forward(self, x):
+        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu":
+            return super().forward(x)
+        return x * (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
 
 class IntentCrossAttention(nn.Module):
     """One layer: each position attends over its own intent memory, then a feed-forward block.
 
-    ``memory`` is [B, L, K, H] (a memory per position) or [K, H] (shared by all positions);
-    ``keep`` ([B, L, K] bool, optional) masks memory slots out of the attention.
+    ``memory`` is [B, L, K, H] or an :class:`IndexedMemory` (a memory per position) or [K, H]
+    (shared by all positions); ``keep`` ([B, L, K] bool, optional) masks memory slots out.
     """
 
     def __init__(self, n_heads, hidden_size, inner_size, dropout, attn_dropout, hidden_act, eps):
@@ -83,28 +129,44 @@ class IntentCrossAttention(nn.Module):
         self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size)
         self.dense = nn.Linear(hidden_size, hidden_size)
-        self.attn_dropout = nn.Dropout(attn_dropout)
-        self.out_dropout = nn.Dropout(dropout)
+        self.attn_dropout = MaskDropout(attn_dropout)
+        self.out_dropout = MaskDropout(dropout)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, dropout, hidden_act, eps)
+        self.feed_forward.dropout = MaskDropout(dropout)
+        if hidden_act == "gelu":  # RecBole's x * 0.5 * (1 + erf(x / sqrt(2))) is exactly F.gelu, unfused
+            self.feed_forward.intermediate_act_fn = F.gelu
+
+    def keys_values(self, memory, b: int, length: int):
+        """Keys and values of a per-position memory, [B, L, K, heads, head size] each."""
+        if isinstance(memory, IndexedMemory):  # project the table's rows once, then gather
+            k, v = F.embedding(memory.ids, self.key(memory.table)), F.embedding(memory.ids, self.value(memory.table))
+        else:
+            k, v = self.key(memory), self.value(memory)
+        return k.view(b, length, -1, self.heads, self.size), v.view(b, length, -1, self.heads, self.size)
+
+    def attend(self, q, memory, keep):
+        """Attention of ``q`` [B, L, heads, head size] over the memory: (context [B, L, heads, head
+        size], weights [B, L, heads, K])."""
+        b, length = q.shape[:2]
+        scale = math.sqrt(self.size)
+        if isinstance(memory, torch.Tensor) and memory.dim() == 2:  # shared [K, H]: one matmul
+            k = self.key(memory).view(-1, self.heads, self.size)
+            v = self.value(memory).view(-1, self.heads, self.size)
+            weights = _masked_softmax(torch.einsum("blhd,khd->blhk", q, k) / scale,
+                                      None if keep is None else keep.unsqueeze(2))
+            return torch.einsum("blhk,khd->blhd", self.attn_dropout(weights), v), weights
+        # a memory per position: K is small, so products and sums beat K-wide batched matmuls
+        k, v = self.keys_values(memory, b, length)
+        scores = (q.unsqueeze(2) * k).sum(-1) / scale  # [B, L, K, heads]
+        weights = _masked_softmax(scores, None if keep is None else keep.unsqueeze(-1), dim=2)
+        context = (self.attn_dropout(weights).unsqueeze(-1) * v).sum(2)
+        return context, weights.transpose(2, 3)
 
     def forward(self, x, memory, keep=None):
         b, length, hidden = x.shape
         q = self.query(x).view(b, length, self.heads, self.size)
-        if memory.dim() == 2:  # shared memory [K, H]
-            k = self.key(memory).view(-1, self.heads, self.size)
-            v = self.value(memory).view(-1, self.heads, self.size)
-            scores = torch.einsum("blhd,khd->blhk", q, k)
-        else:  # [B, L, K, H]
-            k = self.key(memory).view(b, length, -1, self.heads, self.size)
-            v = self.value(memory).view(b, length, -1, self.heads, self.size)
-            scores = torch.einsum("blhd,blkhd->blhk", q, k)
-        weights = _masked_softmax(scores / math.sqrt(self.size), None if keep is None else keep.unsqueeze(2))
-        dropped = self.attn_dropout(weights)
-        if memory.dim() == 2:
-            context = torch.einsum("blhk,khd->blhd", dropped, v)
-        else:
-            context = torch.einsum("blhk,blkhd->blhd", dropped, v)
+        context, weights = self.attend(q, memory, keep)
         context = self.out_dropout(self.dense(context.reshape(b, length, hidden)))
         return self.feed_forward(self.LayerNorm(context + x)), weights
 
@@ -223,10 +285,11 @@ class SAERec(SASRecPlus):
 
     def paper_personal_intents(self, a, valid, intents):
         """Top-K by TF * IDF of every query state ``a`` [B, L, H]; updates df in training mode."""
-        tf = torch.relu(F.normalize(a, dim=-1) @ F.normalize(intents, dim=-1).t())  # [B, L, N]
-        scores, ids = torch.topk(tf.detach() * self.idf(), self.n_personal, dim=-1)
+        with torch.no_grad():  # only the ids leave: no graph through the [B, L, N] similarities
+            tf = torch.relu(F.normalize(a, dim=-1) @ F.normalize(intents, dim=-1).t())  # [B, L, N]
+            scores, ids = torch.topk(tf * self.idf(), self.n_personal, dim=-1)
         if self.training:
-            self.update_df(tf.detach() > 0, valid)  # after this batch's retrieval: stays causal
+            self.update_df(tf > 0, valid)  # after this batch's retrieval: stays causal
         return ids, scores
 
     def current_public_ids(self) -> torch.Tensor:
@@ -246,30 +309,39 @@ class SAERec(SASRecPlus):
             keep = keep.unsqueeze(-1).gather(1, last).squeeze(-1)
         return items, keep
 
-    def memories(self, a, item_seq, item_seq_len, all_positions, personal_ids=None) -> dict:
-        """The personal memory [B, L, K, H] with its ids and mask, the public intents [P, H]."""
+    def memories(self, a, item_seq, item_seq_len, all_positions, personal_ids=None, positions=None) -> dict:
+        """The personal memory with its ids [B, L, K], scores and mask; the public intents [P, H], ids.
+
+        The personal memory is an :class:`IndexedMemory` of the intents (``intent_memory: intents``)
+        or the dense [B, L, K, H] projected history text. ``positions`` ([B, L] bool, all positions):
+        the per-position entries only where it is True, as [M, 1, ...]; retrieval (and the paper
+        mode's df update) still sees every position.
+        """
         intents = self.intent_embeddings()
         out = {"personal": None, "personal_ids": None, "personal_scores": None, "personal_keep": None,
                "public": None, "public_ids": None}
         if self.use_public:  # first: from the df before this batch's update (causal in training too)
             public_ids = self.current_public_ids()
             out.update(public=intents[public_ids], public_ids=public_ids)
-        if self.use_personal:
-            if self.memory == "history_text":
-                ids, keep = self.history_memory(item_seq, item_seq_len, all_positions)
-                out.update(personal=self.intent_proj(self.item_text_embeddings[ids]), personal_ids=ids,
-                           personal_keep=keep)
-            else:
-                if self.retrieval == "paper":
-                    positions = torch.arange(a.size(1), device=a.device)
-                    valid = positions[None, :] < item_seq_len[:, None] if all_positions else \
-                        torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
-                    ids, scores = self.paper_personal_intents(a, valid, intents)
-                elif personal_ids is not None:
-                    ids, scores = personal_ids[:, : a.size(1)], None
-                else:
-                    ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
-                out.update(personal=intents[ids], personal_ids=ids, personal_scores=scores)
+        if not self.use_personal:
+            return out
+        keep = scores = None
+        if self.memory == "history_text":
+            ids, keep = self.history_memory(item_seq, item_seq_len, all_positions)
+        elif self.retrieval == "paper":
+            steps = torch.arange(a.size(1), device=a.device)
+            valid = steps[None, :] < item_seq_len[:, None] if all_positions else \
+                torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+            ids, scores = self.paper_personal_intents(a, valid, intents)
+        elif personal_ids is not None:
+            ids = personal_ids[:, : a.size(1)]
+        else:
+            ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
+        if positions is not None:
+            ids, keep, scores = (select_positions(x, positions) for x in (ids, keep, scores))
+        memory = self.intent_proj(self.item_text_embeddings[ids]) if self.memory == "history_text" \
+            else IndexedMemory(intents, ids)
+        out.update(personal=memory, personal_ids=ids, personal_scores=scores, personal_keep=keep)
         return out
 
     @torch.no_grad()
@@ -359,12 +431,18 @@ class SAERec(SASRecPlus):
         return self.dropout(self.LayerNorm(emb))
 
     def full_sequence_loss(self, interaction):
-        if not self.items_enriched:
-            return super().full_sequence_loss(interaction)
-        hidden = self.sequence_states(interaction)
-        targets = interaction[TARGETS_FIELD][:, : hidden.size(1)]
+        """Cross-entropy at the positions with a target; the intent branches and the fusion (which
+        act on each position alone) run only there: the loss of ``sequence_states`` at a lower cost."""
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_seq = trim(interaction[self.ITEM_SEQ], item_seq_len)
+        a = self.encode(item_seq)
+        targets = interaction[TARGETS_FIELD][:, : a.size(1)]
         real = targets > 0
-        return F.cross_entropy(hidden[real] @ self.item_matrix().t(), targets[real])
+        personal = interaction[PERSONAL_FIELD] if PERSONAL_FIELD in interaction.interaction else None
+        mem = self.memories(a, item_seq, item_seq_len, True, personal, positions=real)
+        out = self.branches(a[real].unsqueeze(1), mem)[0].squeeze(1)
+        items = self.item_matrix() if self.items_enriched else self.item_embedding.weight
+        return F.cross_entropy(out @ items.t(), targets[real])
 
     def calculate_loss(self, interaction):
         if not self.items_enriched or TARGETS_FIELD in interaction.interaction:
@@ -405,7 +483,7 @@ class SAERec(SASRecPlus):
         if exclude is not None:
             scores = scores.masked_fill(exclude, -torch.inf)
         top = torch.topk(scores, k, dim=-1)
-        n_k = 0 if mem["personal"] is None else mem["personal"].size(2)
+        n_k = 0 if mem["personal_ids"] is None else mem["personal_ids"].size(2)
         n_p = 0 if mem["public"] is None else mem["public"].size(0)
         n_slots, batch = n_k + n_p, a.size(0)
         drops = scores.new_zeros(batch, k, n_slots)
@@ -414,7 +492,9 @@ class SAERec(SASRecPlus):
             rep = lambda x: x.repeat_interleave(n_slots, 0)  # noqa: E731  [B * S, ...]
             mem_rep = dict(mem)
             if n_k:
-                mem_rep["personal"] = rep(mem["personal"])
+                personal = mem["personal"]
+                mem_rep["personal"] = IndexedMemory(personal.table, rep(personal.ids)) \
+                    if isinstance(personal, IndexedMemory) else rep(personal)
                 mem_rep["personal_keep"] = None if mem["personal_keep"] is None else rep(mem["personal_keep"])
             personal_keep = removed[:, :n_k].repeat(batch, 1).unsqueeze(1) if n_k else None
             public_keep = removed[:, n_k:].repeat(batch, 1).unsqueeze(1) if n_p else None
