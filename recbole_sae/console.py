@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import re
 import sys
 import time
 import warnings
@@ -87,7 +88,7 @@ def run_logging(log_file: str | None, level="INFO", verbose: bool = False, conso
     handlers = []
     if log_file:
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file_handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(file_handler)
     terminal = _Stderr()
     if verbose and console:
@@ -110,6 +111,16 @@ def run_logging(log_file: str | None, level="INFO", verbose: bool = False, conso
             root.removeHandler(handler)
             handler.close()
         root.setLevel(old_level)
+
+
+class _PlainFormatter(logging.Formatter):
+    """Without the terminal colour codes RecBole puts into its messages (the log is a text file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _COLOUR.sub("", super().format(record))
+
+
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class _WarningsOnly(logging.Filter):

@@ -198,3 +198,18 @@ def test_noise_that_reads_like_errors_is_dropped(caplog):
         warnings.warn_explicit(message, FutureWarning, "mine.py", 1, module="mine")
         warnings.warn_explicit("another", FutureWarning, "dataset.py", 502, module="recbole.data.dataset.dataset")
     assert [(w.filename, str(w.message)) for w in caught] == [("mine.py", message), ("dataset.py", "another")]
+
+
+def test_the_run_log_holds_no_terminal_colour_codes(tmp_path):
+    """RecBole colours its epoch lines; run.log had the escape codes in it (RecBole's own log file strips them)."""
+    import logging
+
+    from recbole.utils import set_color
+
+    from recbole_sae.console import run_logging
+
+    log = tmp_path / "run.log"
+    with run_logging(str(log)):
+        logging.getLogger("recbole.trainer").info(set_color("epoch 3 evaluating", "green") + " [" + set_color("valid_score", "blue") + ": 0.07]")
+    text = log.read_text(encoding="utf-8")
+    assert "epoch 3 evaluating [valid_score: 0.07]" in text and "\x1b" not in text
