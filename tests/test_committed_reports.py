@@ -18,7 +18,7 @@ def regenerate_command(report: Path) -> list[str]:
     its name (the file's) and its baseline (the 'ΔNDCG@10 vs X' column, when that model has runs)."""
     text = report.read_text(encoding="utf-8")
     files = re.search(r"^Results: `([^`]+)`", text, re.M)
-    baseline = re.search(r"ΔNDCG@10 vs ([^ |]+)", text)
+    baseline = re.search(r"ΔNDCG@10 vs (.+?) \|", text)  # a name may carry its file: "SASRecPlus [full_cpu]"
     assert files and baseline, f"{report.name}: no 'Results:' line or ΔNDCG@10 column"
     command = ["report", *files[1].split(", "), "--name", report.stem]
     if "Every grid point has its own row" in text:  # an ablation table
