@@ -424,11 +424,10 @@ class SAERec(SASRecPlus):
             weight = weight + self.item_text_proj(self.item_text_embeddings) * self.item_text_rows
         return weight
 
-    def embed(self, item_seq):
+    def item_vectors(self, item_seq):
         if not self.items_enriched:
-            return super().embed(item_seq)
-        emb = self.item_matrix()[item_seq] + self.position_embedding(self.position_ids(item_seq))
-        return self.dropout(self.LayerNorm(emb))
+            return super().item_vectors(item_seq)
+        return self.item_matrix()[item_seq]
 
     def full_sequence_loss(self, interaction):
         """Cross-entropy at the positions with a target; the intent branches and the fusion (which

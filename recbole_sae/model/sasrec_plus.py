@@ -68,9 +68,13 @@ class SASRecPlus(SASRec):
         length = (item_seq > 0).sum(1, keepdim=True)
         return (steps + last + 1 - length).clamp(0, last)
 
+    def item_vectors(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """The items' input representations [B, L, H] (subclasses enrich them)."""
+        return self.item_embedding(item_seq)
+
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Item + position embeddings, LayerNorm and dropout: the transformer's input [B, L, H]."""
-        emb = self.item_embedding(item_seq) + self.position_embedding(self.position_ids(item_seq))
+        emb = self.item_vectors(item_seq) + self.position_embedding(self.position_ids(item_seq))
         return self.dropout(self.LayerNorm(emb))
 
     def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
