@@ -171,7 +171,7 @@ def write_report(
 ) -> dict:
     """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths. A finished
     run's record without the fields a report needs is left out with a warning. ``every_point``: a row
-    per grid point (see :func:`summarize`)."""
+    per grid point (see :func:`~recbole_sae.benchmark.stats.summarize`)."""
     records = [r for r in records if not lacking_fields(r)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
