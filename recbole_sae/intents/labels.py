@@ -93,6 +93,7 @@ def attribute_labels(top: torch.Tensor, attributes, rules: IntentRules, n_items:
 
 
 def word_labels(top: torch.Tensor, item_words: List[set], taken: List[List[list]], rules: IntentRules):
+    """Per latent, its label words by TF-IDF across latents, leaving out the words of its values in ``taken``."""
     n_lat = top.shape[0]
     item_df: Counter = Counter()
     for words in item_words:
@@ -130,6 +131,7 @@ def word_labels(top: torch.Tensor, item_words: List[set], taken: List[List[list]
 
 
 def label_text(values: List[list], words: List[str]) -> str:
+    """``"Nail Polish (0.9) · OPI (0.6) · words: lacquer, shimmer"`` (``"(unlabelled)"`` when both are empty)."""
     parts = [f"{value} ({share:.1f})" for _, value, share in values]
     if words:
         parts.append("words: " + ", ".join(words))
