@@ -8,17 +8,11 @@ Takes tensors and lists only (no RecBole import)::
     write_interpretation_report(result, "runs/x/interpretation", title="ml-100k, block 0")
 """
 
-from .interpretation import (
-    best_per_value,
-    interpret,
-    label_latents,
-    latent_attribute_stats,
-    held_out_best_corr,
-    linear_probe_corr,
-    logit_lens,
-    monosemanticity_summary,
-    top_items_by_activation,
-)
+from .attribute_stats import latent_attribute_stats
+from .best_units import best_per_value, label_latents
+from .interpretation import interpret
+from .latent_items import logit_lens, top_items_by_activation
+from .monosemanticity import held_out_best_corr, linear_probe_corr, monosemanticity_summary
 from .report import markdown_table, to_jsonable, write_interpretation_report, write_json
 
 __all__ = [

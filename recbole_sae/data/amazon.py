@@ -250,6 +250,60 @@ def _atomic_write(path: Path, header: List[str], lines: List[List[str]]) -> None
 # --------------------------------------------------------------------------- API
 
 
+def _checked_arguments(reviews: Path, meta: Path, out_dir: Path, name: Optional[str], core: int) -> Tuple[int, str]:
+    """``(core, name)`` checked: the input files exist, ``core >= 1``, a name (default: ``out_dir``'s)."""
+    for label, path in (("reviews", reviews), ("meta", meta)):
+        if not path.is_file():
+            raise FileNotFoundError(f"{label} file not found: {path}")
+    core = int(core)
+    if core < 1:
+        raise ValueError(f"core must be >= 1, got {core}")
+    name = name or out_dir.name
+    if not name:
+        raise ValueError("cannot derive a dataset name from out_dir; pass name")
+    return core, name
+
+
+def _number_interactions(
+    filtered: List[Tuple[str, str, int]],
+) -> Tuple[Dict[str, int], Dict[str, int], List[List[str]]]:
+    """Users and items numbered, and the ``.inter`` rows: ``(user rank, item ids from 1, rows)``.
+
+    Users in order of first appearance; within a user, by time then file order; items numbered
+    in the order they first appear in those rows.
+    """
+    user_rank: Dict[str, int] = {}
+    for user, _, _ in filtered:
+        user_rank.setdefault(user, len(user_rank))
+    order = sorted(range(len(filtered)), key=lambda i: (user_rank[filtered[i][0]], filtered[i][2], i))
+    ordered = [filtered[i] for i in order]
+
+    item_ids: Dict[str, int] = {}
+    inter_lines: List[List[str]] = []
+    for user, asin, ts in ordered:
+        iid = item_ids.setdefault(asin, len(item_ids) + 1)
+        inter_lines.append([str(user_rank[user] + 1), str(iid), str(ts)])
+    return user_rank, item_ids, inter_lines
+
+
+def _item_lines(item_ids: Dict[str, int], metadata: Dict[str, dict], top_category: str) -> List[List[str]]:
+    """The ``.item`` rows, in item id order (empty fields for items without metadata)."""
+    item_lines: List[List[str]] = []
+    for asin, iid in item_ids.items():
+        m = metadata.get(asin, {})
+        item_lines.append(
+            [
+                str(iid),
+                asin,
+                _clean_text(m.get("title")),
+                _clean_text(m.get("brand")),
+                format_categories(m.get("categories"), top=top_category),
+                _format_price(m.get("price")),
+            ]
+        )
+    return item_lines
+
+
 def convert_amazon(
     reviews: str | os.PathLike,
     meta: str | os.PathLike,
@@ -269,47 +323,13 @@ def convert_amazon(
     metadata, and the output paths.
     """
     reviews, meta, out_dir = Path(reviews), Path(meta), Path(out_dir)
-    for label, path in (("reviews", reviews), ("meta", meta)):
-        if not path.is_file():
-            raise FileNotFoundError(f"{label} file not found: {path}")
-    core = int(core)
-    if core < 1:
-        raise ValueError(f"core must be >= 1, got {core}")
-    name = name or out_dir.name
-    if not name:
-        raise ValueError("cannot derive a dataset name from out_dir; pass name")
-
+    core, name = _checked_arguments(reviews, meta, out_dir, name, core)
     rows, rstats = _read_reviews(reviews)
     deduped = _dedup(rows)
     filtered, rounds = k_core_filter(deduped, core)
-
-    # users in order of first appearance; within a user, by time then file order
-    user_rank: Dict[str, int] = {}
-    for user, _, _ in filtered:
-        user_rank.setdefault(user, len(user_rank))
-    order = sorted(range(len(filtered)), key=lambda i: (user_rank[filtered[i][0]], filtered[i][2], i))
-    ordered = [filtered[i] for i in order]
-
-    item_ids: Dict[str, int] = {}
-    inter_lines: List[List[str]] = []
-    for user, asin, ts in ordered:
-        iid = item_ids.setdefault(asin, len(item_ids) + 1)
-        inter_lines.append([str(user_rank[user] + 1), str(iid), str(ts)])
-
+    user_rank, item_ids, inter_lines = _number_interactions(filtered)
     metadata, mstats = _read_meta(meta, set(item_ids))
-    item_lines: List[List[str]] = []
-    for asin, iid in item_ids.items():
-        m = metadata.get(asin, {})
-        item_lines.append(
-            [
-                str(iid),
-                asin,
-                _clean_text(m.get("title")),
-                _clean_text(m.get("brand")),
-                format_categories(m.get("categories"), top=top_category),
-                _format_price(m.get("price")),
-            ]
-        )
+    item_lines = _item_lines(item_ids, metadata, top_category)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     inter_path = out_dir / f"{name}.inter"

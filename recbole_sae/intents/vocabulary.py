@@ -40,16 +40,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from recbole_sae.fileio import umask_mode
+from recbole_sae.intents.labels import STOPWORDS, attribute_labels, label_text, text_words, word_labels
 from recbole_sae.progress import Progress
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 from recbole_sae.sae.config import reject_unknown_fields
@@ -66,31 +65,6 @@ INTENTS_NAME = "intents.json"
 TENSORS_NAME = "directions.safetensors"
 SAE_DIR = "sae"
 FORMAT_VERSION = 1
-
-STOPWORDS = frozenset(
-    """
-    a about above after again against all also am an and any are aren't as at be because been
-    before being below between both but by can can't cannot could couldn't did didn't do does
-    doesn't doing don't down during each few for from further had hadn't has hasn't have haven't
-    having he her here hers herself him himself his how i if in into is isn't it it's its itself
-    just let's me more most mustn't my myself no nor not now of off on once only or other ought
-    our ours ourselves out over own same shan't she should shouldn't so some such than that that's
-    the their theirs them themselves then there there's these they this those through to too under
-    until up upon very via was wasn't we were weren't what when where which while who whom why will
-    with won't would wouldn't you your yours yourself yourselves new one two three per
-    """.split()
-)
-_WORD = re.compile(r"[a-z][a-z'\-]*[a-z]")
-
-
-def text_words(text: str) -> set:
-    """The label words of a text: lower case, >= 3 letters, no stopwords, no numbers."""
-    words = set()
-    for w in _WORD.findall(text.lower()):
-        w = w.strip("'-")
-        if len(w) >= 3 and w not in STOPWORDS:
-            words.add(w)
-    return words
 
 
 @dataclass
@@ -408,90 +382,106 @@ def _coherence(centered: torch.Tensor, top: torch.Tensor, chunk: int = 2048) -> 
     return out
 
 
-def _attribute_labels(top: torch.Tensor, attributes, rules: IntentRules, n_items: int, chunk: int = 1024):
-    """Per latent: [[field, value, share], ...] (label order) and its best share (purity)."""
-    n_lat = top.shape[0]
-    chosen: List[List[list]] = [[] for _ in range(n_lat)]
-    purity = torch.full((n_lat,), float("nan"))
-    mask = (top >= 0).float()
-    n_top = mask.sum(1).clamp_min(1)
-    for field, (values, matrix) in attributes.items():
-        matrix = torch.as_tensor(matrix).bool()
-        if matrix.shape != (n_items, len(values)):
-            raise ValueError(
-                f"attribute '{field}': matrix of shape {tuple(matrix.shape)} does not match "
-                f"{n_items} items x {len(values)} values"
-            )
-        if not values:
-            continue
-        m = matrix.float()
-        base = m[1:].mean(0).clamp_min(1.0 / max(1, n_items - 1))
-        specificity = torch.log(1.0 / base)
-        share = torch.empty(n_lat, len(values))  # [L, V], filled in chunks to bound memory
-        for start in range(0, n_lat, chunk):
-            idx, msk = top[start:start + chunk], mask[start:start + chunk]
-            share[start:start + chunk] = (m[idx.clamp_min(0)] * msk[..., None]).sum(1) / n_top[start:start + chunk, None]
-        best_share = share.max(1).values
-        purity = torch.where(torch.isnan(purity) | (best_share > purity), best_share, purity)
-        score = torch.where(share >= rules.min_share, share * specificity, torch.full_like(share, -1.0))
-        if rules.label_values == 0:
-            continue
-        k = min(rules.label_values, len(values))
-        top_scores, top_idx = torch.sort(score, dim=1, descending=True, stable=True)  # ties: value order
-        top_scores, top_idx = top_scores[:, :k], top_idx[:, :k]
-        top_shares = share.gather(1, top_idx)
-        for latent, (scores, idx, shares) in enumerate(
-            zip(top_scores.tolist(), top_idx.tolist(), top_shares.tolist())
-        ):
-            for s, j, sh in zip(scores, idx, shares):
-                if s <= 0:
-                    break
-                chosen[latent].append([field, values[j], round(sh, 3)])
-    return chosen, purity
+
+class _LiveLatents(NamedTuple):
+    """What the SAE's live latents are on the items (``alive``: latent ids; per live latent the rest)."""
+
+    rows: torch.Tensor  # the nonzero codes of all latents: item ids, latent ids, activations
+    cols: torch.Tensor
+    vals: torch.Tensor
+    counts: torch.Tensor  # [d_sae] items each latent fires on
+    alive: torch.Tensor
+    top: torch.Tensor  # [n_alive, rules.top_items] top items, -1 padded
+    coherence: torch.Tensor
+    values: List[List[list]]  # label values (field, value, share)
+    purity: torch.Tensor
+    words: List[List[str]]
 
 
-def _word_labels(top: torch.Tensor, item_words: List[set], taken: List[List[list]], rules: IntentRules):
-    n_lat = top.shape[0]
-    item_df: Counter = Counter()
-    for words in item_words:
-        item_df.update(words)
-    too_common = {w for w, c in item_df.items() if c > rules.max_word_frac * max(1, len(item_words) - 1)}
-    counters: List[Counter] = []
-    df: Counter = Counter()
-    for items in top.tolist():
-        c: Counter = Counter()
-        for item in items:
-            if item >= 0:
-                c.update(item_words[item])
-        for w in too_common & c.keys():
-            del c[w]
-        counters.append(c)
-        df.update(c.keys())
-    n_top = (top >= 0).sum(1).tolist()
-    words_out: List[List[str]] = []
-    for latent in range(n_lat):
-        n = n_top[latent]
-        named = set()
-        for _, value, _ in taken[latent]:
-            named |= text_words(str(value))
-        scored = []
-        for word, count in counters[latent].items():
-            tf = count / max(1, n)
-            if tf < rules.min_share or word in named:
-                continue
-            idf = math.log((1 + n_lat) / (1 + df[word]))
-            if tf * idf > 0:
-                scored.append((-tf * idf, word))
-        scored.sort()
-        words_out.append([w for _, w in scored[: rules.label_words]])
-    return words_out
+def _check_inputs(item_embeddings: torch.Tensor, texts: Sequence[str], titles: Optional[Sequence[str]]) -> torch.Tensor:
+    """The real items' embeddings ``[n_items - 1, d]`` (float32, CPU), checked against the texts and titles."""
+    if not isinstance(item_embeddings, torch.Tensor) or item_embeddings.dim() != 2:
+        raise ValueError("item_embeddings must be a [n_items, d] tensor")
+    n_items = item_embeddings.shape[0]
+    if n_items < 3:
+        raise ValueError(f"need at least two real items besides the padding row, got {n_items - 1}")
+    if len(texts) != n_items:
+        raise ValueError(f"texts has {len(texts)} entries for {n_items} items (row 0 = padding)")
+    if titles is not None and len(titles) != n_items:
+        raise ValueError(f"titles has {len(titles)} entries for {n_items} items (row 0 = padding)")
+    x = item_embeddings[1:].detach().to(torch.float32).cpu()
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("item_embeddings contain NaN or inf values")
+    return x
 
 
-def _label(values: List[list], words: List[str]) -> str:
-    parts = [f"{value} ({share:.1f})" for _, value, share in values]
-    if words:
-        parts.append("words: " + ", ".join(words))
-    return " · ".join(parts) if parts else "(unlabelled)"
+def _trained_sae(
+    sae: Optional[SparseAutoencoder], sae_cfg: SAEConfig, train_cfg: Optional[SAETrainConfig], x: torch.Tensor
+) -> SparseAutoencoder:
+    """``sae`` checked against the embedding width, or a new one trained on ``x``; in eval mode."""
+    d = x.shape[1]
+    if sae is None:
+        if sae_cfg.d_in != d:
+            raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} does not match the embedding width {d}")
+        sae = SparseAutoencoder(sae_cfg)
+        with Progress("intent SAE", unit="steps") as meter:
+            train_sae(sae, x, train_cfg if train_cfg is not None else SAETrainConfig(), progress_fn=meter)
+    elif sae.cfg.d_in != d:
+        raise ValueError(f"the given SAE has d_in={sae.cfg.d_in}, the embeddings have width {d}")
+    sae.eval()
+    return sae
+
+
+def _describe_live_latents(
+    sae: SparseAutoencoder, x: torch.Tensor, texts: Sequence[str], attributes: dict, rules: IntentRules
+) -> _LiveLatents:
+    """Steps 1-4 of the module docstring: live latents, their top items, labels and coherence."""
+    n_items = x.shape[0] + 1
+    with Progress("intent vocabulary", 4, "phases") as meter:  # codes, coherence, attribute labels, word labels
+        rows, cols, vals = _sparse_codes(sae, x)  # encoded on the SAE's device, kept on the CPU
+        rows = rows + 1  # back to internal item ids
+        top, counts = _top_items_per_latent(rows, cols, vals, sae.cfg.d_sae, rules.top_items)
+        alive = (counts > 0).nonzero().flatten()
+        top_alive = top[alive]
+        meter.update()
+
+        centered = torch.cat([torch.zeros(1, x.shape[1]), x - x.mean(0, keepdim=True)])
+        coherence = _coherence(centered, top_alive)
+        meter.update()
+        values, purity = attribute_labels(top_alive, attributes, rules, n_items)
+        meter.update()
+        item_words = [text_words(t) if i else set() for i, t in enumerate(texts)]
+        words = word_labels(top_alive, item_words, values, rules)
+        meter.update()
+    return _LiveLatents(rows, cols, vals, counts, alive, top_alive, coherence, values, purity, words)
+
+
+def _kept_positions(live: _LiveLatents, rules: IntentRules, n_real: int) -> torch.Tensor:
+    """Step 5: the positions among the live latents of those kept as intents."""
+    firing = live.counts[live.alive]
+    keep = (
+        (firing >= rules.min_items)
+        & (firing <= rules.max_items_frac * n_real)
+        & (torch.nan_to_num(live.coherence, nan=-2.0) >= rules.min_coherence)
+    )
+    return keep.nonzero().flatten()
+
+
+def _directions_and_center(sae: SparseAutoencoder, kept: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The kept latents' unit decoder rows in embedding space, and the SAE's output for all-zero latents."""
+    raw = sae.decoder_directions(raw=True).float().cpu()[kept]
+    directions = torch.nn.functional.normalize(raw, dim=1)
+    with torch.no_grad():
+        center = sae.decode(torch.zeros(1, sae.cfg.d_sae, device=sae.device, dtype=sae.dtype)).float().cpu()[0]
+    return directions, center
+
+
+def _kept_codes(live: _LiveLatents, kept: torch.Tensor, d_sae: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The nonzero codes on the kept latents: (item ids, intent index, activation)."""
+    column = torch.full((d_sae,), -1, dtype=torch.long)
+    column[kept] = torch.arange(kept.numel())
+    on_kept = column[live.cols] >= 0
+    return live.rows[on_kept], column[live.cols[on_kept]], live.vals[on_kept]
 
 
 def build_intent_vocabulary(
@@ -517,92 +507,33 @@ def build_intent_vocabulary(
         titles: item names for reports (default: the texts).
         sae: an already trained SAE to use instead of training one (``sae_cfg`` is then ignored).
     """
-    if not isinstance(item_embeddings, torch.Tensor) or item_embeddings.dim() != 2:
-        raise ValueError("item_embeddings must be a [n_items, d] tensor")
-    n_items, d = item_embeddings.shape
-    if n_items < 3:
-        raise ValueError(f"need at least two real items besides the padding row, got {n_items - 1}")
-    if len(texts) != n_items:
-        raise ValueError(f"texts has {len(texts)} entries for {n_items} items (row 0 = padding)")
-    if titles is not None and len(titles) != n_items:
-        raise ValueError(f"titles has {len(titles)} entries for {n_items} items (row 0 = padding)")
+    x = _check_inputs(item_embeddings, texts, titles)
+    n_items = x.shape[0] + 1
     rules = rules if rules is not None else IntentRules()
     attributes = dict(attributes or {})
-    x = item_embeddings[1:].detach().to(torch.float32).cpu()
-    if not torch.isfinite(x).all():
-        raise FloatingPointError("item_embeddings contain NaN or inf values")
-
-    if sae is None:
-        if sae_cfg.d_in != d:
-            raise ValueError(f"SAEConfig.d_in={sae_cfg.d_in} does not match the embedding width {d}")
-        sae = SparseAutoencoder(sae_cfg)
-        with Progress("intent SAE", unit="steps") as meter:
-            train_sae(sae, x, train_cfg if train_cfg is not None else SAETrainConfig(), progress_fn=meter)
-    elif sae.cfg.d_in != d:
-        raise ValueError(f"the given SAE has d_in={sae.cfg.d_in}, the embeddings have width {d}")
-    sae.eval()
-
-    with Progress("intent vocabulary", 4, "phases") as meter:  # codes, coherence, attribute labels, word labels
-        rows, cols, vals = _sparse_codes(sae, x)  # encoded on the SAE's device, kept on the CPU
-        rows = rows + 1  # back to internal item ids
-        d_sae = sae.cfg.d_sae
-        top, counts = _top_items_per_latent(rows, cols, vals, d_sae, rules.top_items)
-        alive = (counts > 0).nonzero().flatten()
-        top_alive = top[alive]
-        meter.update()
-
-        centered = torch.cat([torch.zeros(1, d), x - x.mean(0, keepdim=True)])
-        coherence = _coherence(centered, top_alive)
-        meter.update()
-        values, purity = _attribute_labels(top_alive, attributes, rules, n_items)
-        meter.update()
-        item_words = [text_words(t) if i else set() for i, t in enumerate(texts)]
-        words = _word_labels(top_alive, item_words, values, rules)
-        meter.update()
-
-    n_real = n_items - 1
-    firing = counts[alive]
-    keep = (
-        (firing >= rules.min_items)
-        & (firing <= rules.max_items_frac * n_real)
-        & (torch.nan_to_num(coherence, nan=-2.0) >= rules.min_coherence)
-    )
-    pos = keep.nonzero().flatten()
-    kept = alive[pos]
-
-    raw = sae.decoder_directions(raw=True).float().cpu()[kept]
-    directions = torch.nn.functional.normalize(raw, dim=1)
-    with torch.no_grad():
-        center = sae.decode(torch.zeros(1, d_sae, device=sae.device, dtype=sae.dtype)).float().cpu()[0]
-
-    column = torch.full((d_sae,), -1, dtype=torch.long)
-    column[kept] = torch.arange(kept.numel())
-    on_kept = column[cols] >= 0
-    codes = (rows[on_kept], column[cols[on_kept]], vals[on_kept])
+    sae = _trained_sae(sae, sae_cfg, train_cfg, x)
+    live = _describe_live_latents(sae, x, texts, attributes, rules)
+    pos = _kept_positions(live, rules, n_items - 1)
+    kept = live.alive[pos]
+    directions, center = _directions_and_center(sae, kept)
 
     names = titles if titles is not None else texts
-    top_lists, top_titles, labels = [], [], []
-    for p in pos.tolist():
-        items = [i for i in top_alive[p].tolist() if i >= 0]
-        top_lists.append(items)
-        top_titles.append([str(names[i]) for i in items])
-        labels.append(_label(values[p], words[p]))
-
+    top_lists = [[i for i in live.top[p].tolist() if i >= 0] for p in pos.tolist()]
     return IntentVocabulary(
         sae=sae,
         kept=kept,
         directions=directions,
         center=center,
-        labels=labels,
-        coherence=coherence[pos],
-        purity=purity[pos],
-        n_items_firing=firing[pos],
+        labels=[label_text(live.values[p], live.words[p]) for p in pos.tolist()],
+        coherence=live.coherence[pos],
+        purity=live.purity[pos],
+        n_items_firing=live.counts[live.alive][pos],
         top_items=top_lists,
-        top_titles=top_titles,
-        words=[words[p] for p in pos.tolist()],
-        values=[values[p] for p in pos.tolist()],
-        latent_items=counts,
-        codes=codes,
+        top_titles=[[str(names[i]) for i in items] for items in top_lists],
+        words=[live.words[p] for p in pos.tolist()],
+        values=[live.values[p] for p in pos.tolist()],
+        latent_items=live.counts,
+        codes=_kept_codes(live, kept, sae.cfg.d_sae),
         n_items=n_items,
         rules=rules,
     )

@@ -213,6 +213,58 @@ def _raise_non_finite(value: float, step: int, x: torch.Tensor, cfg: SAETrainCon
     raise FloatingPointError(f"SAE training loss is {value} at step {step + 1}: {hint}")
 
 
+def _init_from_sample(sae: SparseAutoencoder, sample: torch.Tensor) -> None:
+    """Fit the normalisation and initialise ``b_dec`` on a data sample."""
+    sample = sample.to(device=sae.device, dtype=sae.dtype).reshape(-1, sae.cfg.d_in)
+    if not bool(torch.isfinite(sample).all()):
+        raise FloatingPointError(
+            "the training data contains NaN/inf values: clean the activations before training"
+        )
+    sae.fit_normalization(sample)
+    sae.init_b_dec(sample)
+
+
+def _train_step(
+    sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor, step: int, total: int,
+    cfg: SAETrainConfig,
+) -> Tuple[Dict[str, torch.Tensor], float, float]:
+    """One optimiser step on batch ``x``; returns (the loss terms, the loss, the learning rate)."""
+    lr = lr_at_step(step, total, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+    out = sae.loss(x)
+    loss = out["total"]
+    loss_value = float(loss.detach().item())
+    if not math.isfinite(loss_value):
+        _raise_non_finite(loss_value, step, x, cfg)
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    sae.remove_parallel_decoder_grad()
+    if cfg.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    sae.normalize_decoder()
+    return out, loss_value, lr
+
+
+def _history_record(
+    sae: SparseAutoencoder, step_no: int, out: Dict[str, torch.Tensor], loss_value: float, lr: float
+) -> Dict[str, float]:
+    return {
+        "step": step_no,
+        "loss": loss_value,
+        "mse": float(out["mse"].item()),
+        "aux": float(out["aux"].item()),
+        "l1": float(out["l1"].item()),
+        "fvu": float(out["fvu"].item()),
+        "l0": float(out["l0"].item()),
+        "dead_frac": float(sae.dead_mask().float().mean().item()),
+        "lr": lr,
+    }
+
+
 def train_sae(
     sae: SparseAutoencoder,
     data: BatchSource,
@@ -245,17 +297,9 @@ def train_sae(
     cfg.validate()
     if cfg.device is not None:
         sae.to(cfg.device)
-    device, dtype = sae.device, sae.dtype
-
     batches, total, sample = _prepare(data, sae, cfg)
     if sample is not None:
-        sample = sample.to(device=device, dtype=dtype).reshape(-1, sae.cfg.d_in)
-        if not bool(torch.isfinite(sample).all()):
-            raise FloatingPointError(
-                "the training data contains NaN/inf values: clean the activations before training"
-            )
-        sae.fit_normalization(sample)
-        sae.init_b_dec(sample)
+        _init_from_sample(sae, sample)
 
     optimizer = torch.optim.Adam(
         sae.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.adam_eps, weight_decay=cfg.weight_decay
@@ -264,18 +308,8 @@ def train_sae(
     sae.normalize_decoder()
     last = None
 
-    def _log(step_no: int, out: Dict[str, torch.Tensor], loss_value: float, lr: float) -> None:
-        record = {
-            "step": step_no,
-            "loss": loss_value,
-            "mse": float(out["mse"].item()),
-            "aux": float(out["aux"].item()),
-            "l1": float(out["l1"].item()),
-            "fvu": float(out["fvu"].item()),
-            "l0": float(out["l0"].item()),
-            "dead_frac": float(sae.dead_mask().float().mean().item()),
-            "lr": lr,
-        }
+    def _log(*logged) -> None:
+        record = _history_record(sae, *logged)
         history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4g}", fvu=f"{record['fvu']:.3f}", l0=f"{record['l0']:.1f}")
         if log_fn is not None:
@@ -289,24 +323,8 @@ def train_sae(
                 x = next(batches)
             except StopIteration:
                 break
-            x = x.to(device=device, dtype=dtype).reshape(-1, sae.cfg.d_in)
-            lr = lr_at_step(step, total, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            out = sae.loss(x)
-            loss = out["total"]
-            loss_value = float(loss.detach().item())
-            if not math.isfinite(loss_value):
-                _raise_non_finite(loss_value, step, x, cfg)
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            sae.remove_parallel_decoder_grad()
-            if cfg.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            sae.normalize_decoder()
+            x = x.to(device=sae.device, dtype=sae.dtype).reshape(-1, sae.cfg.d_in)
+            out, loss_value, lr = _train_step(sae, optimizer, x, step, total, cfg)
             bar.update(1)
             if progress_fn is not None:
                 progress_fn(step + 1, total)
