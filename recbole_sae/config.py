@@ -11,7 +11,8 @@ Lowest to highest:
 5. ``properties/dataset/<dataset>.yaml`` of this project;
 6. ``config_file_list`` (``--config_files=a.yaml,b.yaml``), in order;
 7. ``config_dict``;
-8. the command line ``--key=value``.
+8. the command line's ``--key=value`` pairs, handed down by :mod:`recbole_sae.cli` as ``cmd_args``
+   (RecBole's Config reads the process's arguments itself; this one never does).
 
 Paths are found relative to this package, so it works from any working directory. The dataset
 folder is found by :func:`recbole_sae.data.locate_dataset`.
@@ -124,8 +125,13 @@ def project_layers(model: str, model_class, dataset: str) -> list[Path]:
 class Config(RecBoleConfig):
     """RecBole's Config with this project's layers, model registry and dataset lookup."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None,
+                 command=None):
         compat.apply()
+        # the command line's --key=value pairs as typed (strings, split at the first '=' by the CLI), and
+        # the command itself (for the run's log, lock and resume state; None when not run from the CLI)
+        self.cmd_args = {key: value for key, value in (cmd_args or {}).items() if key not in CLI_ONLY_KEYS}
+        self.command = command
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
@@ -154,18 +160,8 @@ class Config(RecBoleConfig):
         return values
 
     def _load_cmd_line(self):
-        """``--key=value`` from sys.argv, split at the first '=' (RecBole drops values holding '=',
-        such as ``--steer=latent=12:+6``); the CLI's own keys are left out."""
-        cmd = {}
-        for arg in sys.argv[1:]:
-            if not arg.startswith("--") or "=" not in arg:
-                continue
-            key, value = arg[2:].split("=", 1)
-            if key in cmd and cmd[key] != value:
-                raise ConfigError(f"--{key} is given twice with different values ({cmd[key]!r}, {value!r})")
-            if key not in CLI_ONLY_KEYS:
-                cmd[key] = value
-        return self._convert_config_dict(cmd)
+        """The command line's layer: the ``cmd_args`` the CLI parsed (RecBole reads the process's arguments)."""
+        return self._convert_config_dict(dict(self.cmd_args))
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -7,7 +7,6 @@ import inspect
 import json
 import os
 import platform
-import sys
 import time
 from datetime import datetime
 from logging import getLogger
@@ -73,11 +72,11 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
                     "another run_name, or delete the folder to run it again",
                     run_dir,
                 )
-            return run_dir, None, runlock.lock_run_dir(run_dir)
+            return run_dir, None, runlock.lock_run_dir(run_dir, config.command)
     else:
         run_dir = _new_run_dir(config)
-        return run_dir, None, runlock.lock_run_dir(run_dir)
-    lock = runlock.lock_run_dir(run_dir)
+        return run_dir, None, runlock.lock_run_dir(run_dir, config.command)
+    lock = runlock.lock_run_dir(run_dir, config.command)
     try:
         state = resume.load(run_dir)
         resume.check_settings(state, run_settings, run_dir)
@@ -137,6 +136,8 @@ def run_recbole_sae(
     config_file_list=None,
     config_dict=None,
     saved: bool = True,
+    cmd_args: dict | None = None,
+    command: str | None = None,
 ) -> dict:
     """Train, validate and test ``model`` on ``dataset``; return the result record.
 
@@ -146,9 +147,12 @@ def run_recbole_sae(
     ``resume.pth``, from which a killed run continues (``run_name`` again, or ``resume=<run folder>``;
     see :mod:`recbole_sae.resume`). The run uses ``threads`` torch threads (:mod:`recbole_sae.threads`)
     and prints the quiet console of :mod:`recbole_sae.console` (``verbose``: everything).
+
+    ``cmd_args``: the command line's ``--key=value`` strings (:mod:`recbole_sae.cli`), the highest
+    config layer; ``command``: the command as typed, for ``run.log``, the folder's lock and ``resume.pth``.
     """
     start = time.perf_counter()
-    config = Config(model, dataset, split_config_files(config_file_list), config_dict)
+    config = Config(model, dataset, split_config_files(config_file_list), config_dict, cmd_args, command)
     run_settings = resume.settings(config)
     # the processes of a multi-process run share the machine's cores
     n_threads = threads.resolve(config["threads"], distributed.world_size(config))
@@ -157,7 +161,7 @@ def run_recbole_sae(
         return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads)
     if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
         distributed.check(config)
-        run_args = (model, dataset, config_file_list, config_dict, saved)
+        run_args = (model, dataset, config_file_list, config_dict, saved, cmd_args, command)
         return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
     return _in_run_folder(
         config, run_settings,
@@ -202,7 +206,8 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
     main = distributed.is_main(config)
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
-    logger.info(" ".join(sys.argv))
+    if config.command:
+        logger.info(config.command)
     logger.info(config)
     console.header(config, run_dir)
     if main:
@@ -253,11 +258,11 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
         console.say(f"resumed: training goes on at epoch {resumed_at + 1}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    command = " ".join(sys.argv)
 
     def save_state(epoch_idx, valid_score):
         if distributed.is_main(config):
-            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, config.command,
+                         (epoch_seconds, valid_scores))
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
     if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours

@@ -38,9 +38,10 @@ class LockedError(ConfigError):
 
 class FileLock:
     """An exclusive, non-blocking ``flock`` on ``path`` (created if missing), held until :meth:`release`
-    or the end of the process. ``what`` names the guarded thing in the message."""
+    or the end of the process. ``what`` names the guarded thing in the message; ``command`` (the
+    command line that started the holder, if any) is written beside its pid for that message."""
 
-    def __init__(self, path, what: str):
+    def __init__(self, path, what: str, command: str | None = None):
         self.path = os.fspath(path)
         self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
         try:
@@ -56,7 +57,7 @@ class FileLock:
             ) from None
         self.file.seek(0)
         self.file.truncate()
-        self.file.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:300]})\n")
+        self.file.write(f"pid {os.getpid()} ({command[:300]})\n" if command else f"pid {os.getpid()}\n")
         self.file.flush()
 
     def release(self) -> None:
@@ -71,13 +72,13 @@ class FileLock:
         self.release()
 
 
-def lock_run_dir(run_dir) -> FileLock:
-    return FileLock(os.path.join(run_dir, LOCK_NAME), f"the run folder {run_dir}")
+def lock_run_dir(run_dir, command: str | None = None) -> FileLock:
+    return FileLock(os.path.join(run_dir, LOCK_NAME), f"the run folder {run_dir}", command)
 
 
-def lock_results(results_path) -> FileLock:
+def lock_results(results_path, command: str | None = None) -> FileLock:
     path = os.fspath(results_path)
-    return FileLock(f"{path}.lock", f"the results file {path}")
+    return FileLock(f"{path}.lock", f"the results file {path}", command)
 
 
 def run_dir_for_name(checkpoint_dir, run_name) -> str:

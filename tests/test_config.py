@@ -1,3 +1,4 @@
+
 import sys
 
 import pytest
@@ -5,6 +6,7 @@ import yaml
 
 from recbole_sae import config as config_module
 from recbole_sae import registry
+from recbole_sae.cli import parse_args
 from recbole_sae.config import Config, project_layers
 from recbole_sae.errors import ConfigError
 
@@ -43,8 +45,8 @@ def layered(tmp_path, monkeypatch):
 
 def test_layering_order(layered, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # works from any working directory
-    monkeypatch.setattr(sys, "argv", ["prog", "--eval_batch_size=13"])
-    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14})
+    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14},
+                    parse_args(["--eval_batch_size=13"]))
     # 1. RecBole's defaults (overall.yaml) where nobody overrides them
     assert config["learner"] == "adam" and config["clip_grad_norm"] is None
     # 2. parent model yaml (RecBole's SASRec.yaml): hidden_size 64, initializer_range 0.02
@@ -78,10 +80,23 @@ def test_protocol_of_the_project(in_tmp):
     assert set(config["metrics"]) == {"Recall", "NDCG", "MRR", "Hit"}
 
 
-def test_cli_only_keys_do_not_reach_the_config(in_tmp, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--config_files=x.yaml", "--epochs=3"])
-    config = Config("SASRec", "ml-100k")
+def test_cli_only_keys_do_not_reach_the_config(in_tmp):
+    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--config_files=x.yaml", "--epochs=3"]))
     assert config["epochs"] == 3 and config["config_files"] is None
+
+
+def test_the_config_never_reads_the_process_arguments(in_tmp, monkeypatch):
+    """RecBole's Config reads --key=value from the process's arguments into every Config built anywhere
+    (a test, a notebook, a sweep's run); the project's takes the command line only as cmd_args."""
+    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=99", "--learning_rate=0.5", "--no_such_key=1", "junk",
+                                      "--model=GRU4Rec", "--steer=latent=1:+2"])
+    config = Config("SASRec", "ml-100k", config_dict={"epochs": 2, "train_batch_size": 64})
+    assert config["epochs"] == 2 and config["train_batch_size"] == 64
+    assert config["learning_rate"] == 0.001 and config["model"] == "SASRec" and config["steer"] is None
+    assert config.cmd_config_dict == {} and config.cmd_args == {} and config.command is None
+    # the command line's layer is the dict handed down, over config_dict
+    config = Config("SASRec", "ml-100k", config_dict={"epochs": 2}, cmd_args={"epochs": "3", "stopping_step": "4"})
+    assert config["epochs"] == 3 and config["stopping_step"] == 4
 
 
 def test_missing_config_file_is_a_clear_error(in_tmp):
@@ -97,14 +112,15 @@ def test_resolved_config_dumps_to_plain_yaml(in_tmp):
     assert plain["epochs"] == 2 and plain["model"] == "SASRec" and plain["MODEL_TYPE"] == "SEQUENTIAL"
 
 
-def test_command_line_values_may_hold_equal_signs(in_tmp, monkeypatch):
+def test_command_line_values_may_hold_equal_signs(in_tmp):
     # RecBole's own parser drops such arguments with a warning
-    monkeypatch.setattr(sys, "argv", ["prog", "--steer=latent=12:+6", "--epochs=4"])
-    config = Config("SteerableSASRec", "ml-100k")  # the model that reads steer
+    config = Config("SteerableSASRec", "ml-100k",  # the model that reads steer
+                    cmd_args=parse_args(["--steer=latent=12:+6", "--epochs=4"]))
     assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
 
 
-def test_conflicting_command_line_values_are_an_error(in_tmp, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=4", "--epochs=5"])
-    with pytest.raises(ConfigError, match="--epochs is given twice"):
-        Config("SASRec", "ml-100k")
+def test_a_key_given_twice_on_the_command_line_takes_its_last_value(in_tmp):
+    # the command line reaches the Config as a dict: the CLI's parser decides, and an override appended
+    # to a command wins (as it always did through the CLI)
+    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--epochs=4", "--epochs=5"]))
+    assert config["epochs"] == 5

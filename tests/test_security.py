@@ -17,7 +17,7 @@ import torch
 from conftest import SMALL
 from recbole_sae import benchmark as bm
 from recbole_sae import compat, resume, runlock
-from recbole_sae.cli import main
+from recbole_sae.cli import main, parse_args
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 
 
@@ -138,7 +138,7 @@ def _payload(marker: Path) -> str:
     return f"__import__('os').system('touch {marker}')"
 
 
-def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp, monkeypatch):
+def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp):
     from recbole_sae.config import Config, literal
 
     assert literal("5") == 5 and literal("-5") == -5 and literal("1e-3") == 0.001 and literal("[10, 20]") == [10, 20]
@@ -146,8 +146,8 @@ def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp, monkeypa
     assert literal("true") is True and literal("False") is False and literal("ml-100k") == "ml-100k"
     assert literal("2**10") == "2**10" and literal("{1, 2}") == "{1, 2}"
     marker = in_tmp / "PWNED"
-    monkeypatch.setattr(sys, "argv", ["x", f"--wandb_project={_payload(marker)}", "--epochs=3"])
-    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")})
+    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")},
+                    cmd_args=parse_args([f"--wandb_project={_payload(marker)}", "--epochs=3"]))
     assert config["wandb_project"] == _payload(marker) and config["epochs"] == 3 and config["log_wandb"] is False
     assert not marker.exists() and not (in_tmp / "P2").exists()
 

@@ -20,17 +20,15 @@ protocol: with ``filter_seen`` (the default) the user's earlier items are remove
 NDCG and HR beside them.
 
 Both keys (and ``strengths``) are config keys, so the Python API passes them in ``config_dict``.
-On the command line their values hold ``=``, which RecBole's own command-line reader drops, so
-they are read from the command line here (``--key=value``, split at the first ``=``), which wins
-over the config files as any command-line key does.
+Given on the command line (values holding ``=``, split at the first ``=`` by :mod:`recbole_sae.cli`)
+they are used as the text typed there (the Config's ``cmd_args``), which wins over the config files
+as any command-line key does.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from typing import Optional
 
 import torch
 
@@ -43,15 +41,6 @@ from recbole_sae.trainer.sequence_trainer import SequenceTrainer
 
 STEER_KEYS = ("steer", "steer_sweep", "strengths")
 HISTORY_SHOWN = 5
-
-
-def command_line_value(key: str, argv=None) -> Optional[str]:
-    """The value of ``--key=value`` on the command line (split at the first ``=``), else None."""
-    prefix = f"--{key}="
-    for arg in (sys.argv[1:] if argv is None else argv):
-        if isinstance(arg, str) and arg.startswith(prefix):
-            return arg[len(prefix):]
-    return None
 
 
 def checked_strengths(value) -> list:
@@ -105,8 +94,8 @@ class SteerableTrainer(SequenceTrainer):
 
     # -- settings ----------------------------------------------------------------------------------
     def setting(self, key: str):
-        """A steering key: from the command line when given there, else from the config."""
-        value = command_line_value(key)
+        """A steering key: the text typed on the command line when given there, else the config's value."""
+        value = (getattr(self.config, "cmd_args", None) or {}).get(key)
         return value if value is not None else self.config[key]
 
     def topk(self) -> int:
