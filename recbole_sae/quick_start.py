@@ -14,12 +14,14 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, console, distributed, progress, protocol, resume, runlock, threads, validate
+from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
 )
+from recbole_sae.fileio import write_text_atomic
 from recbole_sae.registry import get_trainer
+from recbole_sae.tables import round_metrics
 
 compat.apply()
 
@@ -27,7 +29,6 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 from recbole_sae.model.build import build_model  # noqa: E402
-from recbole_sae.model.saved_run import CHECKPOINT_NAME  # noqa: E402
 
 
 def _new_run_dir(config) -> str:
@@ -38,11 +39,8 @@ def _new_run_dir(config) -> str:
     return runlock.claim(run_dir)
 
 
-RESULT_NAME = "result.json"  # written when a run finishes
-
-
 def _finished(run_dir: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, RESULT_NAME))
+    return os.path.isfile(os.path.join(run_dir, runfiles.RESULT))
 
 
 def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock.FileLock]:
@@ -60,7 +58,7 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
                 f"--resume={config['resume']}: "
                 + (f"{run_dir} holds a finished run (result.json); there is nothing to resume"
                    if _finished(run_dir) else
-                   f"no {resume.STATE_NAME} in {run_dir}: not a run folder, or the run stopped before its "
+                   f"no {runfiles.RESUME} in {run_dir}: not a run folder, or the run stopped before its "
                    "first validation; start it again without --resume")
             )
     elif config["run_name"]:
@@ -92,10 +90,6 @@ def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int
         return None
     best = max(scores) if bigger else min(scores)
     return (scores.index(best) + 1) * eval_step - 1
-
-
-def _round(metrics) -> dict:
-    return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
 
 
 # RecBole's Trainer._check_nan raises a bare ValueError with this text.
@@ -193,7 +187,7 @@ def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool
     threads_before, progress_before = torch.get_num_threads(), progress.interval()
     progress.configure(config["progress_seconds"])
     torch.set_num_threads(n_threads)
-    log_file = os.path.join(run_dir, "run.log") if main else None
+    log_file = os.path.join(run_dir, runfiles.LOG) if main else None
     try:
         with console.run_logging(log_file, config["state"] or "INFO", bool(config["verbose"]), console=main):
             return _run(config, run_dir, state, run_settings, saved, start, n_threads)
@@ -211,7 +205,7 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
     logger.info(config)
     console.header(config, run_dir)
     if main:
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+        with open(os.path.join(run_dir, runfiles.CONFIG), "w", encoding="utf-8") as f:
             f.write(config.to_yaml())
 
     data = create_dataset(config)
@@ -226,14 +220,13 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
         logger.info(net)
         console.header_model(config, net, n_threads)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-        trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+        trainer.saved_model_file = os.path.join(run_dir, runfiles.CHECKPOINT)
         outcome = _fit_and_evaluate(config, trainer, splits, run_dir, state, run_settings, saved)
 
     result = _result_record(config, outcome, run_dir, start)
-    result_file = os.path.join(run_dir, RESULT_NAME)
+    result_file = os.path.join(run_dir, runfiles.RESULT)
     if main:
-        with open(result_file, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomic(json.dumps(result, indent=2), result_file)  # a result.json marks the run finished
         resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
     logger.info("result: %s", json.dumps(result))
     summaries = trainer.result_summary(outcome["extra"]) if hasattr(trainer, "result_summary") else None
@@ -293,9 +286,9 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
         "model": config["model"],
         "dataset": config["dataset"],
         "protocol": headline,
-        "best_valid": _round(best_valid),
-        "test": _round(test),
-        **({protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
+        "best_valid": round_metrics(best_valid),
+        "test": round_metrics(test),
+        **({protocol.other(headline): {"best_valid": round_metrics(other_valid), "test": round_metrics(other_test)},
             "target_seen_before": target_seen} if target_seen is not None else {}),
         # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
         "best_epoch": _best_epoch(
@@ -323,7 +316,7 @@ def load_data_and_model(checkpoint: str, expected_model: str | None = None, conf
     lets a full pickle (a checkpoint written by RecBole itself) be unpickled, which runs any code it carries.
     """
     if os.path.isdir(checkpoint):
-        checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
+        checkpoint = os.path.join(checkpoint, runfiles.CHECKPOINT)
     state = compat.load_checkpoint(checkpoint, trust=trust_checkpoint)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "state_dict" not in state:
         raise CheckpointMismatchError(

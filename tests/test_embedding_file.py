@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recbole_sae.cli import main
+from recbole_sae.data.item_text import item_texts
 from recbole_sae.errors import ConfigError
 from recbole_sae.intents import embedding_file
 from recbole_sae.intents.embedding_file import load_item_embeddings, save_item_embeddings
@@ -91,7 +92,7 @@ def test_build_intents_uses_the_planted_file(tiny_saerec, tmp_path, monkeypatch)
     for token in tokens:
         assert torch.equal(emb[int(data.token2id(data.iid_field, token))], rows[token]), token
     assert intents.vocabulary.directions.shape[1] == DIM
-    assert intents.texts[1].startswith("Movie ")  # the texts still give labels and titles
+    assert item_texts(data, config)[1].startswith("Movie ")  # the texts still give labels and titles
 
     # the vocabulary cache follows the file's content
     folders = lambda: sorted(p.name for p in (tmp_path / "cache" / "vocabulary").iterdir())  # noqa: E731

@@ -22,7 +22,6 @@ its cache, and writes the rows of the items ``1 .. item_num - 1``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ import torch
 from recbole_sae.errors import ConfigError
 from recbole_sae.intents.encoder import save_safetensors_atomic
 
-__all__ = ["save_item_embeddings", "load_item_embeddings", "file_sha256", "dataset_item_embeddings",
+__all__ = ["save_item_embeddings", "load_item_embeddings", "dataset_item_embeddings",
            "export_item_embeddings", "main"]
 
 EMBEDDINGS = "embeddings"
@@ -106,15 +105,6 @@ def load_item_embeddings(path: PathLike) -> Tuple[list, torch.Tensor, Dict[str, 
     if len(set(item_ids)) != len(item_ids):
         raise ConfigError(f"text_embeddings file {path} lists an item id twice: {_fix()}")
     return item_ids, embeddings, metadata
-
-
-def file_sha256(path: PathLike) -> str:
-    """SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dataset_item_embeddings(path: PathLike, dataset) -> torch.Tensor:

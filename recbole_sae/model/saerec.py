@@ -104,7 +104,7 @@ def select_positions(memory, positions):
 class MaskDropout(nn.Dropout):
     """``nn.Dropout`` (keep each entry with probability 1 - p, scale by 1 / (1 - p)) whose mask, on the
     CPU, comes from ``rand_like(x) >= p``: the same Bernoulli(1 - p) mask as ``bernoulli_``, which
-    torch's CPU kernel draws about 5x slower than uniforms. Other devices, p = 0 or p = 1: nn.Dropout.
+    torch's CPU kernel draws several times slower than uniforms. Other devices, p = 0 or p = 1: nn.Dropout.
     A seeded run draws other masks than nn.Dropout would (the same distribution)."""
 
     def forward(self, x):
@@ -258,11 +258,10 @@ class SAERec(SASRecPlus):
         emb = self.item_text_embeddings
         if all_positions:
             found = self.index.personal_intents_per_position(
-                item_seq, emb, self.n_personal, self.recency_decay, item_seq_len, space="embedding"
+                item_seq, emb, self.n_personal, self.recency_decay, item_seq_len
             )
             return found.ids, found.scores
-        found = self.index.personal_intents(item_seq, item_seq_len, emb, self.n_personal, self.recency_decay,
-                                            space="embedding")
+        found = self.index.personal_intents(item_seq, item_seq_len, emb, self.n_personal, self.recency_decay)
         return found.ids.unsqueeze(1), found.scores.unsqueeze(1)
 
     def idf(self) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_sae import distributed
+from recbole_sae.data.rows import last_row_mask
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.sasrec_plus import TARGETS_FIELD
 
@@ -42,9 +43,7 @@ BATCH_UNITS = ("targets", "windows")  # what train_batch_size counts in full_seq
 def _row_offsets(user_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: its distance from the user's last row, and from the user's first row."""
     n = user_ids.numel()
-    is_last = torch.ones(n, dtype=torch.bool)
-    is_last[:-1] = user_ids[1:] != user_ids[:-1]
-    last_index = torch.nonzero(is_last).squeeze(1)
+    last_index = torch.nonzero(last_row_mask(user_ids)).squeeze(1)
     first_index = torch.cat([torch.zeros(1, dtype=torch.long), last_index[:-1] + 1])
     owner = torch.searchsorted(last_index, torch.arange(n))
     return last_index[owner] - torch.arange(n), torch.arange(n) - first_index[owner]
