@@ -68,3 +68,15 @@ def test_a_config_dict_with_the_shared_keys_is_accepted_for_any_model():
     """A sweep gives one config to SASRecPlus and to GRU4Rec alike."""
     config = Config("GRU4Rec", "ml-100k", config_dict={"train_mode": "prefix", "full_sequence_stride": 4})
     assert config["train_mode"] == "prefix"
+
+
+def test_sweep_run_keys_of_recbole_models_leave_the_shared_keys_out():
+    """A sweep's --train_mode=prefix does not make its RecBole baselines new runs; SASRecPlus's it does."""
+    from recbole_sae import benchmark as bm
+
+    assert set(SHARED) - {"loss_type"} <= bm.plugin_only_settings()  # loss_type is RecBole's own key
+    assert "loss_type" not in bm.plugin_only_settings()
+    base = {"hidden_size": 16}
+    shared = {key: value for key, value in SHARED.items() if key != "loss_type"}
+    assert bm.run_key("SASRec", "tiny", 1, {**base, **shared}) == bm.run_key("SASRec", "tiny", 1, base)
+    assert bm.run_key("SASRecPlus", "tiny", 1, {**base, "train_mode": "prefix"}) != bm.run_key("SASRecPlus", "tiny", 1, base)
