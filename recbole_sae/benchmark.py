@@ -459,11 +459,12 @@ def _yaml_keys(folder: Path) -> set[str]:
 
 @functools.lru_cache(maxsize=1)
 def plugin_only_settings() -> frozenset:
-    """Settings that this project's model yamls declare and none of RecBole's yamls know: no RecBole
-    model reads them."""
+    """Settings that this project's model and model-family yamls declare and none of RecBole's yamls
+    know: no RecBole model reads them."""
     import importlib.util
 
-    ours = _yaml_keys(Path(__file__).resolve().parent / "properties" / "model")
+    properties = Path(__file__).resolve().parent / "properties"
+    ours = _yaml_keys(properties / "model") | _yaml_keys(properties / "family")
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:
         return frozenset()

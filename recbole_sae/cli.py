@@ -132,8 +132,8 @@ def yaml_key_docs(path: Path) -> list[tuple[str, str, list[str]]]:
 
 def _model_layers(model: str) -> list[tuple[str, Path]]:
     """(title, yaml) of the layers a model's keys come from, highest first."""
-    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES
-    from recbole_sae.registry import get_model
+    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES, family_layer
+    from recbole_sae.registry import PLUGIN_FAMILIES, get_model
 
     model_class = get_model(model)
     name = model_class.__name__
@@ -145,6 +145,10 @@ def _model_layers(model: str) -> list[tuple[str, Path]]:
         if path.is_file():
             layers.append((title, path))
             break
+    family = family_layer(name)
+    if family:
+        members = ", ".join(m for m, f in PLUGIN_FAMILIES.items() if f == family.stem)
+        layers.append((f"the {family.stem} family: {members} (properties/family/{family.name})", family))
     parent = getattr(model_class, "parent_model", None)
     if parent:
         path = RECBOLE_PROPERTIES / "model" / f"{parent}.yaml"
@@ -179,7 +183,7 @@ def model_help(model: str, dataset: str | None = None) -> str:
         "RecBole's own keys (data filtering, field names, training and evaluation settings) work too: "
         f"{RECBOLE_PROPERTIES / 'overall.yaml'} and {RECBOLE_PROPERTIES / 'dataset' / 'sample.yaml'}.",
         "Layers, lowest first: RecBole's defaults < the parent model's yaml < properties/overall.yaml < the "
-        "model's yaml < the dataset's yaml < --config_files < --key=value.",
+        "model family's yaml < the model's yaml < the dataset's yaml < --config_files < --key=value.",
     ]
     return "\n".join(lines)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import platform
@@ -15,6 +14,7 @@ import torch
 
 from recbole_sae import checkpoint as checkpoint_format
 from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
+from recbole_sae.contracts import is_epoch_trainer, run_view
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
@@ -229,7 +229,7 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
         write_text_atomic(json.dumps(result, indent=2), result_file)  # a result.json marks the run finished
         resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
     logger.info("result: %s", json.dumps(result))
-    summaries = trainer.result_summary(outcome["extra"]) if hasattr(trainer, "result_summary") else None
+    summaries = run_view(trainer).result_summary(outcome["extra"])
     out = RunResult(result)
     out.compact = console.compact_result(result, config["valid_metric"].lower(), summaries, result_file)
     console.summary(out.compact, config["valid_metric"])
@@ -258,7 +258,7 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
                          (epoch_seconds, valid_scores))
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
-    if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
+    if is_epoch_trainer(trainer):  # its fit calls callback_fn after every validation
         fit_options["callback_fn"] = save_state
     trainer.both_protocols = False  # validation while training: the headline protocol only
     _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
@@ -269,10 +269,8 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     test_result = trainer.evaluate(
         test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
     )
-    extra = {}
     trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
-    if hasattr(trainer, "after_test"):
-        extra = trainer.after_test(train_data, valid_data, test_data) or {}
+    extra = run_view(trainer).after_test(train_data, valid_data, test_data) or {}
     return {"valid": best_valid_result, "test": test_result, "extra": extra, "target_seen": target_seen,
             "seconds": epoch_seconds, "scores": valid_scores, "resumed_at": resumed_at}
 

@@ -24,17 +24,21 @@ def layered(tmp_path, monkeypatch):
     """A plugin model 'LayeredModel' with its own properties folder; each layer sets its own key."""
     props = tmp_path / "props"
     (props / "model").mkdir(parents=True)
+    (props / "family").mkdir()
     (props / "dataset").mkdir()
     overall = yaml.safe_load(open(config_module.PROPERTIES / "overall.yaml"))
     overall.update({"layer_overall": "overall", "n_heads": 4, "inner_size": 99})
     yaml.safe_dump(overall, open(props / "overall.yaml", "w"))
     yaml.safe_dump({"layer_model": "model", "inner_size": 77, "hidden_dropout_prob": 0.1,
                     "attn_dropout_prob": 0.1}, open(props / "model" / "LayeredModel.yaml", "w"))
+    yaml.safe_dump({"layer_family": "family", "stopping_step": 5, "inner_size": 88},
+                   open(props / "family" / "layered.yaml", "w"))
     dataset_yaml = yaml.safe_load(open(config_module.PROPERTIES / "dataset" / "ml-100k.yaml"))
     dataset_yaml.update({"layer_dataset": "dataset", "hidden_dropout_prob": 0.2})
     yaml.safe_dump(dataset_yaml, open(props / "dataset" / "ml-100k.yaml", "w"))
     monkeypatch.setattr(config_module, "PROPERTIES", props)
     monkeypatch.setitem(registry.PLUGIN_MODELS, "LayeredModel", f"{__name__}:LayeredModel")
+    monkeypatch.setitem(registry.PLUGIN_FAMILIES, "LayeredModel", "layered")
     file_a, file_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     # layer_file is read by nothing: declared as a free-form key (known_keys)
     yaml.safe_dump({"layer_file": "a", "learning_rate": 0.5, "attn_dropout_prob": 0.3,
@@ -54,16 +58,19 @@ def test_layering_order(layered, monkeypatch, tmp_path):
     # 3. the project's overall.yaml over the parent (n_heads 2 -> 4) and over RecBole's defaults
     assert config["n_heads"] == 4 and config["train_batch_size"] == 256
     assert config["valid_metric"] == "NDCG@10" and config["eval_args"]["split"] == {"LS": "valid_and_test"}
-    # 4. model yaml over overall.yaml (inner_size 99 -> 77)
+    # 4. the model's family yaml over overall.yaml (stopping_step 10 -> 5)
+    assert config["stopping_step"] == 5
+    # 5. model yaml over the family's and overall.yaml (inner_size 99 -> 88 -> 77)
     assert config["inner_size"] == 77
-    # 5. dataset yaml over the model yaml (hidden_dropout_prob 0.1 -> 0.2)
+    # 6. dataset yaml over the model yaml (hidden_dropout_prob 0.1 -> 0.2)
     assert config["hidden_dropout_prob"] == 0.2
-    # 6. config files over the dataset yaml, later file over earlier (attn 0.3 from a, layer_file b)
+    # 7. config files over the dataset yaml, later file over earlier (attn 0.3 from a, layer_file b)
     assert config["attn_dropout_prob"] == 0.3 and config["layer_file"] == "b"
-    # 7. dict over files; 8. command line over dict
+    # 8. dict over files; 9. command line over dict
     assert config["learning_rate"] == 0.3
     assert config["eval_batch_size"] == 13
-    for key, value in [("layer_overall", "overall"), ("layer_model", "model"), ("layer_dataset", "dataset")]:
+    for key, value in [("layer_overall", "overall"), ("layer_family", "family"), ("layer_model", "model"),
+                       ("layer_dataset", "dataset")]:
         assert config[key] == value
 
 

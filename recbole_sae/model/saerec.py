@@ -58,9 +58,10 @@ import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
+from recbole_sae.contracts import TARGETS_FIELD, StagedModel
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim
-from recbole_sae.model.sasrec_plus import TARGETS_FIELD, SASRecPlus
+from recbole_sae.model.sasrec_plus import SASRecPlus
 
 FUSIONS = ("attention", "gate")
 RETRIEVALS = ("text", "paper")
@@ -171,7 +172,7 @@ class IntentCrossAttention(nn.Module):
         return self.feed_forward(self.LayerNorm(context + x)), weights
 
 
-class SAERec(SASRecPlus):
+class SAERec(SASRecPlus, StagedModel):
     """SASRec + personal/public SAE intents through cross-attention + adaptive fusion."""
 
     parent_model = "SASRec"
