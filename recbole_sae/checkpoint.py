@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from recbole_sae.errors import CheckpointMismatchError
+from recbole_sae.fileio import write_atomic
 
 # Marks a file written by this module (and the version of its layout).
 FORMAT_KEY, FORMAT = "format", "recbole-sae/1"
@@ -95,10 +96,7 @@ def save(state, path) -> None:
     state = plain(state)
     if isinstance(state, dict):
         state[FORMAT_KEY] = FORMAT
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(lambda tmp: torch.save(state, tmp), path)
 
 
 def _weights_only_refusal(exc: Exception) -> bool:

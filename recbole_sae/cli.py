@@ -1,9 +1,14 @@
 """The ``run_recbole_sae.py`` command line (also installed as ``recbole-sae``).
 
+The one place that reads the process's arguments: they are parsed here once, and what a run needs
+is handed down as values (the ``--key=value`` pairs as a dict, the config's highest layer, and the
+command as typed, for the run's log and lock); nothing below reads the arguments again.
+
 ``--help`` (or no argument at all) prints the usage on stdout; ``--help --model=SAERec`` adds that
 model's keys with their defaults and the comments of its yaml. Every path given on the command line
 (and ``$RECBOLE_SAE_DATA``) is made absolute here, against the caller's working directory
 (:mod:`recbole_sae.paths`); a key nothing reads is an error (:mod:`recbole_sae.known_keys`).
+``export-embeddings`` (first argument) exports SAERec's item embeddings (:func:`export_main`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import re
 import sys
 from pathlib import Path
 
+from recbole_sae.errors import RecboleSAEError
+
 USAGE = """usage: run_recbole_sae.py --model=MODEL --dataset=DATASET [--config_files=a.yaml,b.yaml] [--key=value ...]
        run_recbole_sae.py --sweep=SWEEP.yaml [--results=RESULTS.jsonl] [--key=value ...]
-       run_recbole_sae.py --help [--model=MODEL] [--dataset=DATASET]"""
+       run_recbole_sae.py --help [--model=MODEL] [--dataset=DATASET]
+       run_recbole_sae.py export-embeddings --dataset=DATASET --out=FILE [--key=value ...]"""
 
 OPTIONS = """
 A run:
@@ -62,11 +70,14 @@ A sweep (runs each model x dataset x seed x grid point in its own process; see p
                          replace the sweep's lists (run a sweep in parts into one results file)
   --grid_points="A;B"    only these grid points (labels as in the report, e.g. dropout=0.5)
   --key=value            overrides that key in every run of the sweep
+Export SAERec's item embeddings (export-embeddings --help for its options):
+  export-embeddings --dataset=D --out=F [--key=value ...]
+                         encode the item texts of D with the configured text_encoder into a .safetensors
+                         file for --text_embeddings (also: python -m recbole_sae.intents.embedding_file)
 Other commands:
   python -m recbole_sae.benchmark report RESULTS.jsonl [...]    write a sweep's report again
   python -m recbole_sae.data.init_yaml --dataset=FOLDER          a commented dataset yaml for your atomic files
   python -m recbole_sae.data.amazon --reviews ... --meta ...     build an Amazon dataset from the raw files
-  python -m recbole_sae.intents.embedding_file --dataset=D --out=F   export SAERec's item embeddings
 
 Relative paths mean the folder you run the command from. Bad input ends with one line 'error: ...' and
 exit code 2. At the end of a run one line 'RESULT {json}' gives the metrics at the valid metric's
@@ -76,7 +87,8 @@ HELP_FLAGS = ("-h", "--help")
 
 
 def parse_args(argv: list[str]) -> dict:
-    """``--key=value`` pairs (``--help``/``-h`` as ``help: True``); anything else is a usage error."""
+    """``--key=value`` pairs, split at the first '=' (``--help``/``-h`` as ``help: True``); a key given
+    twice takes its last value; anything else is a usage error."""
     args = {}
     for arg in argv:
         if arg in HELP_FLAGS:
@@ -120,8 +132,8 @@ def yaml_key_docs(path: Path) -> list[tuple[str, str, list[str]]]:
 
 def _model_layers(model: str) -> list[tuple[str, Path]]:
     """(title, yaml) of the layers a model's keys come from, highest first."""
-    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES
-    from recbole_sae.registry import get_model
+    from recbole_sae.config import PROPERTIES, RECBOLE_PROPERTIES, family_layer
+    from recbole_sae.registry import PLUGIN_FAMILIES, get_model
 
     model_class = get_model(model)
     name = model_class.__name__
@@ -133,6 +145,10 @@ def _model_layers(model: str) -> list[tuple[str, Path]]:
         if path.is_file():
             layers.append((title, path))
             break
+    family = family_layer(name)
+    if family:
+        members = ", ".join(m for m, f in PLUGIN_FAMILIES.items() if f == family.stem)
+        layers.append((f"the {family.stem} family: {members} (properties/family/{family.name})", family))
     parent = getattr(model_class, "parent_model", None)
     if parent:
         path = RECBOLE_PROPERTIES / "model" / f"{parent}.yaml"
@@ -167,7 +183,7 @@ def model_help(model: str, dataset: str | None = None) -> str:
         "RecBole's own keys (data filtering, field names, training and evaluation settings) work too: "
         f"{RECBOLE_PROPERTIES / 'overall.yaml'} and {RECBOLE_PROPERTIES / 'dataset' / 'sample.yaml'}.",
         "Layers, lowest first: RecBole's defaults < the parent model's yaml < properties/overall.yaml < the "
-        "model's yaml < the dataset's yaml < --config_files < --key=value.",
+        "model family's yaml < the model's yaml < the dataset's yaml < --config_files < --key=value.",
     ]
     return "\n".join(lines)
 
@@ -187,11 +203,19 @@ def _error(message: str) -> int:
     return 2
 
 
+def command_text(args: dict) -> str:
+    """The command of a run as the run's log, lock and resume state show it: the program and the
+    ``--key=value`` pairs with every path made absolute."""
+    return " ".join([sys.argv[0], *(f"--{key}={value}" for key, value in args.items())])
+
+
 def main(argv: list[str] | None = None) -> int:
-    from recbole_sae.errors import RecboleSAEError
+    """The command line ``argv`` (default: the process's arguments); the exit code."""
     from recbole_sae.paths import anchor_environment, resolve_cli_args
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     try:
         args = parse_args(argv)
     except UsageError as err:
@@ -205,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     # Paths are resolved here, once: a relative path means the caller's folder wherever the run goes on.
     anchor_environment()
     args = resolve_cli_args(args)
-    # RecBole's Config reads the overrides from sys.argv, as on a real command line
-    sys.argv = [sys.argv[0], *(f"--{key}={value}" for key, value in args.items())]
     if "sweep" in args:
         from recbole_sae.benchmark import main as sweep_main
 
@@ -219,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             model=args.get("model", "SASRec"),
             dataset=args.get("dataset", "ml-100k"),
             config_file_list=args.get("config_files"),
+            cmd_args=args,
+            command=command_text(args),
         )
     except RecboleSAEError as err:
         return _error(str(err))
@@ -226,3 +250,55 @@ def main(argv: list[str] | None = None) -> int:
     # is in result.json, whose path the record gives
     print("RESULT " + json.dumps(getattr(result, "compact", None) or result))
     return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# export-embeddings: SAERec's item embeddings into a .safetensors file
+
+EXPORT_USAGE = """usage: recbole-sae export-embeddings --dataset=DATASET --out=FILE [--config_files=a.yaml,b.yaml] [--key=value ...]
+       (the same: run_recbole_sae.py export-embeddings ..., python -m recbole_sae.intents.embedding_file ...)
+
+Encodes the item texts of DATASET with the configured text_encoder (through its cache) and writes the
+rows of the items in a .safetensors file that SAERec reads with --text_embeddings=FILE.
+
+  --dataset=DATASET     the dataset whose item texts are encoded (found as for a run)
+  --out=FILE            the .safetensors file to write
+  --config_files=A,B    yaml files layered over the project's defaults, in order
+  --key=value           any config key (text_encoder, text_pooling, intent_cache_dir, data_path, filters, ...)"""
+
+# Keys of the export's command line that are not config keys.
+EXPORT_ONLY_KEYS = ("out", "model")
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """``export-embeddings`` with the arguments after it (default: the process's arguments); the exit code."""
+    import logging
+
+    from recbole_sae.paths import anchor_environment, resolve_cli_args
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    except UsageError as err:
+        return _error(str(err))
+    if args.get("help"):
+        print(EXPORT_USAGE)
+        return 0
+    if not args.get("dataset") or not args.get("out"):
+        return _error("--dataset and --out are required (export-embeddings --help lists the options)")
+    anchor_environment()
+    args = resolve_cli_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        from recbole_sae.intents.embedding_file import export_item_embeddings
+
+        path, shape = export_item_embeddings(
+            args["dataset"], args["out"], args.get("config_files"),
+            cmd_args={key: value for key, value in args.items() if key not in EXPORT_ONLY_KEYS},
+        )
+    except RecboleSAEError as err:
+        return _error(str(err))
+    print(f"wrote {shape[0]} item embeddings of dim {shape[1]} ({shape[0]} x {shape[1]}) to {path.resolve()}")
+    return 0
+
+
+SUBCOMMANDS = {"export-embeddings": export_main}

@@ -18,11 +18,11 @@ that a test can show the failure without it and the repair with it:
 * ``data_pickles``: RecBole unpickles a saved dataset or dataloader found in ``checkpoint_dir`` (the
   run folder); those files are refused (:class:`_PickleForData`), never unpickled.
 * ``anomaly mode``: importing RecBole's SINE model calls ``torch.autograd.set_detect_anomaly(True)``
-  for the whole process (training runs ~1.7x slower). It is switched off after the import.
+  for the whole process, which slows every training step that follows. It is switched off after the
+  import.
 * ``BERT4Rec's mask token``: at evaluation RecBole's BERT4Rec writes the mask token after each user's
   history in a Python loop over the batch, one indexed write per user; on a GPU each of them waits for
-  the device, and the loop dominates evaluation (on an H100, 19 s per amazon-beauty validation against
-  0.5 s for SASRec of the same size, up to 104 s with other runs on the GPU). ``bert4rec_mask_token``
+  the device, and the loop dominates evaluation (BENCHMARKS.md has the timings). ``bert4rec_mask_token``
   makes it one indexed assignment with the same output, RecBole's quirks included.
 * ``tensorboard_in_run_folder``: RecBole's trainer writes its tensorboard events under
   ``./log_tensorboard/`` of the working directory. They go to ``log_tensorboard/`` of the run

@@ -7,11 +7,14 @@ Lowest to highest:
 2. the parent model's yaml from RecBole (e.g. ``SASRec.yaml`` under ``SASRecSAE``), named by the
    model class attribute ``parent_model``;
 3. ``properties/overall.yaml`` of this project (the evaluation protocol);
-4. ``properties/model/<Model>.yaml`` of this project;
-5. ``properties/dataset/<dataset>.yaml`` of this project;
-6. ``config_file_list`` (``--config_files=a.yaml,b.yaml``), in order;
-7. ``config_dict``;
-8. the command line ``--key=value``.
+4. ``properties/family/<family>.yaml``, the keys the models of a family share (a model's family is
+   named in ``registry.PLUGIN_FAMILIES``: SASRecPlus, SASRecSAE and SAERec share ``full_sequence``);
+5. ``properties/model/<Model>.yaml`` of this project;
+6. ``properties/dataset/<dataset>.yaml`` of this project;
+7. ``config_file_list`` (``--config_files=a.yaml,b.yaml``), in order;
+8. ``config_dict``;
+9. the command line's ``--key=value`` pairs, handed down by :mod:`recbole_sae.cli` as ``cmd_args``
+   (RecBole's Config reads the process's arguments itself; this one never does).
 
 Paths are found relative to this package, so it works from any working directory. The dataset
 folder is found by :func:`recbole_sae.data.locate_dataset`.
@@ -39,7 +42,7 @@ from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import ConfigError
 from recbole_sae.known_keys import check_config_keys
 from recbole_sae.paths import resolve_config_paths
-from recbole_sae.registry import get_model
+from recbole_sae.registry import PLUGIN_FAMILIES, get_model
 from recbole_sae.textlist import split_list
 from recbole_sae.validate import check_numbers
 
@@ -109,6 +112,12 @@ def read_config_file(path) -> dict:
 CLI_ONLY_KEYS = {"config_files", "sweep", "run_dir"}
 
 
+def family_layer(model: str, properties: Path | None = None) -> Path | None:
+    """The yaml of the keys ``model`` shares with the other models of its family; None outside a family."""
+    family = PLUGIN_FAMILIES.get(model)
+    return (properties or PROPERTIES) / "family" / f"{family}.yaml" if family else None
+
+
 def project_layers(model: str, model_class, dataset: str) -> list[Path]:
     """The yaml files this project layers over RecBole's defaults, lowest first."""
     layers = []
@@ -116,6 +125,9 @@ def project_layers(model: str, model_class, dataset: str) -> list[Path]:
     if parent:
         layers.append(RECBOLE_PROPERTIES / "model" / f"{parent}.yaml")
     layers.append(PROPERTIES / "overall.yaml")
+    family = family_layer(model)
+    if family:
+        layers.append(family)
     layers.append(PROPERTIES / "model" / f"{model}.yaml")
     layers.append(PROPERTIES / "dataset" / f"{dataset}.yaml")
     return [path for path in layers if path.is_file()]
@@ -124,8 +136,13 @@ def project_layers(model: str, model_class, dataset: str) -> list[Path]:
 class Config(RecBoleConfig):
     """RecBole's Config with this project's layers, model registry and dataset lookup."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None,
+                 command=None):
         compat.apply()
+        # the command line's --key=value pairs as typed (strings, split at the first '=' by the CLI), and
+        # the command itself (for the run's log, lock and resume state; None when not run from the CLI)
+        self.cmd_args = {key: value for key, value in (cmd_args or {}).items() if key not in CLI_ONLY_KEYS}
+        self.command = command
         super().__init__(
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
         )
@@ -154,18 +171,8 @@ class Config(RecBoleConfig):
         return values
 
     def _load_cmd_line(self):
-        """``--key=value`` from sys.argv, split at the first '=' (RecBole drops values holding '=',
-        such as ``--steer=latent=12:+6``); the CLI's own keys are left out."""
-        cmd = {}
-        for arg in sys.argv[1:]:
-            if not arg.startswith("--") or "=" not in arg:
-                continue
-            key, value = arg[2:].split("=", 1)
-            if key in cmd and cmd[key] != value:
-                raise ConfigError(f"--{key} is given twice with different values ({cmd[key]!r}, {value!r})")
-            if key not in CLI_ONLY_KEYS:
-                cmd[key] = value
-        return self._convert_config_dict(cmd)
+        """The command line's layer: the ``cmd_args`` the CLI parsed (RecBole reads the process's arguments)."""
+        return self._convert_config_dict(dict(self.cmd_args))
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -12,7 +12,6 @@ FutureWarnings RecBole 1.2.1's data code raises under pandas 2 and torch's about
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import re
 import sys
@@ -20,6 +19,7 @@ import time
 import warnings
 
 from recbole_sae import progress
+from recbole_sae.contracts import is_epoch_trainer, run_view
 from recbole_sae.progress import Progress, duration
 
 CONSOLE = "recbole_sae.console"
@@ -187,16 +187,15 @@ class EpochWatch:
     def _wrap(self) -> None:
         trainer = self.trainer
         self._train, self._valid, self._evaluate = trainer._train_epoch, trainer._valid_epoch, trainer.evaluate
-        self._counts_batches = "loss_func" in inspect.signature(self._train).parameters
+        self._counts_batches = is_epoch_trainer(trainer)  # its _train_epoch calls loss_func once per batch
         trainer._train_epoch, trainer._valid_epoch, trainer.evaluate = self.train_epoch, self.valid_epoch, self.evaluate
-        for name in ("_full_sort_batch_eval", "_neg_sample_batch_eval"):
-            if hasattr(trainer, name):
-                setattr(trainer, name, self._ticking(getattr(trainer, name)))
+        if self._counts_batches:
+            trainer._full_sort_batch_eval = self._ticking(trainer._full_sort_batch_eval)
+            trainer._neg_sample_batch_eval = self._ticking(trainer._neg_sample_batch_eval)
 
     def _batches(self, train_data) -> int | None:
-        count = getattr(self.trainer, "batches_per_epoch", None)
         try:
-            return int(count(train_data)) if count else len(train_data)
+            return int(run_view(self.trainer).batches_per_epoch(train_data))
         except TypeError:
             return None
 

@@ -134,12 +134,12 @@ def _process(rank: int, run_args: tuple, keys: dict, queue) -> None:
     """One process of a multi-process run (started by ``torch.multiprocessing.spawn``)."""
     from recbole_sae.quick_start import run_recbole_sae
 
-    model, dataset, config_files, config_dict, saved = run_args
+    model, dataset, config_files, config_dict, saved, cmd_args, command = run_args
     config_dict = {**(config_dict or {}), **keys, "local_rank": rank}
     if "OMP_NUM_THREADS" not in os.environ:  # the processes share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // keys["nproc"]))
     try:
-        result = run_recbole_sae(model, dataset, config_files, config_dict, saved)
+        result = run_recbole_sae(model, dataset, config_files, config_dict, saved, cmd_args, command)
         if rank == 0:
             queue.put(("result", result))
     except RecboleSAEError as err:

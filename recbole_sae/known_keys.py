@@ -2,7 +2,8 @@
 
 A key is known when RecBole declares it (its ``overall.yaml``, its dataset and quick-start yamls, the
 model yamls it layers) or reads it in its data, trainer and evaluation code; when this project
-declares it (``properties/overall.yaml``, ``properties/dataset/*.yaml``, ``properties/model/*.yaml``);
+declares it (``properties/overall.yaml``, ``properties/dataset/*.yaml``, ``properties/model/*.yaml``,
+``properties/family/*.yaml``);
 or when the command line itself reads it (``config_files``, ``sweep``, ...). A key on the command
 line of a single run must also be one the chosen model reads: ``--sae_k=32`` on a SASRec would
 change nothing. Keys in config files and config dicts may belong to any model, since sweeps and
@@ -87,11 +88,17 @@ def generic_keys() -> frozenset:
 
 @functools.lru_cache(maxsize=1)
 def model_yaml_keys() -> dict:
-    """model name -> the keys of its yaml (RecBole's, then this project's: plugin models' keys)."""
+    """model name -> the keys of its yaml (RecBole's, then this project's: plugin models' keys), and
+    of its family's yaml."""
+    from recbole_sae.config import family_layer
+    from recbole_sae.registry import PLUGIN_FAMILIES
+
     table: dict[str, set] = {}
     for folder in (_recbole_root() / "properties" / "model", PROPERTIES / "model"):
         for path in sorted(folder.glob("*.yaml")):
             table.setdefault(path.stem, set()).update(yaml_keys(path))
+    for name in PLUGIN_FAMILIES:
+        table.setdefault(name, set()).update(yaml_keys(family_layer(name, PROPERTIES)))
     return {name: frozenset(keys) for name, keys in table.items()}
 
 

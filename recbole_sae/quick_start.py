@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import platform
-import sys
 import time
 from datetime import datetime
 from logging import getLogger
@@ -15,12 +13,15 @@ from logging import getLogger
 import torch
 
 from recbole_sae import checkpoint as checkpoint_format
-from recbole_sae import compat, console, distributed, progress, protocol, resume, runlock, threads, validate
+from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
+from recbole_sae.contracts import is_epoch_trainer, run_view
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.errors import (
     CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
 )
+from recbole_sae.fileio import write_text_atomic
 from recbole_sae.registry import get_trainer
+from recbole_sae.tables import round_metrics
 
 compat.apply()
 
@@ -28,7 +29,6 @@ from recbole.data import create_dataset, data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
 from recbole_sae.model.build import build_model  # noqa: E402
-from recbole_sae.model.saved_run import CHECKPOINT_NAME  # noqa: E402
 
 
 def _new_run_dir(config) -> str:
@@ -39,11 +39,8 @@ def _new_run_dir(config) -> str:
     return runlock.claim(run_dir)
 
 
-RESULT_NAME = "result.json"  # written when a run finishes
-
-
 def _finished(run_dir: str) -> bool:
-    return os.path.isfile(os.path.join(run_dir, RESULT_NAME))
+    return os.path.isfile(os.path.join(run_dir, runfiles.RESULT))
 
 
 def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock.FileLock]:
@@ -61,7 +58,7 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
                 f"--resume={config['resume']}: "
                 + (f"{run_dir} holds a finished run (result.json); there is nothing to resume"
                    if _finished(run_dir) else
-                   f"no {resume.STATE_NAME} in {run_dir}: not a run folder, or the run stopped before its "
+                   f"no {runfiles.RESUME} in {run_dir}: not a run folder, or the run stopped before its "
                    "first validation; start it again without --resume")
             )
     elif config["run_name"]:
@@ -73,11 +70,11 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
                     "another run_name, or delete the folder to run it again",
                     run_dir,
                 )
-            return run_dir, None, runlock.lock_run_dir(run_dir)
+            return run_dir, None, runlock.lock_run_dir(run_dir, config.command)
     else:
         run_dir = _new_run_dir(config)
-        return run_dir, None, runlock.lock_run_dir(run_dir)
-    lock = runlock.lock_run_dir(run_dir)
+        return run_dir, None, runlock.lock_run_dir(run_dir, config.command)
+    lock = runlock.lock_run_dir(run_dir, config.command)
     try:
         state = resume.load(run_dir)
         resume.check_settings(state, run_settings, run_dir)
@@ -93,10 +90,6 @@ def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int
         return None
     best = max(scores) if bigger else min(scores)
     return (scores.index(best) + 1) * eval_step - 1
-
-
-def _round(metrics) -> dict:
-    return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
 
 
 # RecBole's Trainer._check_nan raises a bare ValueError with this text.
@@ -137,6 +130,8 @@ def run_recbole_sae(
     config_file_list=None,
     config_dict=None,
     saved: bool = True,
+    cmd_args: dict | None = None,
+    command: str | None = None,
 ) -> dict:
     """Train, validate and test ``model`` on ``dataset``; return the result record.
 
@@ -146,9 +141,12 @@ def run_recbole_sae(
     ``resume.pth``, from which a killed run continues (``run_name`` again, or ``resume=<run folder>``;
     see :mod:`recbole_sae.resume`). The run uses ``threads`` torch threads (:mod:`recbole_sae.threads`)
     and prints the quiet console of :mod:`recbole_sae.console` (``verbose``: everything).
+
+    ``cmd_args``: the command line's ``--key=value`` strings (:mod:`recbole_sae.cli`), the highest
+    config layer; ``command``: the command as typed, for ``run.log``, the folder's lock and ``resume.pth``.
     """
     start = time.perf_counter()
-    config = Config(model, dataset, split_config_files(config_file_list), config_dict)
+    config = Config(model, dataset, split_config_files(config_file_list), config_dict, cmd_args, command)
     run_settings = resume.settings(config)
     # the processes of a multi-process run share the machine's cores
     n_threads = threads.resolve(config["threads"], distributed.world_size(config))
@@ -157,7 +155,7 @@ def run_recbole_sae(
         return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads)
     if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
         distributed.check(config)
-        run_args = (model, dataset, config_file_list, config_dict, saved)
+        run_args = (model, dataset, config_file_list, config_dict, saved, cmd_args, command)
         return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
     return _in_run_folder(
         config, run_settings,
@@ -189,7 +187,7 @@ def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool
     threads_before, progress_before = torch.get_num_threads(), progress.interval()
     progress.configure(config["progress_seconds"])
     torch.set_num_threads(n_threads)
-    log_file = os.path.join(run_dir, "run.log") if main else None
+    log_file = os.path.join(run_dir, runfiles.LOG) if main else None
     try:
         with console.run_logging(log_file, config["state"] or "INFO", bool(config["verbose"]), console=main):
             return _run(config, run_dir, state, run_settings, saved, start, n_threads)
@@ -202,11 +200,12 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
     main = distributed.is_main(config)
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
-    logger.info(" ".join(sys.argv))
+    if config.command:
+        logger.info(config.command)
     logger.info(config)
     console.header(config, run_dir)
     if main:
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
+        with open(os.path.join(run_dir, runfiles.CONFIG), "w", encoding="utf-8") as f:
             f.write(config.to_yaml())
 
     data = create_dataset(config)
@@ -221,17 +220,16 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
         logger.info(net)
         console.header_model(config, net, n_threads)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-        trainer.saved_model_file = os.path.join(run_dir, CHECKPOINT_NAME)
+        trainer.saved_model_file = os.path.join(run_dir, runfiles.CHECKPOINT)
         outcome = _fit_and_evaluate(config, trainer, splits, run_dir, state, run_settings, saved)
 
     result = _result_record(config, outcome, run_dir, start)
-    result_file = os.path.join(run_dir, RESULT_NAME)
+    result_file = os.path.join(run_dir, runfiles.RESULT)
     if main:
-        with open(result_file, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        write_text_atomic(json.dumps(result, indent=2), result_file)  # a result.json marks the run finished
         resume.state_file(run_dir).unlink(missing_ok=True)  # finished: nothing to resume
     logger.info("result: %s", json.dumps(result))
-    summaries = trainer.result_summary(outcome["extra"]) if hasattr(trainer, "result_summary") else None
+    summaries = run_view(trainer).result_summary(outcome["extra"])
     out = RunResult(result)
     out.compact = console.compact_result(result, config["valid_metric"].lower(), summaries, result_file)
     console.summary(out.compact, config["valid_metric"])
@@ -253,14 +251,14 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
         console.say(f"resumed: training goes on at epoch {resumed_at + 1}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    command = " ".join(sys.argv)
 
     def save_state(epoch_idx, valid_score):
         if distributed.is_main(config):
-            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, command, (epoch_seconds, valid_scores))
+            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, config.command,
+                         (epoch_seconds, valid_scores))
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
-    if "callback_fn" in inspect.signature(trainer.fit).parameters:  # RecBole's Trainer and ours
+    if is_epoch_trainer(trainer):  # its fit calls callback_fn after every validation
         fit_options["callback_fn"] = save_state
     trainer.both_protocols = False  # validation while training: the headline protocol only
     _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
@@ -271,10 +269,8 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     test_result = trainer.evaluate(
         test_data, load_best_model=saved and not best_valid_result, show_progress=config["show_progress"]
     )
-    extra = {}
     trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
-    if hasattr(trainer, "after_test"):
-        extra = trainer.after_test(train_data, valid_data, test_data) or {}
+    extra = run_view(trainer).after_test(train_data, valid_data, test_data) or {}
     return {"valid": best_valid_result, "test": test_result, "extra": extra, "target_seen": target_seen,
             "seconds": epoch_seconds, "scores": valid_scores, "resumed_at": resumed_at}
 
@@ -288,9 +284,9 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
         "model": config["model"],
         "dataset": config["dataset"],
         "protocol": headline,
-        "best_valid": _round(best_valid),
-        "test": _round(test),
-        **({protocol.other(headline): {"best_valid": _round(other_valid), "test": _round(other_test)},
+        "best_valid": round_metrics(best_valid),
+        "test": round_metrics(test),
+        **({protocol.other(headline): {"best_valid": round_metrics(other_valid), "test": round_metrics(other_test)},
             "target_seen_before": target_seen} if target_seen is not None else {}),
         # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
         "best_epoch": _best_epoch(
@@ -318,7 +314,7 @@ def load_data_and_model(checkpoint: str, expected_model: str | None = None, conf
     lets a full pickle (a checkpoint written by RecBole itself) be unpickled, which runs any code it carries.
     """
     if os.path.isdir(checkpoint):
-        checkpoint = os.path.join(checkpoint, CHECKPOINT_NAME)
+        checkpoint = os.path.join(checkpoint, runfiles.CHECKPOINT)
     state = compat.load_checkpoint(checkpoint, trust=trust_checkpoint)
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict) or "state_dict" not in state:
         raise CheckpointMismatchError(

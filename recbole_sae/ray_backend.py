@@ -107,7 +107,7 @@ QUIET = {"log_to_driver": False, "logging_level": logging.WARNING}
 def start_local(ray, num_cpus: int | None = None) -> None:
     """Start a Ray on this machine for this process. Its workers, and so the runs, keep this process's
     priority: Ray's default lowers theirs by 15 (``worker_niceness``), and on a machine busy with
-    anything else a run then crawled (a tiny run took 214 s instead of 24 s on a busy 2-core machine)."""
+    anything else a run then crawled (many times slower)."""
     ray.init(num_cpus=num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **QUIET)
 
 

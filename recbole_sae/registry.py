@@ -24,6 +24,15 @@ PLUGIN_TRAINERS = {
     "SAERec": "recbole_sae.trainer.saerec_trainer:SAERecTrainer",
 }
 
+# model name -> its family: keys several models share, in properties/family/<family>.yaml, layered under the
+# model's own yaml (recbole_sae.config). By name, as the model's yaml is: SteerableSASRec, a SASRecPlus that
+# trains nothing, takes its training keys from the SASRecSAE run it loads and is in no family.
+PLUGIN_FAMILIES = {
+    "SASRecPlus": "full_sequence",
+    "SASRecSAE": "full_sequence",
+    "SAERec": "full_sequence",
+}
+
 
 def _load(target: str):
     module_name, attr = target.split(":")

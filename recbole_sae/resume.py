@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recbole_sae import checkpoint
+from recbole_sae import checkpoint, runfiles
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
-
-STATE_NAME = "resume.pth"
 
 # Keys that may differ between the first start of a run and its resumption.
 FREE_KEYS = frozenset(
@@ -49,7 +47,7 @@ def settings(config) -> dict:
 
 
 def state_file(run_dir) -> Path:
-    return Path(run_dir) / STATE_NAME
+    return Path(run_dir) / runfiles.RESUME
 
 
 def _rng_state(train_data) -> dict:

@@ -2,8 +2,9 @@
 
 * A run folder lies under ``checkpoint_dir``: a ``run_name`` with ``..`` or an absolute path outside
   it is refused (:func:`run_dir_for_name`).
-* The project marks every run folder it creates (:data:`MARKER`); an existing folder with neither the
-  mark nor a run's files was not made by it and is refused rather than written into (:func:`claim`).
+* The project marks every run folder it creates (:data:`recbole_sae.runfiles.MARKER`); an existing
+  folder with neither the mark nor a run's files was not made by it and is refused rather than
+  written into (:func:`claim`).
 * One writer: a run holds an exclusive ``flock`` on ``<run folder>/.recbole-sae-run`` while it trains, a sweep on
   ``<results>.lock`` while it runs (:class:`FileLock`). The kernel drops the lock when the holder
   dies, however it dies, so a stale lock file never blocks anything; a second process is refused with
@@ -23,13 +24,11 @@ import shutil
 import signal
 import sys
 
+from recbole_sae import runfiles
 from recbole_sae.errors import ConfigError
 
-# Written into every run folder this project creates; also the file a run locks, which then names its process.
-MARKER = ".recbole-sae-run"
-LOCK_NAME = MARKER
 # Files of a run folder written before the marker existed: a folder holding one is a run folder.
-RUN_FILES = ("config.yaml", "run.log", "result.json", "resume.pth", "model.pth")
+RUN_FILES = (runfiles.CONFIG, runfiles.LOG, runfiles.RESULT, runfiles.RESUME, runfiles.CHECKPOINT)
 
 
 class LockedError(ConfigError):
@@ -38,9 +37,10 @@ class LockedError(ConfigError):
 
 class FileLock:
     """An exclusive, non-blocking ``flock`` on ``path`` (created if missing), held until :meth:`release`
-    or the end of the process. ``what`` names the guarded thing in the message."""
+    or the end of the process. ``what`` names the guarded thing in the message; ``command`` (the
+    command line that started the holder, if any) is written beside its pid for that message."""
 
-    def __init__(self, path, what: str):
+    def __init__(self, path, what: str, command: str | None = None):
         self.path = os.fspath(path)
         self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
         try:
@@ -56,7 +56,7 @@ class FileLock:
             ) from None
         self.file.seek(0)
         self.file.truncate()
-        self.file.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:300]})\n")
+        self.file.write(f"pid {os.getpid()} ({command[:300]})\n" if command else f"pid {os.getpid()}\n")
         self.file.flush()
 
     def release(self) -> None:
@@ -71,13 +71,13 @@ class FileLock:
         self.release()
 
 
-def lock_run_dir(run_dir) -> FileLock:
-    return FileLock(os.path.join(run_dir, LOCK_NAME), f"the run folder {run_dir}")
+def lock_run_dir(run_dir, command: str | None = None) -> FileLock:
+    return FileLock(os.path.join(run_dir, runfiles.MARKER), f"the run folder {run_dir}", command)
 
 
-def lock_results(results_path) -> FileLock:
+def lock_results(results_path, command: str | None = None) -> FileLock:
     path = os.fspath(results_path)
-    return FileLock(f"{path}.lock", f"the results file {path}")
+    return FileLock(f"{path}.lock", f"the results file {path}", command)
 
 
 def run_dir_for_name(checkpoint_dir, run_name) -> str:
@@ -93,7 +93,7 @@ def run_dir_for_name(checkpoint_dir, run_name) -> str:
 
 
 def made_by_project(run_dir) -> bool:
-    return any(os.path.exists(os.path.join(run_dir, name)) for name in (MARKER, *RUN_FILES))
+    return any(os.path.exists(os.path.join(run_dir, name)) for name in (runfiles.MARKER, *RUN_FILES))
 
 
 def claim(run_dir) -> str:
@@ -104,22 +104,21 @@ def claim(run_dir) -> str:
             raise ConfigError(f"{run_dir} is a file, not a run folder: choose another run_name")
         if os.listdir(run_dir) and not made_by_project(run_dir):
             raise ConfigError(
-                f"{run_dir} exists and was not made by recbole-sae (no {MARKER}, no run files): it is left "
-                "alone; choose another run_name (or checkpoint_dir)"
+                f"{run_dir} exists and was not made by recbole-sae (no {runfiles.MARKER}, no run files): it is "
+                "left alone; choose another run_name (or checkpoint_dir)"
             )
     os.makedirs(run_dir, exist_ok=True)
-    marker = os.path.join(run_dir, MARKER)
+    marker = os.path.join(run_dir, runfiles.MARKER)
     if not os.path.exists(marker):
         with open(marker, "w", encoding="utf-8") as f:
             f.write("a run folder of recbole-sae\n")
     return run_dir
 
 
-FAILED_NAME = "FAILED"  # a failed run's error, in its folder
 # What a failed run's folder keeps: its log and config (and the project's own mark and lock).
-KEPT_WHEN_FAILED = ("run.log", "config.yaml", FAILED_NAME, MARKER)
+KEPT_WHEN_FAILED = (runfiles.LOG, runfiles.CONFIG, runfiles.FAILED, runfiles.MARKER)
 # Kept too when the failure was not bad input (a crash, running out of memory): what a rerun resumes from.
-KEPT_TO_RESUME = ("resume.pth", "model.pth")
+KEPT_TO_RESUME = (runfiles.RESUME, runfiles.CHECKPOINT)
 
 
 def mark_failed(run_dir, error: BaseException, resumable: bool) -> None:
@@ -135,14 +134,14 @@ def mark_failed(run_dir, error: BaseException, resumable: bool) -> None:
         else:
             with contextlib.suppress(OSError):
                 os.remove(path)
-    with open(os.path.join(run_dir, FAILED_NAME), "w", encoding="utf-8") as f:
+    with open(os.path.join(run_dir, runfiles.FAILED), "w", encoding="utf-8") as f:
         f.write(f"{type(error).__name__}: {error}\n")
 
 
 def clear_failed(run_dir) -> None:
     """A run started again in a folder of a failed one: the old FAILED no longer applies."""
     with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(run_dir, FAILED_NAME))
+        os.remove(os.path.join(run_dir, runfiles.FAILED))
 
 
 PR_SET_PDEATHSIG = 1

@@ -2,10 +2,11 @@
 
 ``threads: N`` uses N threads. ``threads: ~`` (the default) takes ``$OMP_NUM_THREADS`` when it is set
 (as a sweep sets it for each of its runs, from the sweep's ``torch_threads``), else half the CPUs
-the machine reports, at least one (a run of N processes, ``--nproc=N``: the CPUs / N per process). Torch's own default is one thread per physical core, which
-assumes the machine is idle: on a 2-core machine shared with other jobs one thread per process ran
-several times faster than torch's default (issue 22). Half the CPUs is that one thread there, and on
-a machine with hyper-threads it is about the physical cores torch would take anyway.
+the machine reports, at least one (a run of N processes, ``--nproc=N``: the CPUs / N per process).
+Torch's own default is one thread per physical core, which assumes the machine is idle: on a small
+machine shared with other jobs, its threads wait for each other and for the other jobs, and fewer
+threads run faster (BENCHMARKS.md). Half the CPUs is one thread on a 2-core machine, and on a machine
+with hyper-threads it is about the physical cores torch would take anyway.
 """
 
 from __future__ import annotations

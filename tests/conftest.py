@@ -1,10 +1,9 @@
-"""Shared fixtures: a clean sys.argv, a tiny atomic dataset, the shared amazon-beauty folder."""
+"""Shared fixtures: a tiny atomic dataset, the shared amazon-beauty folder."""
 
 from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,12 +46,6 @@ def one_thread():
     """One torch thread in every test, whatever an earlier test or a library call set."""
     torch.set_num_threads(1)
     yield
-
-
-@pytest.fixture(autouse=True)
-def clean_argv(monkeypatch):
-    """RecBole reads --key=value from sys.argv into every Config: tests never pass pytest's own."""
-    monkeypatch.setattr(sys, "argv", [sys.argv[0]])
 
 
 @pytest.fixture

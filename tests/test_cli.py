@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recbole_sae import cli
 from recbole_sae.cli import main, yaml_key_docs
@@ -128,6 +130,26 @@ def test_relative_config_files_and_data_path_still_work_after_a_chdir(tmp_path, 
     assert "config file not found" in capsys.readouterr().err
 
 
+def test_a_run_takes_its_arguments_from_main_and_records_its_command(tmp_path, monkeypatch, capsys):
+    """main(argv) is the whole command line: the process's own arguments change nothing; the command (the
+    program and the arguments, paths absolute) goes to the run's log, its folder's lock and resume.pth."""
+    write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=99", "--hidden_size=64", "--no_such_key=1", "junk"])
+    args = ["--model=SASRec", "--dataset=tiny", "--data_path=data", "--config_files=data/tiny/tiny.yaml",
+            *(f"--{k}={v}" for k, v in SMALL.items()), "--epochs=2", "--run_name=r"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.split("RESULT ", 1)[1])
+    run_dir = tmp_path / "runs" / "r"
+    assert result["run_dir"] == str(run_dir) and result["epochs_run"] == 2
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["hidden_size"] == 16 and config["epochs"] == 2 and "no_such_key" not in config
+    command = f"prog --model=SASRec --dataset=tiny --data_path={tmp_path / 'data'}"
+    lock = (run_dir / ".recbole-sae-run").read_text()
+    assert lock.startswith(f"pid {os.getpid()} ({command} ") and lock.endswith(")\n")
+    assert command in (run_dir / "run.log").read_text() and "--run_name=r" in (run_dir / "run.log").read_text()
+
+
 def _run_python(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
@@ -145,7 +167,6 @@ def test_relative_recbole_sae_data_is_the_folder_of_the_caller(tmp_path):
         "import recbole_sae\n"  # the package (as pytest's collection does) is imported from the caller's folder
         "from recbole_sae.config import Config\n"
         "os.chdir('inner')\n"  # then the working directory changes (the in_tmp fixture)
-        "sys.argv = [sys.argv[0]]\n"
         "config = Config('SASRec', 'tiny')\n"
         "print(os.environ['RECBOLE_SAE_DATA']); print(config['data_path'])\n"
     )

@@ -1,3 +1,4 @@
+
 import sys
 
 import pytest
@@ -5,6 +6,7 @@ import yaml
 
 from recbole_sae import config as config_module
 from recbole_sae import registry
+from recbole_sae.cli import parse_args
 from recbole_sae.config import Config, project_layers
 from recbole_sae.errors import ConfigError
 
@@ -22,17 +24,21 @@ def layered(tmp_path, monkeypatch):
     """A plugin model 'LayeredModel' with its own properties folder; each layer sets its own key."""
     props = tmp_path / "props"
     (props / "model").mkdir(parents=True)
+    (props / "family").mkdir()
     (props / "dataset").mkdir()
     overall = yaml.safe_load(open(config_module.PROPERTIES / "overall.yaml"))
     overall.update({"layer_overall": "overall", "n_heads": 4, "inner_size": 99})
     yaml.safe_dump(overall, open(props / "overall.yaml", "w"))
     yaml.safe_dump({"layer_model": "model", "inner_size": 77, "hidden_dropout_prob": 0.1,
                     "attn_dropout_prob": 0.1}, open(props / "model" / "LayeredModel.yaml", "w"))
+    yaml.safe_dump({"layer_family": "family", "stopping_step": 5, "inner_size": 88},
+                   open(props / "family" / "layered.yaml", "w"))
     dataset_yaml = yaml.safe_load(open(config_module.PROPERTIES / "dataset" / "ml-100k.yaml"))
     dataset_yaml.update({"layer_dataset": "dataset", "hidden_dropout_prob": 0.2})
     yaml.safe_dump(dataset_yaml, open(props / "dataset" / "ml-100k.yaml", "w"))
     monkeypatch.setattr(config_module, "PROPERTIES", props)
     monkeypatch.setitem(registry.PLUGIN_MODELS, "LayeredModel", f"{__name__}:LayeredModel")
+    monkeypatch.setitem(registry.PLUGIN_FAMILIES, "LayeredModel", "layered")
     file_a, file_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     # layer_file is read by nothing: declared as a free-form key (known_keys)
     yaml.safe_dump({"layer_file": "a", "learning_rate": 0.5, "attn_dropout_prob": 0.3,
@@ -43,8 +49,8 @@ def layered(tmp_path, monkeypatch):
 
 def test_layering_order(layered, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # works from any working directory
-    monkeypatch.setattr(sys, "argv", ["prog", "--eval_batch_size=13"])
-    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14})
+    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14},
+                    parse_args(["--eval_batch_size=13"]))
     # 1. RecBole's defaults (overall.yaml) where nobody overrides them
     assert config["learner"] == "adam" and config["clip_grad_norm"] is None
     # 2. parent model yaml (RecBole's SASRec.yaml): hidden_size 64, initializer_range 0.02
@@ -52,16 +58,19 @@ def test_layering_order(layered, monkeypatch, tmp_path):
     # 3. the project's overall.yaml over the parent (n_heads 2 -> 4) and over RecBole's defaults
     assert config["n_heads"] == 4 and config["train_batch_size"] == 256
     assert config["valid_metric"] == "NDCG@10" and config["eval_args"]["split"] == {"LS": "valid_and_test"}
-    # 4. model yaml over overall.yaml (inner_size 99 -> 77)
+    # 4. the model's family yaml over overall.yaml (stopping_step 10 -> 5)
+    assert config["stopping_step"] == 5
+    # 5. model yaml over the family's and overall.yaml (inner_size 99 -> 88 -> 77)
     assert config["inner_size"] == 77
-    # 5. dataset yaml over the model yaml (hidden_dropout_prob 0.1 -> 0.2)
+    # 6. dataset yaml over the model yaml (hidden_dropout_prob 0.1 -> 0.2)
     assert config["hidden_dropout_prob"] == 0.2
-    # 6. config files over the dataset yaml, later file over earlier (attn 0.3 from a, layer_file b)
+    # 7. config files over the dataset yaml, later file over earlier (attn 0.3 from a, layer_file b)
     assert config["attn_dropout_prob"] == 0.3 and config["layer_file"] == "b"
-    # 7. dict over files; 8. command line over dict
+    # 8. dict over files; 9. command line over dict
     assert config["learning_rate"] == 0.3
     assert config["eval_batch_size"] == 13
-    for key, value in [("layer_overall", "overall"), ("layer_model", "model"), ("layer_dataset", "dataset")]:
+    for key, value in [("layer_overall", "overall"), ("layer_family", "family"), ("layer_model", "model"),
+                       ("layer_dataset", "dataset")]:
         assert config[key] == value
 
 
@@ -78,10 +87,23 @@ def test_protocol_of_the_project(in_tmp):
     assert set(config["metrics"]) == {"Recall", "NDCG", "MRR", "Hit"}
 
 
-def test_cli_only_keys_do_not_reach_the_config(in_tmp, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--config_files=x.yaml", "--epochs=3"])
-    config = Config("SASRec", "ml-100k")
+def test_cli_only_keys_do_not_reach_the_config(in_tmp):
+    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--config_files=x.yaml", "--epochs=3"]))
     assert config["epochs"] == 3 and config["config_files"] is None
+
+
+def test_the_config_never_reads_the_process_arguments(in_tmp, monkeypatch):
+    """RecBole's Config reads --key=value from the process's arguments into every Config built anywhere
+    (a test, a notebook, a sweep's run); the project's takes the command line only as cmd_args."""
+    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=99", "--learning_rate=0.5", "--no_such_key=1", "junk",
+                                      "--model=GRU4Rec", "--steer=latent=1:+2"])
+    config = Config("SASRec", "ml-100k", config_dict={"epochs": 2, "train_batch_size": 64})
+    assert config["epochs"] == 2 and config["train_batch_size"] == 64
+    assert config["learning_rate"] == 0.001 and config["model"] == "SASRec" and config["steer"] is None
+    assert config.cmd_config_dict == {} and config.cmd_args == {} and config.command is None
+    # the command line's layer is the dict handed down, over config_dict
+    config = Config("SASRec", "ml-100k", config_dict={"epochs": 2}, cmd_args={"epochs": "3", "stopping_step": "4"})
+    assert config["epochs"] == 3 and config["stopping_step"] == 4
 
 
 def test_missing_config_file_is_a_clear_error(in_tmp):
@@ -97,14 +119,15 @@ def test_resolved_config_dumps_to_plain_yaml(in_tmp):
     assert plain["epochs"] == 2 and plain["model"] == "SASRec" and plain["MODEL_TYPE"] == "SEQUENTIAL"
 
 
-def test_command_line_values_may_hold_equal_signs(in_tmp, monkeypatch):
+def test_command_line_values_may_hold_equal_signs(in_tmp):
     # RecBole's own parser drops such arguments with a warning
-    monkeypatch.setattr(sys, "argv", ["prog", "--steer=latent=12:+6", "--epochs=4"])
-    config = Config("SteerableSASRec", "ml-100k")  # the model that reads steer
+    config = Config("SteerableSASRec", "ml-100k",  # the model that reads steer
+                    cmd_args=parse_args(["--steer=latent=12:+6", "--epochs=4"]))
     assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
 
 
-def test_conflicting_command_line_values_are_an_error(in_tmp, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=4", "--epochs=5"])
-    with pytest.raises(ConfigError, match="--epochs is given twice"):
-        Config("SASRec", "ml-100k")
+def test_a_key_given_twice_on_the_command_line_takes_its_last_value(in_tmp):
+    # the command line reaches the Config as a dict: the CLI's parser decides, and an override appended
+    # to a command wins (as it always did through the CLI)
+    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--epochs=4", "--epochs=5"]))
+    assert config["epochs"] == 5

@@ -6,6 +6,8 @@ import random
 import pytest
 import torch
 
+from recbole_sae.cli import main
+from recbole_sae.data.item_text import item_texts
 from recbole_sae.errors import ConfigError
 from recbole_sae.intents import embedding_file
 from recbole_sae.intents.embedding_file import load_item_embeddings, save_item_embeddings
@@ -90,7 +92,7 @@ def test_build_intents_uses_the_planted_file(tiny_saerec, tmp_path, monkeypatch)
     for token in tokens:
         assert torch.equal(emb[int(data.token2id(data.iid_field, token))], rows[token]), token
     assert intents.vocabulary.directions.shape[1] == DIM
-    assert intents.texts[1].startswith("Movie ")  # the texts still give labels and titles
+    assert item_texts(data, config)[1].startswith("Movie ")  # the texts still give labels and titles
 
     # the vocabulary cache follows the file's content
     folders = lambda: sorted(p.name for p in (tmp_path / "cache" / "vocabulary").iterdir())  # noqa: E731
@@ -141,7 +143,12 @@ def test_malformed_files_are_config_errors(tmp_path, tensors, metadata, match):
         load_item_embeddings(tmp_path / "junk.safetensors")
 
 
-def test_export_writes_the_encoder_embeddings(tiny_saerec, tiny_dataset, tmp_path, monkeypatch, capsys):
+def _export_subcommand(argv):
+    return main(["export-embeddings", *argv])
+
+
+@pytest.mark.parametrize("export", [_export_subcommand, embedding_file.main], ids=["recbole-sae", "python-m"])
+def test_export_writes_the_encoder_embeddings(export, tiny_saerec, tiny_dataset, tmp_path, monkeypatch, capsys):
     config, data = tiny_saerec()
     encoded = build_intents(config, data).item_embeddings  # the encoder path, filling the cache
     data_path, name, yaml_file = tiny_dataset
@@ -151,8 +158,8 @@ def test_export_writes_the_encoder_embeddings(tiny_saerec, tiny_dataset, tmp_pat
         raise AssertionError("the export should hit the text embedding cache")
 
     monkeypatch.setattr(TextEncoder, "encode", no_encoding)
-    rc = embedding_file.main([f"--dataset={name}", f"--out={out}", f"--data_path={data_path}",
-                              f"--config_files={yaml_file}", f"--intent_cache_dir={tmp_path / 'cache'}"])
+    rc = export([f"--dataset={name}", f"--out={out}", f"--data_path={data_path}",
+                 f"--config_files={yaml_file}", f"--intent_cache_dir={tmp_path / 'cache'}"])
     assert rc == 0
     assert f"(40 x {encoded.shape[1]}) to {out.resolve()}" in capsys.readouterr().out
     ids, emb, meta = load_item_embeddings(out)
@@ -171,3 +178,16 @@ def test_export_usage_errors(capsys):
     assert embedding_file.main(["--dataset=tiny"]) == 2
     assert "--dataset and --out are required" in capsys.readouterr().err
     assert embedding_file.main(["tiny"]) == 2
+
+
+def test_export_is_a_subcommand_of_the_cli(capsys):
+    assert main(["--help"]) == 0
+    assert "export-embeddings --dataset=D --out=F" in capsys.readouterr().out
+    assert main(["export-embeddings", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: recbole-sae export-embeddings --dataset=DATASET --out=FILE") and "--key=value" in out
+    for argv, message in [(["--dataset=tiny"], "error: --dataset and --out are required"),
+                          (["tiny", "--out=x"], "error: unrecognised argument 'tiny'")]:
+        assert main(["export-embeddings", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

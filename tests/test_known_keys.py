@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import yaml
 from recbole_sae import known_keys
 from recbole_sae.benchmark import SWEEP_KEYS, load_sweep
 from recbole_sae.benchmark import main as sweep_main
-from recbole_sae.cli import main
+from recbole_sae.cli import main, parse_args
 from recbole_sae.config import PROPERTIES, Config
 from recbole_sae.errors import ConfigError
 
@@ -27,20 +26,18 @@ def test_a_misspelt_key_on_the_command_line_exits_2_naming_the_closest_key(capsy
     assert "--extra_keys=hiden_size" in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_extra_keys_lets_free_form_keys_through(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--my_flag=3", "--other=x", "--extra_keys=my_flag,other"])
-    config = Config("SASRec", "ml-100k")
+def test_extra_keys_lets_free_form_keys_through():
+    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--my_flag=3", "--other=x", "--extra_keys=my_flag,other"]))
     assert config["my_flag"] == 3 and config["other"] == "x"
-    monkeypatch.setattr(sys, "argv", ["prog"])
     config = Config("SASRec", "ml-100k", config_dict={"my_flag": 1, "extra_keys": ["my_flag"]})
     assert config["my_flag"] == 1
 
 
-def test_a_key_of_another_model_on_the_command_line_names_that_model(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--sae_k=32"])
+def test_a_key_of_another_model_on_the_command_line_names_that_model():
+    cmd_args = parse_args(["--sae_k=32"])
     with pytest.raises(ConfigError, match="key 'sae_k' is read by SASRecSAE, not by SASRec"):
-        Config("SASRec", "ml-100k")
-    assert Config("SASRecSAE", "ml-100k")["sae_k"] == 32
+        Config("SASRec", "ml-100k", cmd_args=cmd_args)
+    assert Config("SASRecSAE", "ml-100k", cmd_args=cmd_args)["sae_k"] == 32
 
 
 def test_config_dicts_and_files_may_hold_any_models_keys_but_no_unknown_key(tmp_path, monkeypatch):

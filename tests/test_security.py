@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import SMALL
 from recbole_sae.benchmark import commands, results as results_file, spec as sweep_spec, stats as report_stats
-from recbole_sae import compat, resume, runlock
-from recbole_sae.cli import main
+from recbole_sae import compat, resume, runfiles, runlock
+from recbole_sae.cli import main, parse_args
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 
 
@@ -138,7 +138,7 @@ def _payload(marker: Path) -> str:
     return f"__import__('os').system('touch {marker}')"
 
 
-def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp, monkeypatch):
+def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp):
     from recbole_sae.config import Config, literal
 
     assert literal("5") == 5 and literal("-5") == -5 and literal("1e-3") == 0.001 and literal("[10, 20]") == [10, 20]
@@ -146,8 +146,8 @@ def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp, monkeypa
     assert literal("true") is True and literal("False") is False and literal("ml-100k") == "ml-100k"
     assert literal("2**10") == "2**10" and literal("{1, 2}") == "{1, 2}"
     marker = in_tmp / "PWNED"
-    monkeypatch.setattr(sys, "argv", ["x", f"--wandb_project={_payload(marker)}", "--epochs=3"])
-    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")})
+    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")},
+                    cmd_args=parse_args([f"--wandb_project={_payload(marker)}", "--epochs=3"]))
     assert config["wandb_project"] == _payload(marker) and config["epochs"] == 3 and config["log_wandb"] is False
     assert not marker.exists() and not (in_tmp / "P2").exists()
 
@@ -197,7 +197,7 @@ def test_run_name_may_not_leave_checkpoint_dir_or_take_a_foreign_folder(tiny_dat
     assert code == 2 and "not made by recbole-sae" in _one_error_line(err)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
     code, _ = _cli(_tiny_args(tiny_dataset, run_name=runs / "inside", checkpoint_dir=runs), capsys)
-    assert code == 0 and (runs / "inside" / "result.json").is_file() and (runs / "inside" / runlock.MARKER).is_file()
+    assert code == 0 and (runs / "inside" / "result.json").is_file() and (runs / "inside" / runfiles.MARKER).is_file()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,12 +210,12 @@ def test_a_second_writer_of_a_run_folder_or_results_file_is_refused(tiny_dataset
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
         "f.write('pid 4242 (the first run)'); f.flush(); print('held', flush=True); time.sleep(60)"),
-        os.path.join(run_dir, runlock.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+        os.path.join(run_dir, runfiles.MARKER)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         code, err = _cli(_tiny_args(tiny_dataset, run_name="busy", checkpoint_dir=runs), capsys)
         assert code == 2 and "in use by pid 4242 (the first run)" in _one_error_line(err)
-        assert sorted(os.listdir(run_dir)) == [runlock.MARKER]  # no config.yaml, no run.log
+        assert sorted(os.listdir(run_dir)) == [runfiles.MARKER]  # no config.yaml, no run.log
     finally:
         holder.kill()
         holder.wait()
@@ -237,11 +237,11 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
     deadline = time.monotonic() + 120
     states = []
     while not states and time.monotonic() < deadline:
-        states = list((in_tmp / "runs").glob(f"*/{resume.STATE_NAME}"))
+        states = list((in_tmp / "runs").glob(f"*/{runfiles.RESUME}"))
         time.sleep(0.1)
     assert states, "the run never validated"
     run_dir = states[0].parent
-    run_pid = int((run_dir / runlock.LOCK_NAME).read_text().split()[1])
+    run_pid = int((run_dir / runfiles.MARKER).read_text().split()[1])
     sweep.kill()
     sweep.wait()
     deadline = time.monotonic() + 10
@@ -312,7 +312,7 @@ def test_a_run_that_would_evaluate_nothing_is_an_error_and_its_folder_says_it_fa
     assert "at least 3 interactions" in line
     run_dir = runs / "short-run"
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["FAILED", "config.yaml", "run.log", runlock.MARKER])
+        ["FAILED", "config.yaml", "run.log", runfiles.MARKER])
     assert "nothing would be evaluated" in (run_dir / "FAILED").read_text()
 
 
@@ -322,7 +322,7 @@ def test_a_failed_run_keeps_only_its_log_and_config_and_a_rerun_clears_failed(ti
     (run_dir / "model.pth").write_bytes(b"left by the failed run")
     (run_dir / "interpretation").mkdir()
     runlock.mark_failed(str(run_dir), ConfigError("bad input"), resumable=False)
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["FAILED", runlock.MARKER])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["FAILED", runfiles.MARKER])
     assert (run_dir / "FAILED").read_text() == "ConfigError: bad input\n"
     code, _ = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, run_name="r"), capsys)
     assert code == 0 and not (run_dir / "FAILED").exists() and (run_dir / "result.json").is_file()

@@ -1,8 +1,8 @@
 """Report writers: JSON, markdown, a plot and a static HTML browser of the latents.
 
-``write_json`` and ``markdown_table`` are generic helpers for every report of the
-project; ``write_interpretation_report`` renders the dict returned by
-:func:`recbole_sae.analysis.interpretation.interpret`.
+``write_json`` is the JSON writer of every report of the project (``markdown_table``, re-exported
+here, lives in :mod:`recbole_sae.tables`); ``write_interpretation_report`` renders the dict
+returned by :func:`recbole_sae.analysis.interpretation.interpret`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from recbole_sae.fileio import write_text_atomic
+from recbole_sae.tables import fmt, markdown_table
 
 __all__ = [
     "to_jsonable",
@@ -32,7 +33,7 @@ N_GAIN_ROWS = 15
 N_EXAMPLE_LATENTS = 20
 N_PLOT_VALUES = 25
 N_MD_ITEMS = 5
-RECOVERED_FLAG = 0.9  # NDCG recovered below this is flagged (the default SAE recovers 0.94-1.0, README)
+RECOVERED_FLAG = 0.9  # NDCG recovered below this is flagged (below what the default SAE recovers: README)
 
 
 # --------------------------------------------------------------------------- generic helpers
@@ -70,57 +71,7 @@ def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> Path:
     return write_text_atomic(text + "\n", path)
 
 
-def _cell(value: Any, float_digits: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        text = f"{value:.{float_digits}f}" if math.isfinite(value) else str(value)
-    else:
-        text = str(value)
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def markdown_table(
-    rows: Iterable[Union[Sequence[Any], Mapping[str, Any]]],
-    headers: Sequence[str],
-    float_digits: int = 4,
-) -> str:
-    """A GitHub-flavoured markdown table.
-
-    ``rows`` are sequences (one cell per header) or mappings (looked up by
-    header; missing keys give empty cells).  Floats get ``float_digits``
-    decimals, ``None`` is empty, ``|`` and backslashes are escaped and line
-    breaks become spaces.  Every line ends with a newline::
-
-        | a | b |
-        | --- | --- |
-        | 1 | 0.5000 |
-    """
-    headers = [str(h) for h in headers]
-    if not headers:
-        raise ValueError("a markdown table needs at least one header")
-    lines = [
-        "| " + " | ".join(_cell(h, float_digits) for h in headers) + " |",
-        "| " + " | ".join("---" for _ in headers) + " |",
-    ]
-    for row in rows:
-        if isinstance(row, Mapping):
-            cells = [row.get(h) for h in headers]
-        else:
-            cells = list(row)
-            if len(cells) != len(headers):
-                raise ValueError(f"row has {len(cells)} cells for {len(headers)} headers: {cells!r}")
-        lines.append("| " + " | ".join(_cell(c, float_digits) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- interpretation report
-def _fmt(x: Optional[float], digits: int = 4) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def _example_latents(latents: List[dict], n: int) -> List[dict]:
     """The ``n`` latents with the strongest best correlation (labelled ones first)."""
     def strength(lat: dict) -> float:
@@ -214,10 +165,10 @@ def _count(x: Any) -> str:
 def _fidelity_sentence(fid: Mapping[str, Any]) -> str:
     dead = fid.get("n_dead")
     return (
-        f"On {_count(fid.get('n_rows'))} held-out states: FVU {_fmt(fid.get('fvu'))} (explained variance "
-        f"{_fmt(fid.get('explained_variance'))}), MSE {_fmt(fid.get('mse'), 6)}, L0 {_fmt(fid.get('l0'), 1)} "
+        f"On {_count(fid.get('n_rows'))} held-out states: FVU {fmt(fid.get('fvu'))} (explained variance "
+        f"{fmt(fid.get('explained_variance'))}), MSE {fmt(fid.get('mse'), 6)}, L0 {fmt(fid.get('l0'), 1)} "
         f"active latents per state, dead latents {_count(dead)} "
-        f"({_fmt(fid.get('dead_frac'), 3)} of all)."
+        f"({fmt(fid.get('dead_frac'), 3)} of all)."
     )
 
 
@@ -345,7 +296,7 @@ def _figure(result: Mapping[str, Any], title: str):
         ax.set_xticklabels([str(r["value"]) for r in rows], rotation=60, ha="right", fontsize=8)
         ax.set_ylabel("best |corr|")
         ratio = fres["summary"].get("ratio_corr")
-        ax.set_title(f"{field} (top {len(rows)} values by support; ratio SAE/raw {_fmt(ratio, 2)})")
+        ax.set_title(f"{field} (top {len(rows)} values by support; ratio SAE/raw {fmt(ratio, 2)})")
         ax.set_ylim(0, bar_axis_top(raw + sae))
         ax.set_xlim(-0.6, max(len(rows), 10) - 0.4)  # a few values keep narrow bars
         ax.legend(loc="upper right", fontsize=8)
@@ -414,9 +365,9 @@ def _fidelity_html(fidelity: Optional[Mapping[str, Any]]) -> str:
     items = [f"<li>{_e(_fidelity_sentence(fid))}</li>"] if fid else []
     for split, r in (fidelity.get("recovered") or {}).items():
         items.append(
-            f"<li>{_e(split)}: {_e(r.get('metric', 'ndcg@10'))} as is {_e(_fmt(r.get('original')))}, spliced "
-            f"{_e(_fmt(r.get('spliced')))}, mean-ablated {_e(_fmt(r.get('ablated')))}: NDCG recovered "
-            f"{_e(_fmt(r.get('recovered'), 3))}</li>"
+            f"<li>{_e(split)}: {_e(r.get('metric', 'ndcg@10'))} as is {_e(fmt(r.get('original')))}, spliced "
+            f"{_e(fmt(r.get('spliced')))}, mean-ablated {_e(fmt(r.get('ablated')))}: NDCG recovered "
+            f"{_e(fmt(r.get('recovered'), 3))}</li>"
         )
     items += [f'<li class="flag">Flag: {_e(flag)}</li>' for flag in fidelity_flags(fidelity)]
     return f"<h2>SAE fidelity</h2>\n<ul>{''.join(items)}</ul>\n<p class=\"muted\">{_e(FIDELITY_TEXT)}</p>\n"
@@ -427,15 +378,15 @@ def _html(result: Mapping[str, Any], title: str, fidelity: Optional[Mapping[str,
     rows = []
     for lat in latents:
         best = [
-            f"{bv.get('field', '')}={bv.get('value', '')} (corr {_fmt(bv.get('corr'), 2)}, "
-            f"AUC {_fmt(bv.get('auc'), 2)}, prec {_fmt(bv.get('precision'), 2)})"
+            f"{bv.get('field', '')}={bv.get('value', '')} (corr {fmt(bv.get('corr'), 2)}, "
+            f"AUC {fmt(bv.get('auc'), 2)}, prec {fmt(bv.get('precision'), 2)})"
             for bv in lat.get("best_values", [])
         ]
         rows.append(
             "<tr>"
             f'<td class="num">{_e(lat["id"])}</td>'
             f"<td>{_e(lat.get('label', ''))}</td>"
-            f'<td class="num">{_e(_fmt(lat.get("firing_rate")))}</td>'
+            f'<td class="num">{_e(fmt(lat.get("firing_rate")))}</td>'
             f"<td>{_html_list(lat.get('top_titles', []))}</td>"
             f"<td>{_html_list(lat.get('logit_titles', []))}</td>"
             f"<td>{_html_list(best)}</td>"
@@ -445,10 +396,10 @@ def _html(result: Mapping[str, Any], title: str, fidelity: Optional[Mapping[str,
     for field, fres in result.get("fields", {}).items():
         s = fres["summary"]
         summary.append(
-            f"<li>{_e(field)}: best |corr| raw {_e(_fmt(s['raw']['mean_best_abs_corr']))} vs SAE "
-            f"{_e(_fmt(s['sae']['mean_best_abs_corr']))} (ratio {_e(_fmt(s['ratio_corr'], 2))}, held-out ratio "
-            f"{_e(_fmt(s.get('ratio_held_out'), 2))}); "
-            f"best AUC raw {_e(_fmt(s['raw']['mean_best_auc']))} vs SAE {_e(_fmt(s['sae']['mean_best_auc']))}"
+            f"<li>{_e(field)}: best |corr| raw {_e(fmt(s['raw']['mean_best_abs_corr']))} vs SAE "
+            f"{_e(fmt(s['sae']['mean_best_abs_corr']))} (ratio {_e(fmt(s['ratio_corr'], 2))}, held-out ratio "
+            f"{_e(fmt(s.get('ratio_held_out'), 2))}); "
+            f"best AUC raw {_e(fmt(s['raw']['mean_best_auc']))} vs SAE {_e(fmt(s['sae']['mean_best_auc']))}"
             f" over {_e(s['n_values'])} values</li>"
         )
     flags = "".join(f'<li class="flag">Ratio below 1: {_e(flag)}</li>' for flag in ratio_flags(result))

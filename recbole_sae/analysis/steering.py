@@ -49,8 +49,9 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from recbole_sae.analysis.report import markdown_table, write_json
+from recbole_sae.analysis.report import write_json
 from recbole_sae.protocol import remove_seen
+from recbole_sae.tables import markdown_table, round_float
 from recbole_sae.textlist import split_list
 
 __all__ = [
@@ -246,7 +247,8 @@ def share_change(before: torch.Tensor, after: torch.Tensor, attr_matrix: torch.T
         verdict = "moved"
     else:
         verdict = "as_expected" if (change > 0) == (direction > 0) else "wrong_way"
-    return {"change": _r(change, 8), "noise": _r(noise, 8), "n_users": n, "expected": direction, "verdict": verdict}
+    return {"change": round_float(change, 8), "noise": round_float(noise, 8), "n_users": n, "expected": direction,
+            "verdict": verdict}
 
 
 def share_warning(edit: str, target: str, k: int, before: float, after: float, check: Mapping) -> Optional[str]:
@@ -265,13 +267,6 @@ def share_warning(edit: str, target: str, k: int, before: float, after: float, c
     meant = f" (meant to {way} it)" if way else ""
     return (f"warning: {edit} moved the share of {target} in the top-{k} by no more than the noise{meant} "
             f"({moved}; {noise}): no measurable effect; try a larger strength or another latent")
-
-
-def _r(x, nd: int = 6):
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, nd) if math.isfinite(x) else None
 
 
 def steering_sweep(
@@ -312,22 +307,22 @@ def steering_sweep(
     item_embeddings = model.item_embedding.weight
     for strength in strengths:
         with model.steer(edits_for(float(strength)), positions=positions):
-            metrics = {key: _r(val) for key, val in dict(evaluate()).items()}
+            metrics = {key: round_float(val) for key, val in dict(evaluate()).items()}
             _, lists = top_k_lists(model, eval_data, k, seen=seen)
         stats = list_statistics(lists, attr_matrix, item_embeddings, model.n_items, target_index)
         check = share_change(baseline, lists, attr_matrix, target_index, direction_for(float(strength)))
         row = {
             "strength": float(strength),
-            "target_share": _r(stats["target_share"]),
+            "target_share": round_float(stats["target_share"]),
             f"ndcg@{k}": metrics.get(f"ndcg@{k}"),
             f"hit@{k}": metrics.get(f"hit@{k}"),
-            "coverage": _r(stats["coverage"]),
-            "diversity": _r(stats["diversity"]),
-            "diversity_attr": _r(stats["diversity_attr"]),
+            "coverage": round_float(stats["coverage"]),
+            "diversity": round_float(stats["diversity"]),
+            "diversity_attr": round_float(stats["diversity_attr"]),
             "share_change": check["change"],
             "share_noise": check["noise"],
             "verdict": check["verdict"],
-            "shares": {v: _r(s) for v, s in zip(values, stats["shares"].tolist())},
+            "shares": {v: round_float(s) for v, s in zip(values, stats["shares"].tolist())},
             "metrics": metrics,
         }
         rows.append(row)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from recbole_sae import protocol, runlock
+from recbole_sae import protocol, runfiles, runlock
 from recbole_sae.benchmark.spec import PACKAGE_ROOT, RunSpec, run_folder_name
 from recbole_sae.errors import FinishedRunError, RecboleSAEError
+from recbole_sae.fileio import write_json_atomic
 
 
 def known_model(name: str) -> bool:
@@ -232,7 +233,6 @@ def run_one(spec_path: str, out_path: str) -> int:
     """Child process: run one spec through the pipeline, write what happened to ``out_path``."""
     import resource
 
-    sys.argv = [sys.argv[0]]  # RecBole's Config reads --key=value from sys.argv
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     runlock.die_with_parent(spec.get("parent_pid"))  # a sweep killed with SIGKILL takes its runs along
     out: dict = {"status": "error"}
@@ -255,7 +255,7 @@ def run_one(spec_path: str, out_path: str) -> int:
             os.replace(err.run_dir, moved)
             out["replaced_run_dir"] = moved
             result = run_recbole_sae(spec["model"], spec["dataset"], spec["config_files"], spec["config_dict"])
-        config_file = Path(result["run_dir"]) / "config.yaml"
+        config_file = Path(result["run_dir"]) / runfiles.CONFIG
         if config_file.is_file():
             out["config"] = yaml.safe_load(config_file.read_text(encoding="utf-8"))
         out.update(status="ok", result=result)
@@ -267,7 +267,5 @@ def run_one(spec_path: str, out_path: str) -> int:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         out["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    tmp = Path(out_path).with_suffix(".partial")
-    tmp.write_text(json.dumps(out, default=str), encoding="utf-8")
-    os.replace(tmp, out_path)
+    write_json_atomic(out, out_path, default=str)
     return 0 if out["status"] == "ok" else 1

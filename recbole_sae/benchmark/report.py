@@ -6,12 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_sae import protocol
+from recbole_sae.tables import fmt, markdown_table
 from recbole_sae.benchmark.results import latest_records, lacking_fields
 from recbole_sae.benchmark.stats import REPORT_METRICS, SELECT_METRIC, protocol_views, summarize
-
-
-def _fmt(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _bold_best(cells: list[str], values: list, higher: bool = True) -> list[str]:
@@ -34,12 +31,12 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
         cells, means = [], []
         for row in rows:
             mean, std = row["metrics"][key]
-            cells.append(_fmt(mean) + ("" if std is None else f" ± {_fmt(std)}"))
+            cells.append(fmt(mean) + ("" if std is None else f" ± {fmt(std)}"))
             means.append(mean)
         columns.append(_bold_best(cells, means))
     columns.append([str(row["n"]) for row in rows])
     per_epoch = [row["seconds_per_epoch"] for row in rows]
-    columns.append(_bold_best([_fmt(v, 2) for v in per_epoch], per_epoch, higher=False))
+    columns.append(_bold_best([fmt(v, 2) for v in per_epoch], per_epoch, higher=False))
     rel = [row["rel_diff"] for row in rows]
     rel_cells = [
         "baseline" if row["baseline"] else ("n/a" if v is None else f"{v * 100:+.1f}%") for row, v in zip(rows, rel)
@@ -51,11 +48,12 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
     columns.append(
         ["—" if row["baseline"] else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}") for row in rows]
     )
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    cells = []
     for i, row in enumerate(rows):
         name = row["model"] + (f" ({row['grid_label']})" if row["grid_label"] else "")
-        lines.append("| " + " | ".join([name] + ([devices[i]] if mixed else []) + [col[i] for col in columns]) + " |")
-    return lines
+        cells.append([name] + ([devices[i]] if mixed else []) + [col[i] for col in columns])
+    align = ["left"] + ["right"] * (len(headers) - 1)
+    return markdown_table(cells, headers, align=align, spaced_rule=False).splitlines()
 
 
 def plot_ndcg(tables: dict, path, baseline: str = "SASRec"):
@@ -133,19 +131,16 @@ def _grid_point_lines(rows: list[dict]) -> list[str]:
     """The table of every grid point of each model, when some model has more than one."""
     if not any(len(row["grid"]) > 1 for row in rows):
         return []
-    lines = [
-        "Grid points (mean over seeds; chosen on validation):",
-        "",
-        "| Model | grid point | valid NDCG@10 | test NDCG@10 | seeds | chosen |",
-        "|---|---|---:|---:|---:|:---:|",
+    cells = [
+        [row["model"], label or "-", fmt(stats["valid"]), fmt(stats["test"]), str(stats["n"]),
+         "yes" if label == row["grid_label"] else ""]
+        for row in rows
+        for label, stats in row["grid"].items()
     ]
-    for row in rows:
-        for label, stats in row["grid"].items():
-            mark = "yes" if label == row["grid_label"] else ""
-            cells = [row["model"], label or "-", _fmt(stats["valid"]), _fmt(stats["test"]), str(stats["n"]), mark]
-            lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    return lines
+    headers = ["Model", "grid point", "valid NDCG@10", "test NDCG@10", "seeds", "chosen"]
+    align = ["left", "left", "right", "right", "right", "center"]
+    table = markdown_table(cells, headers, align=align, spaced_rule=False).splitlines()
+    return ["Grid points (mean over seeds; chosen on validation):", "", *table, ""]
 
 
 def _failed_lines(failed: list[dict]) -> list[str]:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from recbole_sae import protocol, ray_backend
+from recbole_sae import protocol, ray_backend, runfiles
 from recbole_sae.errors import ConfigError
+from recbole_sae.fileio import file_sha256
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # recbole_sae/
 PACKAGE_ROOT = PACKAGE_DIR.parent
@@ -311,7 +312,7 @@ def grid_points(grid: dict) -> list[tuple[str, dict, dict]]:
 
 @functools.lru_cache(maxsize=64)
 def _digest_of(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def _file_digest(path) -> str:
@@ -333,7 +334,7 @@ def _input_digest(value):
         return value
     path = Path(value).expanduser()
     if path.is_dir():
-        path = path / "model.pth"
+        path = path / runfiles.CHECKPOINT
     if not path.is_file():
         return value
     return {"sha256": _file_digest(path)}
@@ -350,11 +351,11 @@ def _yaml_keys(folder: Path) -> set[str]:
 
 @functools.lru_cache(maxsize=1)
 def plugin_only_settings() -> frozenset:
-    """Settings that this project's model yamls declare and none of RecBole's yamls know: no RecBole
-    model reads them."""
+    """Settings that this project's model and model-family yamls declare and none of RecBole's yamls
+    know: no RecBole model reads them."""
     import importlib.util
 
-    ours = _yaml_keys(PROPERTIES / "model")
+    ours = _yaml_keys(PROPERTIES / "model") | _yaml_keys(PROPERTIES / "family")
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:
         return frozenset()

@@ -56,6 +56,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from recbole_sae.fileio import write_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["convert_amazon", "parse_line", "k_core_filter", "format_categories", "main"]
@@ -239,12 +241,13 @@ def _format_price(value: Any) -> str:
 
 
 def _atomic_write(path: Path, header: List[str], lines: List[List[str]]) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-        fh.write("\t".join(header) + "\n")
-        for row in lines:
-            fh.write("\t".join(row) + "\n")
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write("\t".join(header) + "\n")
+            for row in lines:
+                fh.write("\t".join(row) + "\n")
+
+    write_atomic(write, path)
 
 
 # --------------------------------------------------------------------------- API

@@ -11,7 +11,9 @@ row, rows of items the dataset does not have (e.g. filtered out) are ignored.
 
 Export, so that a machine with the text model writes the file for one without::
 
-    python -m recbole_sae.intents.embedding_file --dataset=amazon-beauty --out=FILE [--key=value ...]
+    recbole-sae export-embeddings --dataset=amazon-beauty --out=FILE [--key=value ...]
+
+(:func:`recbole_sae.cli.export_main`; ``python -m recbole_sae.intents.embedding_file ...`` is the same.)
 
 It loads the dataset as a run does (the project's config layers, ``--config_files`` and RecBole
 ``--key=value`` overrides), encodes the item texts with the configured ``text_encoder`` through
@@ -20,7 +22,6 @@ its cache, and writes the rows of the items ``1 .. item_num - 1``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -29,23 +30,16 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from recbole_sae.errors import ConfigError, RecboleSAEError
+from recbole_sae.errors import ConfigError
 from recbole_sae.intents.encoder import save_safetensors_atomic
 
-__all__ = ["save_item_embeddings", "load_item_embeddings", "file_sha256", "dataset_item_embeddings",
+__all__ = ["save_item_embeddings", "load_item_embeddings", "dataset_item_embeddings",
            "export_item_embeddings", "main"]
 
 EMBEDDINGS = "embeddings"
 ITEM_IDS = "item_ids"
 MODEL = "model"
 EXPORT_COMMAND = "python -m recbole_sae.intents.embedding_file --dataset={dataset} --out=FILE"
-USAGE = f"""usage: {EXPORT_COMMAND.format(dataset="DATASET")} [--config_files=a.yaml,b.yaml] [--key=value ...]
-
-  --dataset       the dataset whose item texts are encoded (found as for a run)
-  --out           the .safetensors file to write
-  --config_files  comma-separated yaml files layered over the project's defaults
-  --key=value     any config key (text_encoder, text_pooling, intent_cache_dir, data_path, filters, ...)"""
-
 PathLike = Union[str, os.PathLike]
 
 
@@ -113,15 +107,6 @@ def load_item_embeddings(path: PathLike) -> Tuple[list, torch.Tensor, Dict[str, 
     return item_ids, embeddings, metadata
 
 
-def file_sha256(path: PathLike) -> str:
-    """SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(Path(path).expanduser(), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def dataset_item_embeddings(path: PathLike, dataset) -> torch.Tensor:
     """The file's rows in the dataset's internal item order: float32 ``[item_num, d]``, row 0 zeros."""
     item_ids, embeddings, _ = load_item_embeddings(path)
@@ -150,8 +135,9 @@ def dataset_item_embeddings(path: PathLike, dataset) -> torch.Tensor:
 
 
 def export_item_embeddings(dataset_name: str, out: PathLike, config_file_list=None,
-                           config_dict=None) -> Tuple[Path, tuple]:
-    """Encode the item texts of ``dataset_name`` as SAERec would and write them to ``out``."""
+                           config_dict=None, cmd_args=None) -> Tuple[Path, tuple]:
+    """Encode the item texts of ``dataset_name`` as SAERec would and write them to ``out``
+    (``cmd_args``: the command line's ``--key=value`` strings, the config's highest layer)."""
     from recbole_sae import compat
     from recbole_sae.config import Config, split_config_files
     from recbole_sae.data.item_text import item_texts
@@ -161,7 +147,7 @@ def export_item_embeddings(dataset_name: str, out: PathLike, config_file_list=No
     from recbole.data import create_dataset
     from recbole.utils import init_seed
 
-    config = Config("SAERec", dataset_name, split_config_files(config_file_list), config_dict)
+    config = Config("SAERec", dataset_name, split_config_files(config_file_list), config_dict, cmd_args)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     texts = item_texts(dataset, config)
@@ -176,35 +162,10 @@ def export_item_embeddings(dataset_name: str, out: PathLike, config_file_list=No
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import logging
+    """``python -m recbole_sae.intents.embedding_file ...``: the same as ``recbole-sae export-embeddings ...``."""
+    from recbole_sae.cli import export_main
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = {}
-    for arg in argv:
-        if arg in ("-h", "--help"):
-            print(USAGE)
-            return 0
-        if not arg.startswith("--") or "=" not in arg:
-            print(f"error: unrecognised argument '{arg}' (expected --key=value)\n\n{USAGE}", file=sys.stderr)
-            return 2
-        key, value = arg[2:].split("=", 1)
-        args[key] = value
-    if not args.get("dataset") or not args.get("out"):
-        print(f"error: --dataset and --out are required\n\n{USAGE}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    saved_argv = sys.argv
-    # RecBole's Config reads the --key=value overrides from sys.argv; --out and --model are not config keys
-    sys.argv = [saved_argv[0], *(a for a in argv if a.split("=", 1)[0] not in ("--out", "--model"))]
-    try:
-        path, shape = export_item_embeddings(args["dataset"], args["out"], args.get("config_files"))
-    except RecboleSAEError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        sys.argv = saved_argv
-    print(f"wrote {shape[0]} item embeddings of dim {shape[1]} ({shape[0]} x {shape[1]}) to {path.resolve()}")
-    return 0
+    return export_main(None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

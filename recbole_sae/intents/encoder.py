@@ -34,13 +34,12 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from recbole_sae.fileio import umask_mode
+from recbole_sae.fileio import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -113,20 +112,7 @@ def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: Union[str, o
     """Write ``tensors`` and ``metadata`` to ``path`` through a temporary file (never half-written)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), path)
 
 
 def _texts_digest(texts: Sequence[str]) -> str:

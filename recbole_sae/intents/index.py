@@ -8,14 +8,9 @@ Personal intents of a sequence are found from the sequence's own items only. Its
 recency-weighted mean of its items' vectors: the item at distance ``j`` from the last real item
 has weight ``recency_decay ** j``; padding (item 0) and every position at or after the
 sequence's length have weight 0, so no item after the last real position can change the result.
-
-* In embedding space (``item_vectors`` = the item embeddings ``[n_items, d]`` the SAE was trained
-  on), the query minus the index's ``center`` (the SAE's ``decode(0)``, what all items share), L2
-  normalised, is searched by inner product: the score is the cosine between the query and the
-  unit-norm direction.
-* In code space (``item_vectors`` = the items' SAE codes on the kept intents ``[n_items, n]``, e.g.
-  :meth:`IntentVocabulary.item_codes`), the weighted mean code is the score of each intent; the
-  ``k`` largest win (ties to the lower intent id). No FAISS call is needed.
+The items' vectors are the item embeddings ``[n_items, d]`` the SAE was trained on; the query minus
+the index's ``center`` (the SAE's ``decode(0)``, what all items share), L2 normalised, is searched by
+inner product: the score is the cosine between the query and the unit-norm direction.
 
 :meth:`IntentIndex.personal_intents_per_position` gives, for every prefix position ``t``, the
 personal intents of items ``0..t`` (causal), for training on all positions at once. The weighted
@@ -40,8 +35,6 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from recbole_sae.sae import topk_mask
-
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -50,8 +43,6 @@ __all__ = [
     "causal_recency_means",
     "faiss_gpu_support",
     "intent_idf",
-    "personal_intents",
-    "personal_intents_per_position",
     "public_intents",
     "recency_weighted_mean",
 ]
@@ -229,19 +220,6 @@ def causal_recency_means(
     return _causal_means_time_major(item_seq, item_vectors, decay, item_lengths).permute(1, 0, 2).contiguous()
 
 
-def _topk_rows(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(values, ids)`` of the ``k`` largest entries of each row of ``scores`` [m, n], best first.
-
-    Ties go to the lower column (the selection and the order are both deterministic), in
-    ``O(n)`` per row plus a sort of the ``k`` winners.
-    """
-    mask = topk_mask(scores, k)
-    ids = mask.nonzero(as_tuple=True)[1].reshape(scores.shape[0], k)  # ascending within a row
-    values = scores.gather(1, ids)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return values.gather(1, order), ids.gather(1, order)
-
-
 # ---------------------------------------------------------------------- public intents
 def intent_idf(personal_ids: torch.Tensor, n_intents: int) -> torch.Tensor:
     """IDF ``log((1 + N) / (1 + df))`` of every intent, ``[n_intents]`` float64.
@@ -281,7 +259,7 @@ class IntentIndex:
         directions: ``[n, d]`` intent directions (converted to contiguous float32).
         use_gpu: ``"auto"`` (GPU when faiss sees one; warns when torch sees a GPU that this faiss
             build cannot use), ``True`` (a GPU or a ``RuntimeError``) or ``False``.
-        center: optional ``[d]`` vector subtracted from embedding-space queries of the personal
+        center: optional ``[d]`` vector subtracted from the queries of the personal
             intents (the SAE's ``decode(0)``).
         public_ids: public intents, when already computed.
         gpu_device: the GPU to use when faiss sees one; with more than one, the index is sharded
@@ -352,31 +330,15 @@ class IntentIndex:
             ids[start:start + len(s)] = i
         return torch.from_numpy(scores), torch.from_numpy(ids)
 
-    def _space(self, item_vectors: torch.Tensor, space: str) -> str:
+    def _check_width(self, item_vectors: torch.Tensor) -> None:
         width = item_vectors.shape[-1]
-        if space == "auto":
-            fits = [name for name, w in (("embedding", self.dim), ("codes", self.ntotal)) if w == width]
-            if len(fits) != 1:
-                raise ValueError(
-                    f"item vectors of width {width}: cannot tell embeddings (width {self.dim}) from "
-                    f"intent codes (width {self.ntotal}); pass space='embedding' or space='codes'"
-                )
-            return fits[0]
-        if space == "embedding" and width != self.dim:
+        if width != self.dim:
             raise ValueError(f"item embeddings have width {width}, the index holds width {self.dim}")
-        if space == "codes" and width != self.ntotal:
-            raise ValueError(f"item codes have width {width}, the index holds {self.ntotal} intents")
-        if space not in ("embedding", "codes"):
-            raise ValueError(f"space must be 'auto', 'embedding' or 'codes', got {space!r}")
-        return space
 
-    def _retrieve(self, means: torch.Tensor, space: str, k: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Top-k intents of query means ``[m, w]``: ``(ids, scores)`` on the means' device."""
+    def _retrieve(self, means: torch.Tensor, k: int, batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Top-k intents of query means ``[m, d]``: ``(ids, scores)`` on the means' device."""
         if not 1 <= int(k) <= self.ntotal:
             raise ValueError(f"k must be in 1..{self.ntotal} (the number of intents), got {k}")
-        if space == "codes":
-            scores, ids = _topk_rows(means, int(k))
-            return ids, scores
         q = means
         if self.center is not None:
             q = q - self.center.to(q.device)
@@ -391,18 +353,16 @@ class IntentIndex:
         item_vectors: torch.Tensor,
         k: int = 5,
         recency_decay: float = 0.8,
-        space: str = "auto",
         batch_size: int = 16384,
     ) -> PersonalIntents:
         """Personal intents of each sequence from its own items: ``ids``/``scores`` ``[B, k]``.
 
-        ``item_vectors`` are the item embeddings (searched in embedding space) or the items' codes
-        on the intents (scored in code space); see the module docstring.
+        ``item_vectors`` are the item embeddings; see the module docstring.
         """
         item_vectors = torch.as_tensor(item_vectors)
-        space = self._space(item_vectors, space)
+        self._check_width(item_vectors)
         means = recency_weighted_mean(item_seq, item_lengths, item_vectors, recency_decay)
-        ids, scores = self._retrieve(means, space, k, batch_size)
+        ids, scores = self._retrieve(means, k, batch_size)
         return PersonalIntents(ids, scores)
 
     def personal_intents_per_position(
@@ -412,7 +372,6 @@ class IntentIndex:
         k: int = 5,
         recency_decay: float = 0.8,
         item_lengths: Optional[torch.Tensor] = None,
-        space: str = "auto",
         batch_size: int = 16384,
         seq_batch: Optional[int] = None,
     ) -> PersonalIntents:
@@ -423,7 +382,7 @@ class IntentIndex:
         as many as fit in ``MEANS_BUDGET`` floats).
         """
         item_vectors = torch.as_tensor(item_vectors)
-        space = self._space(item_vectors, space)
+        self._check_width(item_vectors)
         decay = _check_decay(recency_decay)
         item_seq = torch.as_tensor(item_seq)
         b, length = item_seq.shape
@@ -436,7 +395,7 @@ class IntentIndex:
             stop = min(b, start + int(seq_batch))
             lengths = None if item_lengths is None else torch.as_tensor(item_lengths).reshape(-1)[start:stop]
             means = _causal_means_time_major(item_seq[start:stop], item_vectors, decay, lengths)  # [L, b, w]
-            ids, scores = self._retrieve(means.reshape(-1, means.shape[-1]), space, k, batch_size)
+            ids, scores = self._retrieve(means.reshape(-1, means.shape[-1]), k, batch_size)
             ids_out[start:stop] = ids.reshape(length, stop - start, k).transpose(0, 1)
             scores_out[start:stop] = scores.reshape(length, stop - start, k).transpose(0, 1)
         return PersonalIntents(ids_out, scores_out)
@@ -488,29 +447,3 @@ class IntentIndex:
             public_ids=meta.get("public_ids"),
             gpu_device=gpu_device,
         )
-
-
-# ---------------------------------------------------------------------- function forms
-def personal_intents(
-    index: IntentIndex,
-    item_seq: torch.Tensor,
-    item_lengths: torch.Tensor,
-    item_vectors: torch.Tensor,
-    k: int = 5,
-    recency_decay: float = 0.8,
-    **kwargs,
-) -> PersonalIntents:
-    """:meth:`IntentIndex.personal_intents` as a function."""
-    return index.personal_intents(item_seq, item_lengths, item_vectors, k, recency_decay, **kwargs)
-
-
-def personal_intents_per_position(
-    index: IntentIndex,
-    item_seq: torch.Tensor,
-    item_vectors: torch.Tensor,
-    k: int = 5,
-    recency_decay: float = 0.8,
-    **kwargs,
-) -> PersonalIntents:
-    """:meth:`IntentIndex.personal_intents_per_position` as a function."""
-    return index.personal_intents_per_position(item_seq, item_vectors, k, recency_decay, **kwargs)

@@ -22,7 +22,8 @@ import torch
 
 from recbole_sae.console import say
 from recbole_sae.data.item_text import item_attribute_matrix, item_texts, item_titles
-from recbole_sae.intents.embedding_file import dataset_item_embeddings, file_sha256
+from recbole_sae.fileio import file_sha256
+from recbole_sae.intents.embedding_file import dataset_item_embeddings
 from recbole_sae.intents.encoder import TextEncoder, _texts_digest
 from recbole_sae.intents.index import IntentIndex
 from recbole_sae.intents.vocabulary import IntentRules, IntentVocabulary, build_intent_vocabulary
@@ -40,7 +41,6 @@ class Intents:
     vocabulary: IntentVocabulary
     index: IntentIndex
     item_embeddings: torch.Tensor  # [n_items, d] text embeddings, row 0 = padding
-    texts: list
 
 
 def cache_dir(config) -> Path:
@@ -138,4 +138,4 @@ def build_intents(config, dataset) -> Intents:
         )
     say(f"intents: {vocabulary.n_latents} latents, {vocabulary.n_alive} alive, {vocabulary.n_kept} kept")
     index = vocabulary.build_index(use_gpu=config["faiss_gpu"] if config["faiss_gpu"] is not None else "auto")
-    return Intents(vocabulary, index, embeddings, texts)
+    return Intents(vocabulary, index, embeddings)

@@ -34,17 +34,15 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from recbole_sae import runfiles
+from recbole_sae.data.rows import last_row_mask
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
+from recbole_sae.fileio import write_atomic
 from recbole_sae.intents.index import IntentIndex
 from recbole_sae.intents.vocabulary import IntentVocabulary
 
 logger = logging.getLogger(__name__)
 
-STAGE_DIR = "intents"
-MANIFEST_NAME = "stage.json"
-VOCABULARY_DIR = "vocabulary"
-INDEX_NAME = "index.faiss"
-TENSORS_NAME = "item_embeddings.safetensors"
 FORMAT_VERSION = 1
 DIRECTIONS = ("sae", "random")
 
@@ -74,11 +72,9 @@ def training_public_intents(index: IntentIndex, dataset, item_embeddings, n_pers
     uid = dataset.uid_field
     seq_field = dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"]
     len_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
-    users = feat[uid]
-    last = torch.ones(len(users), dtype=torch.bool)
-    last[:-1] = users[1:] != users[:-1]
+    last = last_row_mask(feat[uid])
     found = index.personal_intents(feat[seq_field][last], feat[len_field][last], item_embeddings, n_personal,
-                                   recency_decay, space="embedding")
+                                   recency_decay)
     return index.set_public_intents(found.ids, n_public).clone()
 
 
@@ -140,23 +136,25 @@ class IntentStage:
         and written there (no run folder: built in memory only)."""
         run_dir = run_dir or config["run_dir"]
         if run_dir:
-            folder = Path(run_dir) / STAGE_DIR
-            if (folder / MANIFEST_NAME).is_file():
+            folder = Path(run_dir) / runfiles.INTENT_STAGE_DIR
+            if (folder / runfiles.INTENT_STAGE_MANIFEST).is_file():
                 return cls.load(folder, dataset, use_gpu=_faiss_setting(config))
         stage = cls.build(config, dataset)
         if run_dir:
-            stage.save(Path(run_dir) / STAGE_DIR)
+            stage.save(Path(run_dir) / runfiles.INTENT_STAGE_DIR)
         return stage
 
     # ------------------------------------------------------------------ io
     def save(self, folder) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.vocabulary.save(folder / VOCABULARY_DIR)
-        self.index.save(folder / INDEX_NAME)
-        save_file({"item_embeddings": self.item_embeddings.contiguous(), "directions": self.directions.contiguous()},
-                  str(folder / TENSORS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
-        with open(folder / MANIFEST_NAME, "w", encoding="utf-8") as fh:  # last: marks the folder complete
+        self.vocabulary.save(folder / runfiles.INTENT_VOCABULARY_DIR)
+        self.index.save(folder / runfiles.INTENT_INDEX)
+        tensors = {"item_embeddings": self.item_embeddings.contiguous(), "directions": self.directions.contiguous()}
+        metadata = {"format_version": str(FORMAT_VERSION)}
+        write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), folder / runfiles.INTENT_ITEM_EMBEDDINGS)
+        # last: marks the folder complete
+        with open(folder / runfiles.INTENT_STAGE_MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(self.settings, fh, indent=1)
         self.folder = folder
         logger.info(f"intent stage written to {folder}")
@@ -167,11 +165,11 @@ class IntentStage:
         """Read a stage written by :meth:`save`; with ``dataset``, check it was built for its items."""
         folder = Path(folder)
         try:
-            with open(folder / MANIFEST_NAME, "r", encoding="utf-8") as fh:
+            with open(folder / runfiles.INTENT_STAGE_MANIFEST, "r", encoding="utf-8") as fh:
                 settings = json.load(fh)
-            vocabulary = IntentVocabulary.load(folder / VOCABULARY_DIR)
-            index = IntentIndex.load(folder / INDEX_NAME, use_gpu=use_gpu)
-            tensors = load_file(str(folder / TENSORS_NAME), device="cpu")
+            vocabulary = IntentVocabulary.load(folder / runfiles.INTENT_VOCABULARY_DIR)
+            index = IntentIndex.load(folder / runfiles.INTENT_INDEX, use_gpu=use_gpu)
+            tensors = load_file(str(folder / runfiles.INTENT_ITEM_EMBEDDINGS), device="cpu")
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise CheckpointMismatchError(
                 f"the intent stage in {folder} is incomplete or unreadable ({err}): "
@@ -179,7 +177,7 @@ class IntentStage:
             ) from err
         if settings.get("format_version") != FORMAT_VERSION:
             raise CheckpointMismatchError(
-                f"{folder / MANIFEST_NAME} has format version {settings.get('format_version')!r}, "
+                f"{folder / runfiles.INTENT_STAGE_MANIFEST} has format version {settings.get('format_version')!r}, "
                 f"expected {FORMAT_VERSION}: delete {folder} to build it again"
             )
         if dataset is not None and settings.get("item_tokens") != item_tokens_digest(dataset):
@@ -188,10 +186,10 @@ class IntentStage:
                 f"'{dataset.dataset_name}' has now (changed data or filters): reload with the run's own data"
             )
         if index.public_ids is None:
-            raise CheckpointMismatchError(f"{folder / INDEX_NAME} holds no public intents: delete {folder}")
+            raise CheckpointMismatchError(f"{folder / runfiles.INTENT_INDEX} holds no public intents: delete {folder}")
         logger.info(f"intent stage read from {folder}")
         return cls(vocabulary, index, tensors["item_embeddings"], tensors["directions"], settings, folder)
 
 
 def stage_folder(run_dir) -> Path:
-    return Path(os.path.abspath(run_dir)) / STAGE_DIR
+    return Path(os.path.abspath(run_dir)) / runfiles.INTENT_STAGE_DIR

@@ -58,9 +58,10 @@ import torch.nn.functional as F
 from recbole.model.layers import FeedForward
 from torch import nn
 
+from recbole_sae.contracts import TARGETS_FIELD, StagedModel
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim
-from recbole_sae.model.sasrec_plus import TARGETS_FIELD, SASRecPlus
+from recbole_sae.model.sasrec_plus import SASRecPlus
 
 FUSIONS = ("attention", "gate")
 RETRIEVALS = ("text", "paper")
@@ -104,7 +105,7 @@ def select_positions(memory, positions):
 class MaskDropout(nn.Dropout):
     """``nn.Dropout`` (keep each entry with probability 1 - p, scale by 1 / (1 - p)) whose mask, on the
     CPU, comes from ``rand_like(x) >= p``: the same Bernoulli(1 - p) mask as ``bernoulli_``, which
-    torch's CPU kernel draws about 5x slower than uniforms. Other devices, p = 0 or p = 1: nn.Dropout.
+    torch's CPU kernel draws several times slower than uniforms. Other devices, p = 0 or p = 1: nn.Dropout.
     A seeded run draws other masks than nn.Dropout would (the same distribution)."""
 
     def forward(self, x):
@@ -171,7 +172,7 @@ class IntentCrossAttention(nn.Module):
         return self.feed_forward(self.LayerNorm(context + x)), weights
 
 
-class SAERec(SASRecPlus):
+class SAERec(SASRecPlus, StagedModel):
     """SASRec + personal/public SAE intents through cross-attention + adaptive fusion."""
 
     parent_model = "SASRec"
@@ -258,11 +259,10 @@ class SAERec(SASRecPlus):
         emb = self.item_text_embeddings
         if all_positions:
             found = self.index.personal_intents_per_position(
-                item_seq, emb, self.n_personal, self.recency_decay, item_seq_len, space="embedding"
+                item_seq, emb, self.n_personal, self.recency_decay, item_seq_len
             )
             return found.ids, found.scores
-        found = self.index.personal_intents(item_seq, item_seq_len, emb, self.n_personal, self.recency_decay,
-                                            space="embedding")
+        found = self.index.personal_intents(item_seq, item_seq_len, emb, self.n_personal, self.recency_decay)
         return found.ids.unsqueeze(1), found.scores.unsqueeze(1)
 
     def idf(self) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_sae import compat
+from recbole_sae.contracts import TARGETS_FIELD, FullSequenceModel
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim, use_sdpa_attention
 
@@ -34,14 +35,12 @@ compat.apply()
 
 TRAIN_MODES = ("full_sequence", "prefix")
 POSITIONS = ("from_start", "from_end")
-TARGETS_FIELD = "target_id_list"  # [B, L] next item at each position, 0 at padding
 
 
-class SASRecPlus(SASRec):
+class SASRecPlus(SASRec, FullSequenceModel):
     """SASRec with full-sequence training and a lean forward pass (see the module docstring)."""
 
     parent_model = "SASRec"  # RecBole's SASRec.yaml is layered under this model's yaml
-    supports_full_sequence = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -95,6 +94,8 @@ class SASRecPlus(SASRec):
 
     # -- losses ----------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
+        """A batch of windows (SequenceTrainer's, holding TARGETS_FIELD): the loss at every position;
+        RecBole's prefix rows: SASRec's loss at the last one."""
         if TARGETS_FIELD in interaction.interaction:
             return self.full_sequence_loss(interaction)
         return super().calculate_loss(interaction)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 
-from recbole_sae import compat
+from recbole_sae import compat, runfiles
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 
 RUN_MODEL = "SASRecSAE"
-CHECKPOINT_NAME = "model.pth"
 # Keys of the network and the SAE copied from the SASRecSAE run's config (plus every sae_* key).
 ARCHITECTURE_KEYS = (
     "n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
@@ -37,7 +36,7 @@ def resolve_sae_run(path, user: str) -> tuple[str, str]:
         )
     path = os.path.abspath(os.path.expanduser(str(path)))
     if os.path.isdir(path):
-        run_dir, checkpoint = path, os.path.join(path, CHECKPOINT_NAME)
+        run_dir, checkpoint = path, os.path.join(path, runfiles.CHECKPOINT)
     elif os.path.isfile(path):
         run_dir, checkpoint = os.path.dirname(path), path
     else:
@@ -47,7 +46,7 @@ def resolve_sae_run(path, user: str) -> tuple[str, str]:
         )
     if not os.path.isfile(checkpoint):
         raise CheckpointMismatchError(
-            f"sae_run {run_dir} has no {CHECKPOINT_NAME}: it is not a finished run; run SASRecSAE first"
+            f"sae_run {run_dir} has no {runfiles.CHECKPOINT}: it is not a finished run; run SASRecSAE first"
         )
     return run_dir, checkpoint
 
@@ -66,7 +65,7 @@ def load_run_checkpoint(run_dir: str, checkpoint: str, user: str, trust: bool = 
             f"(python run_recbole_sae.py --model={RUN_MODEL} --dataset=...), whose checkpoint has the SAE"
         )
     seen = state["state_dict"].get("sae.n_rows_seen")
-    if not os.path.isdir(os.path.join(run_dir, "sae")) or seen is None or int(seen) == 0:
+    if not os.path.isdir(os.path.join(run_dir, runfiles.SAE_DIR)) or seen is None or int(seen) == 0:
         raise CheckpointMismatchError(
             f"the SASRecSAE run {run_dir} has no trained SAE (no sae/ folder or an untrained SAE in "
             f"{os.path.basename(checkpoint)}): the run did not finish; run SASRecSAE to the end first"

@@ -62,6 +62,7 @@ from typing import Iterable, List, Optional, Sequence
 
 import torch
 
+from recbole_sae import runfiles
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.hooks import SITE_POSITIONS, position_mask, replace_at
 from recbole_sae.model.layers import trim
@@ -69,7 +70,6 @@ from recbole_sae.model.sasrec_plus import SASRecPlus
 from recbole_sae.model.sasrec_sae import SASRecSAE
 
 OPS = ("add", "scale", "clamp")
-INTERPRETATION_FILE = os.path.join("interpretation", "interpretation.json")
 STEER_SYNTAX = (
     "items like latent=12:+6, latent=12:scale=2, latent=12:clamp=10, class=Western:+6 or "
     "'categories=Nail Polish:-4', separated by ',' or ';'"
@@ -410,7 +410,7 @@ class SteerableSASRec(SASRecSAE):
     # -- the run's interpretation, item attributes and titles ----------------------------------------
     @property
     def interpretation_path(self) -> str:
-        return os.path.join(self.run_dir, INTERPRETATION_FILE)
+        return os.path.join(self.run_dir, runfiles.INTERPRETATION_DIR, runfiles.INTERPRETATION_JSON)
 
     def load_interpretation(self, required: Optional[str] = None) -> Optional[dict]:
         """The run's interpretation.json (``None`` when absent, an error when ``required``)."""

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from recbole_sae.fileio import umask_mode
+from recbole_sae.fileio import write_atomic, write_json_atomic
 from .config import SAEConfig
 from .model import SparseAutoencoder
 
@@ -27,19 +27,13 @@ FORMAT_VERSION = "1"
 
 
 def save_sae(sae: SparseAutoencoder, directory: Union[str, Path]) -> Path:
-    """Write ``sae`` into ``directory`` (created if needed); returns the path."""
+    """Write ``sae`` into ``directory`` (created if needed); returns the path. Each file is written
+    atomically: a save interrupted mid-way leaves the previous file (or none), never part of one."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
-    save_file(
-        tensors,
-        str(directory / WEIGHTS_NAME),
-        metadata={"format": "pt", "sae_format_version": FORMAT_VERSION},
-    )
-    umask_mode(directory / WEIGHTS_NAME)
-    with open(directory / CONFIG_NAME, "w", encoding="utf-8") as fh:
-        json.dump(sae.cfg.to_dict(), fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    metadata = {"format": "pt", "sae_format_version": FORMAT_VERSION}
+    write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), directory / WEIGHTS_NAME)
+    write_json_atomic(sae.cfg.to_dict(), directory / CONFIG_NAME, indent=2, sort_keys=True)
     return directory
 
 

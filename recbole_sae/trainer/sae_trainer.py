@@ -23,11 +23,12 @@ import os
 
 import torch
 
-from recbole_sae import compat
+from recbole_sae import compat, runfiles
 from recbole_sae.analysis.report import write_json
 from recbole_sae.console import say
 from recbole_sae.errors import CheckpointMismatchError
 from recbole_sae.progress import Progress
+from recbole_sae.tables import round_metrics
 from recbole_sae.sae import SAETrainConfig, evaluate_sae, train_sae
 from recbole_sae.trainer.sequence_trainer import LengthBatches, SequenceTrainer
 
@@ -188,7 +189,7 @@ class SASRecSAETrainer(SequenceTrainer):
             for name, mode in MODES.items():
                 self.model.intervention = mode
                 result = self.evaluate(eval_data, load_best_model=False, show_progress=False)
-                out[name] = {k: round(float(v), 6) for k, v in result.items()}
+                out[name] = round_metrics(result)
         finally:
             self.model.intervention = None
         return out
@@ -197,14 +198,15 @@ class SASRecSAETrainer(SequenceTrainer):
         """Fidelity, intervention metrics and interpretation; written to the run folder."""
         run_dir = self.config["run_dir"] or os.path.dirname(self.saved_model_file)
         model = self.model
-        model.sae.save(os.path.join(run_dir, "sae"))
+        model.sae.save(os.path.join(run_dir, runfiles.SAE_DIR))
         states, items = self.holdout
         fidelity = evaluate_sae(model.sae, states.to(self.device))
         interventions = {"valid": self.intervention_metrics(valid_data), "test": self.intervention_metrics(test_data)}
         metric = self.config["valid_metric"].lower()
         recovered = {split: ndcg_recovered(res, metric) for split, res in interventions.items()}
-        fidelity = {k: round(float(v), 6) for k, v in fidelity.items()}
-        interpretation = self.interpret(train_data.dataset, states, items, os.path.join(run_dir, "interpretation"),
+        fidelity = round_metrics(fidelity)
+        interpretation = self.interpret(train_data.dataset, states, items,
+                                        os.path.join(run_dir, runfiles.INTERPRETATION_DIR),
                                         fidelity={"fidelity": fidelity, "recovered": recovered})
         report = {
             "site": model.site.name,
@@ -215,7 +217,7 @@ class SASRecSAETrainer(SequenceTrainer):
             "recovered": recovered,
             "interpretation": interpretation,
         }
-        write_json(report, os.path.join(run_dir, "sae_report.json"))
+        write_json(report, os.path.join(run_dir, runfiles.SAE_REPORT))
         return {"sae": report}
 
     def result_summary(self, extra: dict) -> dict:

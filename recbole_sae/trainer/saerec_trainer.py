@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from recbole_sae import runfiles
 from recbole_sae.analysis.report import write_json
 from recbole_sae.trainer.sequence_trainer import SequenceTrainer
 
@@ -14,12 +15,12 @@ class SAERecTrainer(SequenceTrainer):
         (example users and the faithfulness figure) and one HTML page per example user."""
         from recbole_sae.data.item_text import item_titles
         from recbole_sae.intents.explain import explanation_records, faithfulness, history_exclusion, write_html
-        from recbole_sae.intents.stage import MANIFEST_NAME, stage_folder
+        from recbole_sae.intents.stage import stage_folder
 
         model = self.model
         run_dir = self.config["run_dir"] or os.path.dirname(self.saved_model_file)
         folder = str(stage_folder(run_dir))
-        if not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+        if not os.path.isfile(os.path.join(folder, runfiles.INTENT_STAGE_MANIFEST)):
             model.stage.save(folder)
         table = model.vocabulary.table(n=int(self.config["intent_table_rows"] or 20))
         with open(os.path.join(folder, "intents.md"), "w", encoding="utf-8") as f:

@@ -33,8 +33,9 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_sae import distributed
+from recbole_sae.contracts import TARGETS_FIELD, FullSequenceModel, RunTrainer
+from recbole_sae.data.rows import last_row_mask
 from recbole_sae.errors import ConfigError
-from recbole_sae.model.sasrec_plus import TARGETS_FIELD
 
 BATCH_UNITS = ("targets", "windows")  # what train_batch_size counts in full_sequence mode
 
@@ -42,9 +43,7 @@ BATCH_UNITS = ("targets", "windows")  # what train_batch_size counts in full_seq
 def _row_offsets(user_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: its distance from the user's last row, and from the user's first row."""
     n = user_ids.numel()
-    is_last = torch.ones(n, dtype=torch.bool)
-    is_last[:-1] = user_ids[1:] != user_ids[:-1]
-    last_index = torch.nonzero(is_last).squeeze(1)
+    last_index = torch.nonzero(last_row_mask(user_ids)).squeeze(1)
     first_index = torch.cat([torch.zeros(1, dtype=torch.long), last_index[:-1] + 1])
     owner = torch.searchsorted(last_index, torch.arange(n))
     return last_index[owner] - torch.arange(n), torch.arange(n) - first_index[owner]
@@ -197,17 +196,18 @@ class LengthBatches:
             yield self.interaction(index)
 
 
-class SequenceTrainer(Trainer):
+class SequenceTrainer(Trainer, RunTrainer):
     """RecBole's Trainer; ``train_mode`` and ``length_bucketing`` choose how batches are built.
 
-    With ``train_mode: prefix`` and ``length_bucketing: False`` the epoch is RecBole's own.
+    With ``train_mode: prefix`` and ``length_bucketing: False`` the epoch is RecBole's own;
+    ``full_sequence`` needs a :class:`~recbole_sae.contracts.FullSequenceModel`.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.train_mode = config["train_mode"] or "full_sequence"
         self.length_bucketing = config["length_bucketing"] is not False
-        if self.train_mode == "full_sequence" and not getattr(model, "supports_full_sequence", False):
+        if self.train_mode == "full_sequence" and not isinstance(model, FullSequenceModel):
             raise ConfigError(f"{type(model).__name__} does not support train_mode=full_sequence")
         self._batches = None
 
@@ -223,13 +223,18 @@ class SequenceTrainer(Trainer):
                 f"{self.train_mode} training: {self._batches.n_rows} rows, "
                 f"{self._batches.n_targets} targets, {len(self._batches)} batches per epoch"
             )
-            if self.train_mode == "full_sequence" and hasattr(self.model, "precompute_rows"):
-                # per-row inputs that do not change during training, computed once (e.g. SAERec's
-                # personal intents at every position)
-                start = time.perf_counter()
-                self._batches.extra.update(self.model.precompute_rows(self._batches.item_seq, self._batches.item_len))
-                self.logger.info(f"precomputed {sorted(self._batches.extra)} in {time.perf_counter() - start:.1f} s")
+            if self.train_mode == "full_sequence":
+                self._precompute_rows(self._batches)
         return self._batches
+
+    def _precompute_rows(self, batches: LengthBatches) -> None:
+        """The model's per-row inputs that do not change during training, computed once (e.g. SAERec's
+        personal intents at every position)."""
+        start = time.perf_counter()
+        rows = self.model.precompute_rows(batches.item_seq, batches.item_len)
+        if rows:
+            batches.extra.update(rows)
+            self.logger.info(f"precomputed {sorted(batches.extra)} in {time.perf_counter() - start:.1f} s")
 
     def batches_per_epoch(self, train_data) -> int:
         """Training batches of one epoch (counting targets: an upper bound)."""

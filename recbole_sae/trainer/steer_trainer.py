@@ -20,38 +20,28 @@ protocol: with ``filter_seen`` (the default) the user's earlier items are remove
 NDCG and HR beside them.
 
 Both keys (and ``strengths``) are config keys, so the Python API passes them in ``config_dict``.
-On the command line their values hold ``=``, which RecBole's own command-line reader drops, so
-they are read from the command line here (``--key=value``, split at the first ``=``), which wins
-over the config files as any command-line key does.
+Given on the command line (values holding ``=``, split at the first ``=`` by :mod:`recbole_sae.cli`)
+they are used as the text typed there (the Config's ``cmd_args``), which wins over the config files
+as any command-line key does.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from typing import Optional
 
 import torch
 
-from recbole_sae import protocol
+from recbole_sae import protocol, runfiles
 from recbole_sae.analysis import steering
 from recbole_sae.analysis.report import write_json
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.steerable_sasrec import LatentEdit, parse_steer
+from recbole_sae.tables import round_float, round_metrics
 from recbole_sae.trainer.sequence_trainer import SequenceTrainer
 
 STEER_KEYS = ("steer", "steer_sweep", "strengths")
 HISTORY_SHOWN = 5
-
-
-def command_line_value(key: str, argv=None) -> Optional[str]:
-    """The value of ``--key=value`` on the command line (split at the first ``=``), else None."""
-    prefix = f"--{key}="
-    for arg in (sys.argv[1:] if argv is None else argv):
-        if isinstance(arg, str) and arg.startswith(prefix):
-            return arg[len(prefix):]
-    return None
 
 
 def checked_strengths(value) -> list:
@@ -60,10 +50,6 @@ def checked_strengths(value) -> list:
         return steering.parse_strengths(value)
     except ValueError as err:
         raise ConfigError(f"--strengths: {err}") from None
-
-
-def _round(metrics) -> dict:
-    return {k: round(float(v), 6) for k, v in dict(metrics or {}).items()}
 
 
 class SteerableTrainer(SequenceTrainer):
@@ -84,7 +70,7 @@ class SteerableTrainer(SequenceTrainer):
         return score, result
 
     def _compare_with_run(self, result) -> None:
-        report_path = os.path.join(self.model.run_dir, "sae_report.json")
+        report_path = os.path.join(self.model.run_dir, runfiles.SAE_REPORT)
         if not result or not os.path.isfile(report_path):
             return
         with open(report_path, encoding="utf-8") as f:
@@ -105,8 +91,8 @@ class SteerableTrainer(SequenceTrainer):
 
     # -- settings ----------------------------------------------------------------------------------
     def setting(self, key: str):
-        """A steering key: from the command line when given there, else from the config."""
-        value = command_line_value(key)
+        """A steering key: the text typed on the command line when given there, else the config's value."""
+        value = (getattr(self.config, "cmd_args", None) or {}).get(key)
         return value if value is not None else self.config[key]
 
     def topk(self) -> int:
@@ -121,7 +107,7 @@ class SteerableTrainer(SequenceTrainer):
         return self.config["run_dir"] or os.path.dirname(os.path.abspath(self.saved_model_file))
 
     def _evaluate(self, data) -> dict:
-        return _round(self.evaluate(data, load_best_model=False, show_progress=False))
+        return round_metrics(self.evaluate(data, load_best_model=False, show_progress=False))
 
     # -- after the test ----------------------------------------------------------------------------
     def after_test(self, train_data, valid_data, test_data) -> dict:
@@ -161,7 +147,7 @@ class SteerableTrainer(SequenceTrainer):
         no_attribute = torch.zeros(model.n_items, 0, dtype=torch.bool)
         for name, top in (("unsteered", before), ("steered", after)):
             stats = steering.list_statistics(top, no_attribute, emb, model.n_items)
-            lists[name] = {"coverage": _r(stats["coverage"]), "diversity": _r(stats["diversity"])}
+            lists[name] = {key: round_float(stats[key], nonfinite_none=False) for key in ("coverage", "diversity")}
         report = {
             "steer": spec,
             "edits": [str(e) for e in edits],
@@ -176,7 +162,7 @@ class SteerableTrainer(SequenceTrainer):
             "lists": lists,
             "examples": self._examples(test_data, users, before, after),
         }
-        path = write_json(report, os.path.join(self.run_dir, "steering", "steer.json"))
+        path = write_json(report, os.path.join(self.run_dir, runfiles.STEERING_DIR, "steer.json"))
         report["file"] = str(path)
         self._log_steer(report, k)
         return report
@@ -193,7 +179,8 @@ class SteerableTrainer(SequenceTrainer):
             index = values.index(value) if value in values else None
             b = steering.list_statistics(before, matrix, emb, model.n_items, index)
             a = steering.list_statistics(after, matrix, emb, model.n_items, index)
-            record = {"unsteered": _r(b["target_share"]), "steered": _r(a["target_share"])}
+            record = {"unsteered": round_float(b["target_share"], nonfinite_none=False),
+                      "steered": round_float(a["target_share"], nonfinite_none=False)}
             if index is not None:
                 aimed = [term for term in terms if model.target_of(term) == (field, value)]
                 record.update(steering.share_change(before, after, matrix, index, self._direction(aimed)))
@@ -271,7 +258,7 @@ class SteerableTrainer(SequenceTrainer):
         unsteered = self._evaluate(test_data)
         _, baseline = steering.top_k_lists(model, test_data, k, seen=seen)
         base = steering.list_statistics(baseline, matrix, model.item_embedding.weight, model.n_items, index)
-        base_share = _r(base["target_share"])
+        base_share = round_float(base["target_share"], nonfinite_none=False)
         sign = model.target_sign(term)
         rows = steering.steering_sweep(
             model, test_data, strengths,
@@ -296,7 +283,7 @@ class SteerableTrainer(SequenceTrainer):
             "warnings": [warning] if warning else [],
             "rows": rows,
         }
-        files = steering.write_sweep(result, os.path.join(self.run_dir, "steering"), k)
+        files = steering.write_sweep(result, os.path.join(self.run_dir, runfiles.STEERING_DIR), k)
         self.logger.info(f"steering sweep written to {files['csv']} (+ .json, .md, .png)")
         if warning:
             self.logger.warning(warning)
@@ -332,6 +319,3 @@ class SteerableTrainer(SequenceTrainer):
         if value not in model.attribute(field)[0]:
             raise ConfigError(f"{field}={value} is not a value of the dataset's {field}")
         return term, term.op or "add", latents, target
-
-def _r(x):
-    return None if x is None else round(float(x), 6)

@@ -10,21 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_sae.analysis import interpret, markdown_table, to_jsonable, write_interpretation_report, write_json
+from recbole_sae.analysis import interpret, to_jsonable, write_interpretation_report, write_json
 from recbole_sae.analysis.report import _figure, bar_axis_top, ratio_flags
-
-
-def test_markdown_table_exact():
-    rows = [["Western", 12, 0.5], {"value": "a|b", "n": None, "x": 1.23456}]
-    assert markdown_table(rows, ["value", "n", "x"]) == (
-        "| value | n | x |\n"
-        "| --- | --- | --- |\n"
-        "| Western | 12 | 0.5000 |\n"
-        "| a\\|b |  | 1.2346 |\n"
-    )
-    assert markdown_table([[1.0]], ["x"], float_digits=1) == "| x |\n| --- |\n| 1.0 |\n"
-    with pytest.raises(ValueError, match="2 cells for 3 headers"):
-        markdown_table([[1, 2]], ["a", "b", "c"])
 
 
 def test_write_json_atomic_and_strict(tmp_path):

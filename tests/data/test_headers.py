@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sys
 
 import pytest
 import yaml
@@ -99,7 +98,6 @@ def test_init_yaml_writes_a_commented_yaml_that_runs(tmp_path, in_tmp, capsys, m
     # the file is kept unless --force
     assert init_yaml.main([f"--dataset={folder}"]) == 2
     assert "exists; pass --force" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", ["prog"])
     config = Config("SAERec", "mine", [str(path)], {"data_path": str(folder.parent)})
     assert config["item_text_template"] == "{title}. Tags: {tags}." and config["seq_separator"] == "|"
 

@@ -1,7 +1,6 @@
 """Item text, titles and attribute matrices from RecBole datasets (the tiny dataset and ml-100k)."""
 
 import logging
-import sys
 
 import pytest
 import torch
@@ -154,7 +153,6 @@ def test_a_dataset_without_an_item_file_is_a_clear_error(tmp_path, in_tmp):
 def ml100k(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp_path_factory.mktemp("ml100k"))
-        mp.setattr(sys, "argv", [sys.argv[0]])
         config = Config("SASRec", "ml-100k")
         dataset = create_dataset(config)
     return config, dataset

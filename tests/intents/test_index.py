@@ -12,8 +12,6 @@ from recbole_sae.intents.index import (
     IntentIndex,
     causal_recency_means,
     intent_idf,
-    personal_intents,
-    personal_intents_per_position,
     public_intents,
     recency_weighted_mean,
 )
@@ -134,7 +132,7 @@ def test_recency_weighted_mean_by_hand(sequences):
 def test_personal_intents_in_embedding_space_by_hand(sequences):
     emb, seq, lengths, directions, center = sequences
     index = IntentIndex(directions, use_gpu=False, center=center)
-    ids, scores = personal_intents(index, seq, lengths, emb, k=3, recency_decay=0.7)
+    ids, scores = index.personal_intents(seq, lengths, emb, k=3, recency_decay=0.7)
     assert ids.shape == (4, 3) and scores.shape == (4, 3)
     query = _unit(recency_weighted_mean(seq, lengths, emb, 0.7) - center)
     _assert_no_near_ties(query, directions, 3, gap=1e-5)
@@ -163,7 +161,7 @@ def test_personal_intents_ignore_items_after_the_last_position(sequences):
 def test_per_position_intents_are_causal_and_end_at_the_per_sequence_ones(sequences):
     emb, seq, lengths, directions, center = sequences
     index = IntentIndex(directions, use_gpu=False, center=center)
-    full = personal_intents_per_position(index, seq, emb, k=3, recency_decay=0.6, seq_batch=3)
+    full = index.personal_intents_per_position(seq, emb, k=3, recency_decay=0.6, seq_batch=3)
     assert full.ids.shape == (4, 8, 3)
     g = torch.Generator().manual_seed(3)
     for t in range(seq.shape[1] - 1):
@@ -185,23 +183,13 @@ def test_per_position_intents_are_causal_and_end_at_the_per_sequence_ones(sequen
             assert means[b, t].numpy() == pytest.approx(ref.numpy(), abs=1e-5)
 
 
-def test_personal_intents_in_code_space(sequences):
+def test_item_embeddings_of_another_width_are_refused(sequences):
     emb, seq, lengths, directions, _ = sequences
-    g = torch.Generator().manual_seed(5)
-    codes = torch.relu(torch.randn(emb.shape[0], 20, generator=g) - 1.0)
-    codes[0] = 0.0
     index = IntentIndex(directions, use_gpu=False)
-    ids, scores = index.personal_intents(seq, lengths, codes, k=2, recency_decay=0.9)
-    mean = recency_weighted_mean(seq, lengths, codes, 0.9)
-    assert torch.equal(scores, torch.sort(mean, dim=1, descending=True).values[:, :2])
-    assert torch.equal(mean.gather(1, ids), scores)
-    per_position = index.personal_intents_per_position(seq, codes, k=2, recency_decay=0.9)
-    assert torch.equal(per_position.ids[torch.arange(4), lengths - 1], ids)
-    # a width that fits both spaces must be named
-    square = IntentIndex(_unit(torch.randn(12, 12, generator=g)), use_gpu=False)
-    with pytest.raises(ValueError, match="space='embedding' or space='codes'"):
-        square.personal_intents(seq, lengths, emb, k=2)
-    assert square.personal_intents(seq, lengths, emb, k=2, space="embedding").ids.shape == (4, 2)
+    with pytest.raises(ValueError, match="item embeddings have width 11, the index holds width 12"):
+        index.personal_intents(seq, lengths, emb[:, :11], k=2)
+    with pytest.raises(ValueError, match="item embeddings have width 11"):
+        index.personal_intents_per_position(seq, emb[:, :11], k=2)
 
 
 # ---------------------------------------------------------------------- public intents

@@ -4,7 +4,6 @@ import copy
 import json
 import os
 import shutil
-import sys
 
 import pytest
 import torch
@@ -31,7 +30,6 @@ def sae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("steer")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        mp.setattr(sys, "argv", [sys.argv[0]])
         folder = write_tiny_dataset(root / "data")
         yaml_file = str(folder / "tiny.yaml")
         config, data, train_data, valid_data, test_data = build("SASRecSAE", "tiny", str(folder.parent), [yaml_file],
@@ -62,7 +60,6 @@ def steerable(sae_run):
     """(model, config, dataset, test_data) of a SteerableSASRec on the run, built through Config."""
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(sae_run["root"])
-        mp.setattr(sys, "argv", [sys.argv[0]])
         # hidden_size=64 and n_layers=1 must be overridden by the run's 16 and 2
         config, data, train_data, valid_data, test_data = build(
             "SteerableSASRec", "tiny", sae_run["data_path"], [sae_run["yaml"]],
@@ -314,13 +311,14 @@ def test_explain_lists_top_items_and_their_latents(steerable):
 
 # --------------------------------------------------------------------------- the pipeline
 def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
+    from recbole_sae.cli import parse_args
     from recbole_sae.quick_start import run_recbole_sae
 
-    # the sweep as on the command line (its '=' values are read from there), the edit in config_dict
-    monkeypatch.setattr(sys, "argv", [sys.argv[0], "--steer_sweep=genre=Western", "--strengths=-4,0,4"])
+    # the sweep as on the command line (its '=' values as typed there), the edit in config_dict
     result = run_recbole_sae("SteerableSASRec", "tiny", [sae_run["yaml"]], {
         "data_path": sae_run["data_path"], "sae_run": sae_run["run_dir"], "MAX_ITEM_LIST_LENGTH": 10,
-        "steer": "genre=Western:+4", "show_progress": False, "steer_examples": 2})
+        "steer": "genre=Western:+4", "show_progress": False, "steer_examples": 2},
+        cmd_args=parse_args(["--steer_sweep=genre=Western", "--strengths=-4,0,4"]))
     test = result["test"]
     sweep = result["steering"]
     assert [row["strength"] for row in sweep["table"]] == [-4.0, 0.0, 4.0]
