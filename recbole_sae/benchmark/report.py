@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_sae import protocol
+from recbole_sae.fileio import write_text_atomic
 from recbole_sae.tables import fmt, markdown_table
 from recbole_sae.benchmark.results import latest_records, lacking_fields
 from recbole_sae.benchmark.stats import REPORT_METRICS, SELECT_METRIC, protocol_views, summarize
@@ -194,6 +195,5 @@ def write_report(
     if plot:
         lines += [f"![test NDCG@10 per model, {protocol.TITLES[next(iter(by_protocol))]}]({plot.name})", ""]
     lines += _failed_lines(failed)
-    markdown = out_dir / f"{stem}.md"
-    markdown.write_text("\n".join(lines), encoding="utf-8")
+    markdown = write_text_atomic("\n".join(lines), out_dir / f"{stem}.md")
     return {"markdown": str(markdown), "plot": str(plot) if plot else None}
