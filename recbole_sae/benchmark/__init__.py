@@ -5,7 +5,7 @@ its own process), ``runner`` (scheduling a sweep), ``stats`` and ``report`` (the
 (the command lines).
 """
 
-from recbole_sae.benchmark.commands import cli, main
+from recbole_sae.benchmark.commands import main
 from recbole_sae.benchmark.spec import SWEEP_KEYS, load_sweep
 
-__all__ = ["SWEEP_KEYS", "cli", "load_sweep", "main"]
+__all__ = ["SWEEP_KEYS", "load_sweep", "main"]  # what modules and tests outside the package import
