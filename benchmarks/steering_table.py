@@ -1,6 +1,7 @@
 """Markdown of steering sweeps from a results JSONL (for BENCHMARKS.md).
 
-usage: python benchmarks/steering_table.py benchmarks/results/steering.jsonl
+usage: python benchmarks/steering_table.py runs/sweeps/steering_ml100k.jsonl
+A sweep's records hold the steering table in ``extra``; the first results files held it at the top.
 """
 
 import json
@@ -11,7 +12,9 @@ def main():
     for path in sys.argv[1:]:
         for line in open(path):
             rec = json.loads(line)
-            st = rec["steering"]
+            st = rec.get("steering") or (rec.get("extra") or {}).get("steering")
+            if not st:  # a failed run
+                continue
             base = next(r for r in st["table"] if r["strength"] == 0)
             latents = "; ".join(f"latent {l['latent']} (corr {l['corr']}, label '{l['label']}')" for l in st["latents"])
             print(f"\n**{rec['dataset']}, {st['target']}** ({st['op']}, {st['positions']} position; {latents})\n")

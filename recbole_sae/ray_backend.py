@@ -7,7 +7,7 @@ The sweep process (the Ray driver) does what it does with the local process pool
 skips those the results file holds as ``ok``, keeps up to ``workers`` runs in flight, appends each
 record as its run finishes and writes the report. Only where a run executes changes: instead of a
 process of this machine, a Ray task (on any node of the cluster) runs
-:func:`recbole_sae.benchmark.execute_run`, which starts the run's own Python process there as it
+:func:`recbole_sae.benchmark.process.execute_run`, which starts the run's own Python process there as it
 does here, so that runs stay apart as before. The task asks Ray for the run's CPU threads and a share
 of a GPU (:func:`task_resources`); Ray starts it once a node has them free. Without ``ray_address``
 the sweep starts a Ray of its own on this machine and stops it at the end.
@@ -156,7 +156,7 @@ def task_resources(sweep, nodes: list[dict]) -> tuple[int, float]:
 
 
 class RayRuns:
-    """Executes runs as Ray tasks; ``execute`` has the signature of :func:`~recbole_sae.benchmark.execute_run`."""
+    """Executes runs as Ray tasks; ``execute`` has the signature of :func:`~recbole_sae.benchmark.process.execute_run`."""
 
     def __init__(self, ray, cpus: int, gpus: float, where: str):
         self.ray, self.threads, self.gpus, self.where = ray, cpus, gpus, where
@@ -164,7 +164,7 @@ class RayRuns:
         self.task = ray.remote(max_retries=0)(run_on_node).options(num_cpus=cpus, num_gpus=gpus)
 
     def execute(self, spec, logs_dir: Path, timeout=None, threads=None, stop=None) -> dict:
-        from recbole_sae.benchmark import _check_stop
+        from recbole_sae.benchmark.process import check_stop
 
         env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIX)}
         ref = self.task.remote(
@@ -172,7 +172,7 @@ class RayRuns:
         )
         try:
             while not self.ray.wait([ref], timeout=0.2)[0]:
-                _check_stop(stop)
+                check_stop(stop)
         except BaseException:  # interrupted: the task ends, and its run process with it
             self.ray.cancel(ref, force=True)
             with contextlib.suppress(Exception):  # its error, read: Ray does not log it as unhandled
@@ -226,8 +226,9 @@ def _as_the_sweep(cwd: str, env: dict):
 
 
 def run_on_node(spec: dict, logs_dir: str, timeout, threads, cwd: str, env: dict) -> dict:
-    """The Ray task: :func:`~recbole_sae.benchmark.execute_run` of ``spec`` in the sweep's folder."""
-    from recbole_sae.benchmark import RunSpec, execute_run
+    """The Ray task: :func:`~recbole_sae.benchmark.process.execute_run` of ``spec`` in the sweep's folder."""
+    from recbole_sae.benchmark.process import execute_run
+    from recbole_sae.benchmark.spec import RunSpec
 
     node = socket.gethostname()
     if not os.path.isdir(cwd):

@@ -1,9 +1,7 @@
-"""Benchmark sweeps: sweep files, resume, crash-safe results, report maths, grid selection, CLI."""
+"""Benchmark sweeps that run: resume, parallel runs, GPU out-of-memory requeues, interrupts, run keys."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
 import subprocess
@@ -16,26 +14,23 @@ from pathlib import Path
 
 import pytest
 
-from recbole_sae import benchmark as bm
-from recbole_sae.errors import ConfigError
+from recbole_sae.benchmark import commands, process, runner, stats as report_stats
+from recbole_sae.benchmark import results as results_file
+from recbole_sae.benchmark import spec as sweep_spec
 from conftest import SMALL
-
-
-# ---------------------------------------------------------------------------------------------
-# Sweeps that run
 
 
 def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file, in_tmp, monkeypatch):
     keys = {"models": ["NoSuchModel", "SASRec"], "seeds": [1, 2]}
     results = in_tmp / "out" / "results.jsonl"
     messages = []
-    summary = bm.run_sweep(bm.load_sweep(sweep_file(**keys)), results, log=messages.append)
+    summary = runner.run_sweep(sweep_spec.load_sweep(sweep_file(**keys)), results, log=messages.append)
     assert (summary["runs"], summary["executed"], summary["skipped"], summary["errors"]) == (4, 4, 0, 2)
     assert any(m.startswith("run 4/4 SASRec tiny seed=2 started | elapsed") and "left ~0:0" in m for m in messages)
     assert any(m.startswith("run 4/4 SASRec tiny seed=2 finished, ok in ") for m in messages)
     assert "1 worker, 1 threads per run" in messages[0]
 
-    records = bm.read_results(results)
+    records = results_file.read_results(results)
     assert [(r["model"], r["seed"], r["status"]) for r in records] == [
         ("NoSuchModel", 1, "error"),
         ("NoSuchModel", 2, "error"),
@@ -44,7 +39,7 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     ]
     assert "unknown model 'NoSuchModel'" in records[0]["error"]
     first = records[2]
-    assert first["key"] == bm.run_key("SASRec", "tiny", 1, first["overrides"], first["config_files"])
+    assert first["key"] == sweep_spec.run_key("SASRec", "tiny", 1, first["overrides"], first["config_files"])
     assert first["overrides"]["seed"] == 1 and first["overrides"]["hidden_size"] == 16
     # the resolved config of the run folder, embedded
     assert first["config"]["seed"] == 1 and first["config"]["hidden_size"] == 16
@@ -68,8 +63,8 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(bm, "execute_run", must_not_run)
-    again = bm.run_sweep(bm.load_sweep(sweep_file(**{**keys, "models": ["SASRec"]})), results, log=[].append)
+    monkeypatch.setattr(runner, "execute_run", must_not_run)
+    again = runner.run_sweep(sweep_spec.load_sweep(sweep_file(**{**keys, "models": ["SASRec"]})), results, log=[].append)
     assert (again["executed"], again["skipped"]) == (0, 2)
     assert results.read_bytes() == before
 
@@ -80,19 +75,19 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
         retried.append((spec.model, spec.seed))
         return {"status": "error", "error": "again", "seconds": 0.0}
 
-    monkeypatch.setattr(bm, "execute_run", fake)
-    again = bm.run_sweep(bm.load_sweep(sweep_file(**keys)), results, log=[].append)
+    monkeypatch.setattr(runner, "execute_run", fake)
+    again = runner.run_sweep(sweep_spec.load_sweep(sweep_file(**keys)), results, log=[].append)
     assert retried == [("NoSuchModel", 1), ("NoSuchModel", 2)]
     assert (again["executed"], again["skipped"]) == (2, 2)
-    assert results.read_bytes().startswith(before) and len(bm.read_results(results)) == 6
+    assert results.read_bytes().startswith(before) and len(results_file.read_results(results)) == 6
 
 
 def test_a_failing_run_process_is_recorded(sweep_file, in_tmp):
     results = in_tmp / "results.jsonl"
-    sweep = bm.load_sweep(sweep_file(models=["GRU4Rec"], datasets=["no-such-data"]))
-    summary = bm.run_sweep(sweep, results, log=[].append)
+    sweep = sweep_spec.load_sweep(sweep_file(models=["GRU4Rec"], datasets=["no-such-data"]))
+    summary = runner.run_sweep(sweep, results, log=[].append)
     assert (summary["executed"], summary["errors"]) == (1, 1)
-    (record,) = bm.read_results(results)
+    (record,) = results_file.read_results(results)
     assert record["status"] == "error" and "no-such-data" in record["error"]
     assert "DatasetNotFoundError" not in record["error"]  # the project's own message, as the CLI prints it
     assert "Traceback" in record["traceback"] and Path(record["log"]).is_file()
@@ -105,8 +100,8 @@ def test_plugin_model_missing_from_the_installation(monkeypatch):
     from recbole_sae import registry
 
     monkeypatch.setattr(registry, "plugin_model_names", lambda: [])
-    assert "is not in this installation" in bm.model_problem("SASRecPlus")
-    assert bm.model_problem("SASRec") is None and bm.model_problem("GRU4Rec") is None
+    assert "is not in this installation" in process.model_problem("SASRecPlus")
+    assert process.model_problem("SASRec") is None and process.model_problem("GRU4Rec") is None
 
 
 def test_cli_runs_the_ci_sweep(in_tmp, capsys):
@@ -117,7 +112,7 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     assert main(["--sweep=sweep/ci.yaml", f"--results={results}", "--models=SASRec", "--eval_batch_size=128"]) == 0
     out = capsys.readouterr().out
     assert "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 started | elapsed" in out
-    (record,) = bm.read_results(results)
+    (record,) = results_file.read_results(results)
     assert (record["model"], record["status"], record["sweep"]) == ("SASRec", "ok", "ci")
     assert record["overrides"]["eval_batch_size"] == 128 and record["config"]["eval_batch_size"] == 128
     assert record["config"]["user_inter_num_interval"] == [20, 30] and record["config"]["MAX_ITEM_LIST_LENGTH"] == 10
@@ -126,7 +121,7 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     assert (in_tmp / "ci-ndcg10.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the report command on the same file
-    assert bm.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
+    assert commands.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
     again = (in_tmp / "again" / "ci.md").read_text()
     # one row per protocol, each in its own table named by the protocol
     assert again.count("| SASRec |") == 2
@@ -136,7 +131,7 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
 
 def _planted_fields(seconds: float = 0.05) -> dict:
     """What execute_run returns for a finished run, with planted metrics."""
-    metrics = {key: 0.1 for key, _ in bm.REPORT_METRICS}
+    metrics = {key: 0.1 for key, _ in report_stats.REPORT_METRICS}
     return {
         "status": "ok",
         "error": None,
@@ -151,8 +146,8 @@ def _planted_fields(seconds: float = 0.05) -> dict:
 def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     path = sweep_file(models=["SASRec", "GRU4Rec"], seeds=[1, 2, 3], workers=2, torch_threads=None)
-    sweep = bm.load_sweep(path)
-    plan = bm.plan_runs(sweep)
+    sweep = sweep_spec.load_sweep(path)
+    plan = sweep_spec.plan_runs(sweep)
     results = in_tmp / "results.jsonl"
     lock = threading.Lock()
     both = threading.Barrier(2, timeout=30)  # the first two runs pass it only when they run at the same time
@@ -178,16 +173,16 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
             with lock:
                 state["active"] -= 1
 
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     messages = []
-    summary = bm.run_sweep(sweep, results, log=messages.append)
+    summary = runner.run_sweep(sweep, results, log=messages.append)
     assert (summary["runs"], summary["executed"], summary["skipped"], summary["errors"]) == (6, 6, 0, 1)
     assert state == {"calls": 6, "active": 0, "most": 2}
     assert threads_given == [4] * 6  # torch_threads unset: 8 cores // 2 workers
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", bm.ResultsFileWarning)  # every line whole: appends did not interleave
-        records = bm.read_results(results)
+        warnings.simplefilter("error", results_file.ResultsFileWarning)  # every line whole: appends did not interleave
+        records = results_file.read_results(results)
     assert Counter(r["key"] for r in records) == Counter(spec.key for spec in plan)  # each run exactly once
     assert [r["workers"] for r in records] == [2] * 6 and [r["attempts"] for r in records] == [1] * 6
     failed = [r for r in records if r["status"] == "error"]
@@ -209,17 +204,17 @@ def test_parallel_runs_are_recorded_once_and_resume(sweep_file, in_tmp, monkeypa
         retried.append((spec.model, spec.seed))
         return _planted_fields()
 
-    monkeypatch.setattr(bm, "execute_run", again)
-    summary = bm.run_sweep(sweep, results, log=[].append)
+    monkeypatch.setattr(runner, "execute_run", again)
+    summary = runner.run_sweep(sweep, results, log=[].append)
     assert retried == [("GRU4Rec", 2)] and (summary["executed"], summary["skipped"], summary["errors"]) == (1, 5, 0)
-    assert results.read_bytes().startswith(before) and len(bm.read_results(results)) == 7
+    assert results.read_bytes().startswith(before) and len(results_file.read_results(results)) == 7
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(bm, "execute_run", must_not_run)
+    monkeypatch.setattr(runner, "execute_run", must_not_run)
     before = results.read_bytes()
-    summary = bm.run_sweep(sweep, results, log=[].append)
+    summary = runner.run_sweep(sweep, results, log=[].append)
     assert (summary["executed"], summary["skipped"]) == (0, 6) and results.read_bytes() == before
 
 
@@ -238,13 +233,13 @@ def test_a_sweep_run_in_parts_reports_every_part(sweep_file, in_tmp, monkeypatch
         fields["test"] = {**fields["test"], "ndcg@10": 0.11 if spec.model == "GRU4Rec" else sasrec_test.get(spec.seed, 0.1)}
         return fields
 
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     report = in_tmp / "parts.md"
 
     assert main([f"--sweep={path}", f"--results={results}", "--models=GRU4Rec"]) == 0
     text = report.read_text()
     assert "| GRU4Rec |" in text and "No finished SASRec run on tiny" in text and "ΔNDCG@10 vs SASRec" in text
-    assert {r["baseline"] for r in bm.read_results(results)} == {"SASRec"}
+    assert {r["baseline"] for r in results_file.read_results(results)} == {"SASRec"}
 
     assert main([f"--sweep={path}", f"--results={results}", "--models=SASRec", "--seeds=1"]) == 0
     assert main([f"--sweep={path}", f"--results={results}", "--models=SASRec", "--seeds=2"]) == 0
@@ -278,13 +273,13 @@ def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbol
     base = {"hidden_size": 16, "seed": 1}
 
     def key(model, **settings):
-        return bm.run_key(model, "tiny", 1, {**base, **settings})
+        return sweep_spec.run_key(model, "tiny", 1, {**base, **settings})
 
     # RecBole models: settings only this project's models read are not part of their identity
     assert key("SASRec", text_embeddings=str(first)) == key("SASRec") == key("SASRec", sae_k=32, fusion="gate")
     assert key("SASRec", hidden_dropout_prob=0.5) != key("SASRec")
-    assert {"text_embeddings", "sae_k", "train_mode", "sasrec_checkpoint"} <= bm.plugin_only_settings()
-    assert not {"hidden_size", "seed", "epochs", "learning_rate", "MAX_ITEM_LIST_LENGTH"} & bm.plugin_only_settings()
+    assert {"text_embeddings", "sae_k", "train_mode", "sasrec_checkpoint"} <= sweep_spec.plugin_only_settings()
+    assert not {"hidden_size", "seed", "epochs", "learning_rate", "MAX_ITEM_LIST_LENGTH"} & sweep_spec.plugin_only_settings()
     # plugin models: an input file by what it holds, not where it lies
     assert key("SAERec", text_embeddings=str(first)) == key("SAERec", text_embeddings=str(moved))
     assert key("SAERec", text_embeddings=str(first)) not in {key("SAERec", text_embeddings=str(other)), key("SAERec")}
@@ -296,31 +291,20 @@ def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbol
     # a missing input stays a path: the run itself says what is wrong
     assert key("SAERec", text_embeddings="nowhere.safetensors") != key("SAERec", text_embeddings="elsewhere.safetensors")
 
-    # records written with the first key (every override as given, the path too) still count as finished
+    # a sweep's finished runs survive a move of the input file
     path = sweep_file(models=["SASRec"], seeds=[1, 2])
-    sweep = bm.load_sweep(path, {"text_embeddings": str(first)})
-    plan = bm.plan_runs(sweep)
-    assert all(spec.legacy_key and spec.legacy_key != spec.key for spec in plan)
-    assert plan[0].legacy_key == bm.run_key("SASRec", "tiny", 1, plan[0].overrides, plan[0].config_files, legacy=True)
-    assert bm.plan_runs(bm.load_sweep(path))[0].key == plan[0].key
-    assert bm.plan_runs(bm.load_sweep(path))[0].legacy_key == ""  # nothing to leave out: one key
-    results = in_tmp / "legacy.jsonl"
-    bm.append_record(results, {**_planted_fields(), "key": plan[0].legacy_key, "sweep": "t", "model": "SASRec",
-                               "dataset": "tiny", "seed": 1, "grid_label": ""})
+    results = in_tmp / "moved.jsonl"
     ran = []
 
     def fake(spec, *args, **kwargs):
         ran.append(spec.seed)
         return _planted_fields()
 
-    monkeypatch.setattr(bm, "execute_run", fake)
-    summary = bm.run_sweep(bm.load_sweep(path, {"text_embeddings": str(first)}), results, log=[].append)
-    assert ran == [2] and (summary["executed"], summary["skipped"]) == (1, 1)
-    assert "2 finished runs" in Path(summary["markdown"]).read_text()
-    # the new record carries the content key, so its run survives a move of the file; the old record
-    # knows the file by its path only, so its run is done again
-    summary = bm.run_sweep(bm.load_sweep(path, {"text_embeddings": str(moved)}), results, log=[].append)
-    assert ran == [2, 1] and (summary["executed"], summary["skipped"]) == (1, 1)
+    monkeypatch.setattr(runner, "execute_run", fake)
+    summary = runner.run_sweep(sweep_spec.load_sweep(path, {"text_embeddings": str(first)}), results, log=[].append)
+    assert ran == [1, 2] and (summary["executed"], summary["skipped"]) == (2, 0)
+    summary = runner.run_sweep(sweep_spec.load_sweep(path, {"text_embeddings": str(moved)}), results, log=[].append)
+    assert ran == [1, 2] and (summary["executed"], summary["skipped"]) == (0, 2)
 
 
 OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 1.11 GiB. GPU 0 has a total capacity of 79.18 GiB"
@@ -363,21 +347,21 @@ def _concurrency_fake(oom_when, together: int = 2):
 
 
 def test_a_run_out_of_gpu_memory_beside_others_is_requeued_and_runs_alone(sweep_file, in_tmp, monkeypatch):
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2, oom_retries=1))
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2, oom_retries=1))
     fake, calls = _concurrency_fake(lambda seed, beside: seed == 1 and beside > 0)
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     results = in_tmp / "results.jsonl"
     messages = []
-    summary = bm.run_sweep(sweep, results, log=messages.append)
+    summary = runner.run_sweep(sweep, results, log=messages.append)
     assert (summary["executed"], summary["errors"]) == (3, 0)
     assert sorted(seed for seed, _ in calls[:3]) == [1, 2, 3]
     assert calls[-1] == (1, 0) and len(calls) == 4  # the second attempt ran with no other run executing
 
-    records = {r["seed"]: r for r in bm.read_results(results)}
-    assert len(bm.read_results(results)) == 3  # the out-of-memory attempt is not recorded
+    records = {r["seed"]: r for r in results_file.read_results(results)}
+    assert len(results_file.read_results(results)) == 3  # the out-of-memory attempt is not recorded
     assert (records[1]["status"], records[1]["attempts"], records[1]["error"]) == ("ok", 2, None)
     assert [records[s]["attempts"] for s in (2, 3)] == [1, 1]
-    assert bm.read_results(results)[-1]["seed"] == 1  # requeued at the end of the queue
+    assert results_file.read_results(results)[-1]["seed"] == 1  # requeued at the end of the queue
 
     requeued = [m for m in messages if "requeued" in m]
     assert requeued == [
@@ -389,45 +373,45 @@ def test_a_run_out_of_gpu_memory_beside_others_is_requeued_and_runs_alone(sweep_
 
 
 def test_with_two_retries_the_first_runs_beside_others_and_the_last_alone(sweep_file, in_tmp, monkeypatch):
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
     assert sweep.oom_retries == 2  # the default
     # seed 1 runs out of memory whenever another run executes: beside seed 2 (calls 1-2), beside seed 3 (calls 3-4)
     fake, calls = _concurrency_fake(lambda seed, beside: seed == 1 and beside > 0, together=4)
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     messages = []
-    summary = bm.run_sweep(sweep, in_tmp / "results.jsonl", log=messages.append)
+    summary = runner.run_sweep(sweep, in_tmp / "results.jsonl", log=messages.append)
     assert (summary["executed"], summary["errors"]) == (3, 0)
     assert sorted(seed for seed, _ in calls[2:4]) == [1, 3]  # the first retry started beside seed 3
     assert calls[4] == (1, 0) and len(calls) == 5  # the second, last retry ran alone and finished
-    records = {r["seed"]: r for r in bm.read_results(in_tmp / "results.jsonl")}
+    records = {r["seed"]: r for r in results_file.read_results(in_tmp / "results.jsonl")}
     assert (records[1]["status"], records[1]["attempts"]) == ("ok", 3)
     requeued = [m.split("; ")[1] for m in messages if "requeued" in m]
     assert requeued == ["requeued (retry 1/2), will run again beside others", "requeued (retry 2/2), will run alone"]
     assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 1/2 | elapsed") for m in messages) == 1
     assert sum(m.startswith("run 1/3 SASRec tiny seed=1 started, retry 2/2, alone | elapsed") for m in messages) == 1
-    assert [bm.runs_alone(a, 2) for a in (1, 2, 3)] == [False, False, True]
-    assert [bm.runs_alone(a, 0) for a in (1, 2)] == [False, True]
+    assert [runner.runs_alone(a, 2) for a in (1, 2, 3)] == [False, False, True]
+    assert [runner.runs_alone(a, 0) for a in (1, 2)] == [False, True]
 
 
 def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in_tmp, monkeypatch):
     def errors(results) -> list[tuple]:
-        return [(r["seed"], r["status"], r["attempts"], r["error"]) for r in bm.read_results(results)]
+        return [(r["seed"], r["status"], r["attempts"], r["error"]) for r in results_file.read_results(results)]
 
     # alone (one run for two workers): recorded at once
     fake, calls = _concurrency_fake(lambda seed, beside: True, together=0)
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     messages = []
-    summary = bm.run_sweep(bm.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append)
+    summary = runner.run_sweep(sweep_spec.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append)
     assert (summary["executed"], summary["errors"]) == (1, 1) and calls == [(1, 0)]
     assert errors(in_tmp / "alone.jsonl") == [(1, "error", 1, OOM)]
     assert not any("requeued" in m for m in messages)
 
     # always out of memory: requeued once, then out of memory alone -> recorded with attempts = 1 + oom_retries
     fake, calls = _concurrency_fake(lambda seed, beside: True)
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     messages = []
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=1))
-    summary = bm.run_sweep(sweep, in_tmp / "exhausted.jsonl", log=messages.append)
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=1))
+    summary = runner.run_sweep(sweep, in_tmp / "exhausted.jsonl", log=messages.append)
     assert (summary["executed"], summary["errors"]) == (2, 2)
     assert sorted(seed for seed, _ in calls[:2]) == [1, 2]  # together, both out of memory
     assert sorted(calls[2:]) == [(1, 0), (2, 0)]  # then each alone, out of memory again
@@ -436,17 +420,17 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
 
     # with the default of 2 retries: the second attempts run beside each other again, the third ones alone
     fake, calls = _concurrency_fake(lambda seed, beside: True, together=4)
-    monkeypatch.setattr(bm, "execute_run", fake)
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2))
-    summary = bm.run_sweep(sweep, in_tmp / "default.jsonl", log=[].append)
+    monkeypatch.setattr(runner, "execute_run", fake)
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2))
+    summary = runner.run_sweep(sweep, in_tmp / "default.jsonl", log=[].append)
     assert len(calls) == 6 and sorted(calls[4:]) == [(1, 0), (2, 0)]
-    assert [r["attempts"] for r in bm.read_results(in_tmp / "default.jsonl")] == [3, 3]
+    assert [r["attempts"] for r in results_file.read_results(in_tmp / "default.jsonl")] == [3, 3]
 
     # oom_retries 0: no retry, beside other runs or not
     fake, calls = _concurrency_fake(lambda seed, beside: True)
-    monkeypatch.setattr(bm, "execute_run", fake)
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=0))
-    summary = bm.run_sweep(sweep, in_tmp / "none.jsonl", log=[].append)
+    monkeypatch.setattr(runner, "execute_run", fake)
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2, oom_retries=0))
+    summary = runner.run_sweep(sweep, in_tmp / "none.jsonl", log=[].append)
     assert len(calls) == 2
     assert sorted(errors(in_tmp / "none.jsonl")) == [(1, "error", 1, OOM), (2, "error", 1, OOM)]
 
@@ -455,22 +439,22 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
         time.sleep(0.05)
         return {"status": "error", "error": "RuntimeError: shapes do not match", "seconds": 0.05}
 
-    monkeypatch.setattr(bm, "execute_run", other_error)
-    summary = bm.run_sweep(bm.load_sweep(sweep_file(seeds=[1, 2], workers=2)), in_tmp / "other.jsonl", log=[].append)
+    monkeypatch.setattr(runner, "execute_run", other_error)
+    summary = runner.run_sweep(sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2)), in_tmp / "other.jsonl", log=[].append)
     assert (summary["executed"], summary["errors"]) == (2, 2)
-    assert [r["attempts"] for r in bm.read_results(in_tmp / "other.jsonl")] == [1, 1]
+    assert [r["attempts"] for r in results_file.read_results(in_tmp / "other.jsonl")] == [1, 1]
 
 
 def test_is_gpu_oom():
-    assert bm.is_gpu_oom(OOM)
-    assert bm.is_gpu_oom(
+    assert runner.is_gpu_oom(OOM)
+    assert runner.is_gpu_oom(
         "AcceleratorError: CUDA error: out of memory\nSearch for `cudaErrorMemoryAllocation' in "
         "https://docs.nvidia.com/cuda/cuda-runtime-api/group__CUDART__TYPES.html for more information.\n"
     )
-    assert bm.is_gpu_oom("RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
-    assert not bm.is_gpu_oom("RuntimeError: CUDA error: device-side assert triggered")
-    assert not bm.is_gpu_oom("MemoryError: Unable to allocate 3.2 GiB for an array")  # the CPU's, not the GPU's
-    assert not bm.is_gpu_oom("") and not bm.is_gpu_oom(None)
+    assert runner.is_gpu_oom("RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+    assert not runner.is_gpu_oom("RuntimeError: CUDA error: device-side assert triggered")
+    assert not runner.is_gpu_oom("MemoryError: Unable to allocate 3.2 GiB for an array")  # the CPU's, not the GPU's
+    assert not runner.is_gpu_oom("") and not runner.is_gpu_oom(None)
 
 
 def _sleeping_python(folder: Path):
@@ -492,25 +476,29 @@ def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, si
     """Ctrl-C, and SIGTERM (which used to end the sweep at once and leave its run processes running)."""
     fake_python, started = _sleeping_python(in_tmp)
     monkeypatch.setattr(sys, "executable", str(fake_python))
-    monkeypatch.setattr(bm, "model_problem", lambda name: None)
-    sweep = bm.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
+    monkeypatch.setattr(process, "model_problem", lambda name: None)
+    sweep = sweep_spec.load_sweep(sweep_file(seeds=[1, 2, 3], workers=2))
     results = in_tmp / "results.jsonl"
     main_thread = threading.main_thread().ident
+
+    interrupted = []
 
     def interrupt():  # Ctrl-C once both runs are running
         deadline = time.monotonic() + 60
         while len(started()) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
+        interrupted.append(time.monotonic())
         signal.pthread_kill(main_thread, signum)
 
     threading.Thread(target=interrupt, daemon=True).start()
     messages = []
-    began = time.monotonic()
     handler = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(bm.Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
-        bm.run_sweep(sweep, results, log=messages.append)
+    with pytest.raises(runner.Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
+        runner.run_sweep(sweep, results, log=messages.append)
     assert signal.getsignal(signal.SIGTERM) is handler  # put back
-    assert time.monotonic() - began < 30  # the pool's shutdown did not wait for the 60 s sleeps
+    # the pool's shutdown did not wait for the 60 s sleeps (timed from the interrupt: the sweep's start,
+    # imports and git calls included, took longer than that on a loaded machine)
+    assert time.monotonic() - interrupted[0] < 30
     assert len(started()) == 2  # the third run never started
     for pid in started():
         with pytest.raises(ProcessLookupError):  # killed and reaped
@@ -525,10 +513,10 @@ def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, i
     driver = in_tmp / "driver.py"
     driver.write_text(
         "import sys\n"
-        f"sys.path.insert(0, {str(bm.PACKAGE_ROOT)!r})\n"
-        "from recbole_sae import benchmark as bm\n"
+        f"sys.path.insert(0, {str(sweep_spec.PACKAGE_ROOT)!r})\n"
+        "from recbole_sae.benchmark import process\n"
         "from recbole_sae.cli import main\n"
-        "bm.model_problem = lambda name: None\n"
+        "process.model_problem = lambda name: None\n"
         f"sys.executable = {str(fake_python)!r}\n"
         f"sys.exit(main(['--sweep={path}', '--results={in_tmp / 'r.jsonl'}']))\n"
     )
@@ -546,211 +534,24 @@ def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, i
 
 def test_run_threads_and_time_left(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    sweep = bm.Sweep(name="s", path=None, models=["SASRec"], datasets=["d"], seeds=[1])
-    assert sweep.workers == 1 and bm.run_threads(sweep) is None  # one worker: torch's default
+    sweep = sweep_spec.Sweep(name="s", path=None, models=["SASRec"], datasets=["d"], seeds=[1])
+    assert sweep.workers == 1 and runner.run_threads(sweep) is None  # one worker: torch's default
     sweep.workers = 4
-    assert bm.run_threads(sweep) == 4
+    assert runner.run_threads(sweep) == 4
     sweep.workers = 3
-    assert bm.run_threads(sweep) == 5
+    assert runner.run_threads(sweep) == 5
     sweep.workers = 32
-    assert bm.run_threads(sweep) == 1
+    assert runner.run_threads(sweep) == 1
     sweep.torch_threads = 2
-    assert bm.run_threads(sweep) == 2  # set in the sweep: kept whatever the workers
+    assert runner.run_threads(sweep) == 2  # set in the sweep: kept whatever the workers
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     sweep.torch_threads, sweep.workers = None, 2
-    assert bm.run_threads(sweep) == 1
+    assert runner.run_threads(sweep) == 1
 
-    assert bm.time_left([10.0, 20.0], 6, 1) == 90.0
-    assert bm.time_left([10.0, 20.0], 6, 2) == 45.0
-    assert bm.time_left([10.0, 20.0], 1, 4) == 15.0  # one run left takes a whole run, whatever the workers
-    assert bm.time_left([10.0], 0, 2) == 0.0 and bm.time_left([], 3, 2) is None
-
-
-def test_workers_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypatch, capsys):
-    seen = []
-
-    def fake_run_sweep(sweep, results=None, report_dir=None):
-        seen.append(sweep)
-        return {"errors": 0}
-
-    monkeypatch.setattr(bm, "run_sweep", fake_run_sweep)
-    assert bm.load_sweep(sweep_file()).workers == 1
-    assert bm.load_sweep(sweep_file(workers=None)).workers == 1
-    path = sweep_file(workers=3)
-    assert bm.load_sweep(path).workers == 3
-
-    from recbole_sae.cli import main
-
-    assert main([f"--sweep={path}", "--workers=4", "--epochs=2"]) == 0
-    assert seen[-1].workers == 4 and seen[-1].cli_overrides == {"epochs": 2}  # not a run override
-    assert bm.cli(["sweep", str(path), "--workers", "2"]) == 0 and seen[-1].workers == 2
-    assert bm.cli(["sweep", str(path)]) == 0 and seen[-1].workers == 3
-    assert main([f"--sweep={path}", "--workers=0"]) == 2
-    assert "error: --workers must be a positive integer (got 0)" in capsys.readouterr().err
-    assert bm.cli(["sweep", str(path), "--workers", "two"]) == 2
-    assert "--workers must be a positive integer (got 'two')" in capsys.readouterr().err
-    assert len(seen) == 3
-
-    assert seen[-1].oom_retries == 2  # the default
-    assert main([f"--sweep={path}", "--oom_retries=0", "--epochs=2"]) == 0
-    assert seen[-1].oom_retries == 0 and seen[-1].cli_overrides == {"epochs": 2}  # not a run override
-    assert bm.cli(["sweep", str(path), "--oom-retries", "5"]) == 0 and seen[-1].oom_retries == 5
-    assert bm.load_sweep(sweep_file(oom_retries=0)).oom_retries == 0
-    assert main([f"--sweep={path}", "--oom_retries=-1"]) == 2
-    assert "error: --oom_retries must be a non-negative integer (got -1)" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------------------------------------
-# Results file
-
-
-def test_a_killed_writer_leaves_a_readable_file(tmp_path):
-    results = tmp_path / "results.jsonl"
-    script = (
-        "import os, signal, sys\n"
-        "from recbole_sae.benchmark import append_record\n"
-        "path = sys.argv[1]\n"
-        "append_record(path, {'key': 'a', 'status': 'ok'})\n"
-        "append_record(path, {'key': 'b', 'status': 'ok'})\n"
-        "fd = os.open(path, os.O_WRONLY | os.O_APPEND)\n"
-        "os.write(fd, b'{\"key\": \"c\", \"stat')\n"  # the writer dies mid-line
-        "os.kill(os.getpid(), signal.SIGKILL)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(bm.__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-c", script, str(results)], env=env, timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    with pytest.warns(bm.ResultsFileWarning, match="partial last line"):
-        records = bm.read_results(results)
-    assert records == [{"key": "a", "status": "ok"}, {"key": "b", "status": "ok"}]
-
-    # the next record starts on its own line: the damage stays in the broken line
-    bm.append_record(results, {"key": "c", "status": "ok"})
-    with pytest.warns(bm.ResultsFileWarning, match="unreadable line 3"):
-        records = bm.read_results(results)
-    assert [r["key"] for r in records] == ["a", "b", "c"]
-    assert results.read_bytes().endswith(b"\n")
-
-
-def test_latest_record_per_key_wins():
-    records = [
-        {"key": "a", "status": "error"},
-        {"key": "a", "status": "ok", "n": 1},
-        {"key": "a", "status": "ok", "n": 2},
-        {"key": "b", "status": "error"},
-    ]
-    assert bm.latest_records(records) == [{"key": "a", "status": "ok", "n": 2}]
-    assert bm.latest_records(records, "error") == [{"key": "a", "status": "error"}, {"key": "b", "status": "error"}]
-
-
-# ---------------------------------------------------------------------------------------------
-# Report maths on planted numbers
-
-
-def _record(model, seed, test, valid=None, dataset="d", label="", per_epoch=1.0):
-    metrics = {k: test for k, _ in bm.REPORT_METRICS}
-    valid_metrics = {k: test if valid is None else valid for k, _ in bm.REPORT_METRICS}
-    return {
-        "key": f"{model}-{dataset}-{label}-{seed}",
-        "status": "ok",
-        "model": model,
-        "dataset": dataset,
-        "seed": seed,
-        "grid_label": label,
-        "test": metrics,
-        "best_valid": valid_metrics,
-        "seconds_per_epoch": per_epoch,
-    }
-
-
-def test_report_maths(tmp_path):
-    base = [0.10, 0.12, 0.14]
-    other = [0.12, 0.15, 0.15]
-    records = [_record("SASRec", s, v, per_epoch=2.0) for s, v in zip([1, 2, 3], base)]
-    records += [_record("Other", s, v, per_epoch=3.0) for s, v in zip([1, 2, 3], other)]
-    records += [_record("Single", 1, 0.05, per_epoch=5.0)]
-    rows = {row["model"]: row for row in bm.summarize(records, "SASRec")["d"]}
-
-    mean, std = rows["Other"]["metrics"]["ndcg@10"]
-    assert mean == pytest.approx(0.14)
-    assert std == pytest.approx(math.sqrt((0.02**2 + 0.01**2 + 0.01**2) / 2))  # sample std, n - 1
-    assert rows["SASRec"]["metrics"]["ndcg@10"] == (pytest.approx(0.12), pytest.approx(0.02))
-    assert rows["Other"]["rel_diff"] == pytest.approx((0.14 - 0.12) / 0.12)
-    # paired t over seeds: differences 0.02, 0.03, 0.01 -> t = 0.02 / (0.01 / sqrt 3), 2 degrees of
-    # freedom, where the t distribution's CDF is 1/2 + t / (2 sqrt(2 + t^2)): p = 1 - t / sqrt(2 + t^2)
-    t = 0.02 / (0.01 / math.sqrt(3))
-    assert rows["Other"]["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
-    from scipy import stats
-
-    assert rows["Other"]["p_value"] == pytest.approx(stats.ttest_rel(other, base).pvalue)
-    assert rows["Single"]["metrics"]["ndcg@10"][1] is None and rows["Single"]["p_value"] is None
-    assert rows["SASRec"]["rel_diff"] is None and rows["SASRec"]["seconds_per_epoch"] == 2.0
-
-    out = bm.write_report(records, tmp_path, "planted", baseline="SASRec")
-    text = Path(out["markdown"]).read_text()
-    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
-    assert "**0.1400 ± 0.0173**" in lines["Other"]  # best NDCG@10 in bold
-    assert "+16.7%" in lines["Other"] and f"{1 - t / math.sqrt(2 + t * t):.3g}" in lines["Other"]
-    assert "**2.00**" in lines["SASRec"] and "baseline" in lines["SASRec"]  # fastest epoch in bold
-    assert "0.0500 |" in lines["Single"] and lines["Single"].endswith("| 5.00 | -58.3% | n/a |")
-    assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
-
-
-def test_one_report_from_several_results_files(tmp_path, capsys):
-    """A CPU file and a GPU file in one table: a model with runs in both gets one row per file (its runs
-    used to be merged into one row, the later file's seeds replacing the earlier's), rows are paired
-    by seed across files, and the table says which device each row ran on."""
-    gpu, cpu = tmp_path / "gpu.jsonl", tmp_path / "cpu.jsonl"
-    for r in [_record("SASRec", s, v) for s, v in zip([1, 2, 3], [0.10, 0.12, 0.14])] + [
-        _record("Other", s, v) for s, v in zip([1, 2, 3], [0.09, 0.11, 0.13])
-    ]:
-        bm.append_record(gpu, {**r, "device": "cuda:0"})
-    for r in [_record("Other", s, v, per_epoch=9.0) for s, v in zip([1, 2, 3], [0.12, 0.15, 0.15])] + [
-        _record("CpuOnly", s, 0.05) for s in (1, 2)
-    ]:
-        bm.append_record(cpu, {**r, "device": "cpu"})  # same run keys as the GPU file's "Other" runs
-
-    records = bm.read_many([gpu, cpu])
-    assert {r["source"] for r in records} == {"gpu", "cpu"}
-    rows = {row["model"]: row for row in bm.summarize(records, "SASRec")["d"]}
-    assert set(rows) == {"SASRec", "Other [gpu]", "Other [cpu]", "CpuOnly"}
-    assert rows["Other [cpu]"]["metrics"]["ndcg@10"][0] == pytest.approx(0.14)
-    assert rows["Other [gpu]"]["metrics"]["ndcg@10"][0] == pytest.approx(0.11)
-    assert rows["Other [cpu]"]["rel_diff"] == pytest.approx((0.14 - 0.12) / 0.12)  # paired across devices
-    assert rows["Other [cpu]"]["devices"] == ["cpu"] and rows["SASRec"]["devices"] == ["cuda"]
-    assert rows["CpuOnly"]["n"] == 2
-
-    out = tmp_path / "out"
-    assert bm.cli(["report", str(gpu), str(cpu), "--out", str(out), "--baseline", "SASRec"]) == 0
-    text = (out / "gpu+cpu.md").read_text()
-    assert f"Results: `{gpu}, {cpu}`; 11 finished runs" in text and "Rows named `Model [file]`" in text
-    assert "| Model | device | NDCG@10 |" in text
-    assert "| Other [cpu] | cpu | **0.1400 ± 0.0173** |" in text and "| SASRec | cuda | 0.1200 ± 0.0200 |" in text
-    assert (out / "gpu+cpu-ndcg10.png").is_file()
-    # one file: no device column, no renaming (as before)
-    assert bm.cli(["report", str(cpu), "--out", str(out), "--baseline", "Other", "--name", "alone"]) == 0
-    alone = (out / "alone.md").read_text()
-    assert "| Model | NDCG@10 |" in alone and "| Other | **0.1400 ± 0.0173** |" in alone
-    capsys.readouterr()
-    # a baseline that is in none of the files, and two files of one name, are errors that say so
-    assert bm.cli(["report", str(gpu), str(cpu), "--out", str(out), "--baseline", "Other"]) == 2
-    assert "no runs of the baseline 'Other'" in capsys.readouterr().err
-    (tmp_path / "x").mkdir()
-    twin = tmp_path / "x" / "cpu.jsonl"
-    twin.write_bytes(cpu.read_bytes())
-    assert bm.cli(["report", str(cpu), str(twin), "--out", str(out)]) == 2
-    assert "same name" in capsys.readouterr().err
-
-
-def test_paired_test_needs_two_pairs():
-    assert bm.paired_pvalue({1: 0.2}, {1: 0.1}) is None
-    assert bm.paired_pvalue({1: 0.2, 2: 0.3}, {2: 0.1, 3: 0.1}) is None  # one common seed
-    assert bm.mean_std([0.5]) == (0.5, None) and bm.mean_std([]) == (None, None)
-    assert bm.relative_difference(0.1, 0.0) is None
-
-
-def test_identical_pairs_have_p_one():
-    # the same numbers on every seed (SASRecSAE's backbone against SASRecPlus): no difference, p = 1, not "n/a"
-    assert bm.paired_pvalue({1: 0.0415, 2: 0.0419, 3: 0.0428}, {1: 0.0415, 2: 0.0419, 3: 0.0428}) == 1.0
+    assert runner.time_left([10.0, 20.0], 6, 1) == 90.0
+    assert runner.time_left([10.0, 20.0], 6, 2) == 45.0
+    assert runner.time_left([10.0, 20.0], 1, 4) == 15.0  # one run left takes a whole run, whatever the workers
+    assert runner.time_left([10.0], 0, 2) == 0.0 and runner.time_left([], 3, 2) is None
 
 
 def test_git_dirty_ignores_results_reports_and_plots(tmp_path, monkeypatch):
@@ -763,63 +564,17 @@ def test_git_dirty_ignores_results_reports_and_plots(tmp_path, monkeypatch):
         (tmp_path / name).write_text("a\n")
     git("add", ".")
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "init")
-    monkeypatch.setattr(bm, "PACKAGE_ROOT", tmp_path)
-    assert bm.git_commit()[1] is False
+    monkeypatch.setattr(runner, "PACKAGE_ROOT", tmp_path)
+    assert runner.git_commit()[1] is False
     for name in ["results.jsonl", "report.md", "plot.png"]:
         (tmp_path / name).write_text("b\n")
-    commit, dirty = bm.git_commit()
+    commit, dirty = runner.git_commit()
     assert len(commit) == 40 and dirty is False
     (tmp_path / "sweep.yaml").write_text("b\n")
-    assert bm.git_commit()[1] is True
+    assert runner.git_commit()[1] is True
     git("checkout", "-q", "sweep.yaml")
     (tmp_path / "code.py").write_text("b\n")
-    assert bm.git_commit()[1] is True
-
-
-def test_grid_point_is_chosen_on_validation_not_test(tmp_path):
-    records = []
-    for seed in (1, 2):
-        records.append(_record("SASRec", seed, test=0.10, valid=0.30, label="lr=0.1"))
-        records.append(_record("SASRec", seed, test=0.40, valid=0.20, label="lr=0.01"))
-    assert bm.choose_grid_points(records) == {("d", "SASRec"): "lr=0.1"}
-    (row,) = bm.summarize(records, "SASRec")["d"]
-    assert row["grid_label"] == "lr=0.1" and row["metrics"]["ndcg@10"][0] == pytest.approx(0.10)
-    text = Path(bm.write_report(records, tmp_path, "grid")["markdown"]).read_text()
-    assert "| SASRec (lr=0.1) |" in text and "| SASRec | lr=0.01 | 0.2000 | 0.4000 | 2 |  |" in text
-
-
-def test_grid_points_and_plan(sweep_file):
-    points = bm.grid_points({"lr": [0.1, 0.01], "dropout": [{"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}]})
-    assert [label for label, _, _ in points] == ["lr=0.1,dropout=0.2", "lr=0.01,dropout=0.2"]
-    assert points[1][2] == {"lr": 0.01, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
-    assert bm.grid_points({}) == [("", {}, {})]
-
-    sweep = bm.load_sweep(
-        sweep_file(
-            models=["SASRec", "GRU4Rec"],
-            seeds=[1, 2],
-            grid={"learning_rate": [0.1, 0.01]},
-            model_grid={"GRU4Rec": {}},
-            dataset_config={"tiny": {"hidden_size": 8}},
-        ),
-        overrides={"epochs": 3},
-    )
-    plan = bm.plan_runs(sweep)
-    assert [(s.model, s.grid_label, s.seed) for s in plan] == [
-        ("SASRec", "learning_rate=0.1", 1),
-        ("SASRec", "learning_rate=0.1", 2),
-        ("SASRec", "learning_rate=0.01", 1),
-        ("SASRec", "learning_rate=0.01", 2),
-        ("GRU4Rec", "", 1),
-        ("GRU4Rec", "", 2),
-    ]
-    gru = plan[-1].overrides
-    assert gru["embedding_size"] == 16 and gru["hidden_size"] == 8 and gru["epochs"] == 3 and gru["seed"] == 2
-    assert len({s.key for s in plan}) == len(plan)
-
-
-# ---------------------------------------------------------------------------------------------
-# Sweep files
+    assert runner.git_commit()[1] is True
 
 
 def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sweep_file, in_tmp, monkeypatch, capsys):
@@ -827,14 +582,14 @@ def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sw
 
     path = sweep_file(seeds=[1, 2], grid={"learning_rate": [0.1, 0.01], "dropout_prob": [0.2, 0.5]},
                       model_grid={"GRU4Rec": {"dropout_prob": [0.3]}}, models=["SASRec", "GRU4Rec"])
-    whole = {(s.model, s.grid_label, s.seed): s.key for s in bm.plan_runs(bm.load_sweep(path))}
+    whole = {(s.model, s.grid_label, s.seed): s.key for s in sweep_spec.plan_runs(sweep_spec.load_sweep(path))}
     ran = []
 
     def fake(spec, *args, **kwargs):
         ran.append((spec.model, spec.grid_label, spec.seed, spec.key))
         return _planted_fields()
 
-    monkeypatch.setattr(bm, "execute_run", fake)
+    monkeypatch.setattr(runner, "execute_run", fake)
     results = in_tmp / "g.jsonl"
     points = "--grid_points=dropout_prob=0.5,learning_rate=0.01; dropout_prob=0.3"
     assert main([f"--sweep={path}", f"--results={results}", points]) == 0
@@ -853,100 +608,18 @@ def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sw
     assert "unknown grid point(s) dropout=0.5" in err and "dropout_prob=0.2,learning_rate=0.1" in err
 
 
-def test_shipped_sweeps_load(in_tmp):
-    sizes = {}
-    for name in ("ci", "quick", "full"):
-        path = bm.resolve_sweep_path(f"sweep/{name}.yaml")
-        assert path == bm.PROPERTIES / "sweep" / f"{name}.yaml"
-        sweep = bm.load_sweep(path)
-        sizes[name] = len(bm.plan_runs(sweep))
-        assert sweep.workers == 1 and sweep.oom_retries == 2
-    assert sizes == {"ci": 2, "quick": 6 * 2 * 2, "full": 8 * 2 * 3}
-    full = bm.load_sweep(bm.resolve_sweep_path("full"))
-    assert full.config["filter_seen"] is True and full.model_config["BERT4Rec"]["stopping_step"] == 40
-    backbone = bm.load_sweep(bm.resolve_sweep_path("backbone"))
-    assert len(bm.plan_runs(backbone)) == 2 and backbone.config["full_sequence_batch"] == "windows"
-
-
 @pytest.mark.parametrize("model", ["FEARec", "SASRecF"])
 def test_the_full_profiles_new_baselines_run(model, tiny_dataset, in_tmp):
     """FEARec (needs 2 layers) and SASRecF (item attributes) through the pipeline, with the full profile's settings."""
     from recbole_sae.quick_start import run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    full = bm.load_sweep(bm.resolve_sweep_path("full"))
+    full = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("full"))
     settings = {**SMALL, **full.model_config.get(model, {}), "n_layers": 2, "data_path": data_path}
     if model == "SASRecF":
         settings["selected_features"] = ["genre"]  # the tiny data's attribute
     result = run_recbole_sae(model, name, [yaml_file], settings)
     assert result["epochs_run"] == 1 and 0 < result["test"]["hit@20"] <= 1
-    assert bm.resolve_sweep_path("properties/sweep/quick.yaml") == bm.PROPERTIES / "sweep" / "quick.yaml"
-    quick = bm.load_sweep(bm.resolve_sweep_path("quick"))
+    assert sweep_spec.resolve_sweep_path("properties/sweep/quick.yaml") == sweep_spec.PROPERTIES / "sweep" / "quick.yaml"
+    quick = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("quick"))
     assert quick.config["hidden_size"] == 32 and quick.config["n_layers"] == 1 and quick.baseline == "SASRec"
-
-
-def test_bad_sweep_files(sweep_file, capsys):
-    with pytest.raises(ConfigError, match="sweep file not found: nowhere.yaml"):
-        bm.resolve_sweep_path("nowhere.yaml")
-    with pytest.raises(ConfigError, match="unknown key\\(s\\) epochs"):
-        bm.load_sweep(sweep_file(epochs=3))
-    with pytest.raises(ConfigError, match="'models' must be a non-empty list"):
-        bm.load_sweep(sweep_file(models=[]))
-    with pytest.raises(ConfigError, match="baseline 'BERT4Rec' is not among the models"):
-        bm.load_sweep(sweep_file(baseline="BERT4Rec"))
-    with pytest.raises(ConfigError, match="grid key 'learning_rate' needs a non-empty list"):
-        bm.load_sweep(sweep_file(grid={"learning_rate": 0.1}))
-    for bad in (0, -2, 1.5, True, "4"):
-        with pytest.raises(ConfigError, match="'workers' must be a positive integer"):
-            bm.load_sweep(sweep_file(workers=bad))
-    for bad in (-1, 1.5, True, "2"):
-        with pytest.raises(ConfigError, match="'oom_retries' must be a non-negative integer"):
-            bm.load_sweep(sweep_file(oom_retries=bad))
-
-    from recbole_sae.cli import main
-
-    assert main(["--sweep=nowhere.yaml"]) == 2
-    assert "error: sweep file not found: nowhere.yaml" in capsys.readouterr().err
-    assert bm.main({"sweep": str(sweep_file(models=[]))}) == 2
-    assert "error: " in (err := capsys.readouterr().err) and "'models' must be a non-empty list" in err
-
-
-def test_unknown_model_stops_the_sweep_before_any_run(in_tmp, capsys):
-    """A typo in the models used to run the sweep and record one failed run per seed."""
-    results = in_tmp / "typo.jsonl"
-    assert bm.main({"sweep": "sweep/ci.yaml", "results": str(results), "models": "SASRec,SASRecc"}) == 2
-    err = capsys.readouterr().err
-    assert "unknown model(s) SASRecc in the sweep's models" in err and "SASRecSAE" in err
-    assert not results.exists()
-
-
-def test_tied_grid_points_do_not_depend_on_the_finishing_order():
-    """RecBole's 4-digit rounding makes ties; the first record seen used to win them."""
-    a = _record("SAERec", 1, test=0.04, valid=0.0512, label="dropout=0.2")
-    b = _record("SAERec", 1, test=0.05, valid=0.0512, label="dropout=0.5")
-    b["best_valid"]["ndcg@20"] = 0.0600  # the first tie-break: validation NDCG@20
-    for records in ([a, b], [b, a]):
-        assert bm.choose_grid_points(records) == {("d", "SAERec"): "dropout=0.5"}
-    c = _record("SAERec", 1, test=0.04, valid=0.0512, label="dropout=0.1")  # ties on everything with a
-    for records in ([a, c], [c, a]):
-        assert bm.choose_grid_points(records) == {("d", "SAERec"): "dropout=0.1"}
-
-
-def test_every_grid_point_gets_a_row_against_the_baselines_chosen_point(tmp_path):
-    """The ablation view: each variant of a model its own row, compared with the baseline's best point."""
-    records = []
-    for seed, base in ((1, 0.10), (2, 0.12)):
-        records.append(_record("Base", seed, test=base, valid=0.5, label="lr=1"))
-        records.append(_record("Base", seed, test=0.50, valid=0.1, label="lr=2"))  # not chosen: lower validation
-        records.append(_record("Var", seed, test=base * 1.1, valid=0.2, label="a=1"))
-        records.append(_record("Var", seed, test=base * 0.9, valid=0.3, label="a=2"))
-    assert [row["grid_label"] for row in bm.summarize(records, "Base")["d"]] == ["lr=1", "a=2"]
-    rows = bm.summarize(records, "Base", every_point=True)["d"]
-    assert [(row["model"], row["grid_label"]) for row in rows] == [("Base", "lr=1"), ("Var", "a=1"), ("Var", "a=2")]
-    assert [row["rel_diff"] for row in rows[1:]] == [pytest.approx(0.1), pytest.approx(-0.1)]
-    text = Path(bm.write_report(records, tmp_path, "abl", baseline="Base", every_point=True)["markdown"]).read_text()
-    assert "| Var (a=1) |" in text and "| Var (a=2) |" in text and "Grid points (mean over seeds" not in text
-    results = tmp_path / "r.jsonl"
-    results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    assert bm.cli(["report", str(results), "--by_grid_point", "--baseline", "Base"]) == 0
-    assert "| Var (a=1) |" in (tmp_path / "r.md").read_text()

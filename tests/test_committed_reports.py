@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recbole_sae import benchmark
+from recbole_sae.benchmark import commands, report as reports, stats as report_stats
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = sorted((REPO / "benchmarks" / "results").glob("*.md"))
@@ -32,7 +32,7 @@ def test_committed_report_regenerates_byte_identically(report, tmp_path, monkeyp
     """A tracked report (quick_cpu.md) differed from what `report` writes now: regenerate it with
     python -m recbole_sae.benchmark report <files> --name <name> --baseline <baseline> (from the repository root)."""
     monkeypatch.chdir(REPO)  # the reports name their results files relative to the repository root
-    assert benchmark.cli([*regenerate_command(report), "--out", str(tmp_path)]) == 0
+    assert commands.cli([*regenerate_command(report), "--out", str(tmp_path)]) == 0
     assert (tmp_path / report.name).read_text(encoding="utf-8") == report.read_text(encoding="utf-8")
 
 
@@ -44,11 +44,11 @@ def test_no_bold_on_a_loss_against_the_baseline():
         {"model": "BERT4Rec", "grid_label": "", "baseline": False, "rel_diff": -0.0004, "p_value": 0.5},
     ]
     for row in rows:
-        row.update(metrics={key: (0.05, 0.001) for key, _ in benchmark.REPORT_METRICS}, n=2,
+        row.update(metrics={key: (0.05, 0.001) for key, _ in report_stats.REPORT_METRICS}, n=2,
                    seconds_per_epoch=1.0, devices=["cpu"])
-    lines = benchmark._markdown_table(rows, "SASRec")
+    lines = reports._markdown_table(rows, "SASRec")
     assert "**" not in lines[3].split("|")[-3] and "**" not in lines[4].split("|")[-3]
     assert lines[4].split("|")[-3].strip() == "-0.0%"
     rows[1]["rel_diff"] = 0.05
-    lines = benchmark._markdown_table(rows, "SASRec")
+    lines = reports._markdown_table(rows, "SASRec")
     assert lines[3].split("|")[-3].strip() == "**+5.0%**"

@@ -72,11 +72,11 @@ def test_a_config_dict_with_the_shared_keys_is_accepted_for_any_model():
 
 def test_sweep_run_keys_of_recbole_models_leave_the_shared_keys_out():
     """A sweep's --train_mode=prefix does not make its RecBole baselines new runs; SASRecPlus's it does."""
-    from recbole_sae import benchmark as bm
+    from recbole_sae.benchmark import spec as sweep_spec
 
-    assert set(SHARED) - {"loss_type"} <= bm.plugin_only_settings()  # loss_type is RecBole's own key
-    assert "loss_type" not in bm.plugin_only_settings()
+    assert set(SHARED) - {"loss_type"} <= sweep_spec.plugin_only_settings()  # loss_type is RecBole's own key
+    assert "loss_type" not in sweep_spec.plugin_only_settings()
     base = {"hidden_size": 16}
     shared = {key: value for key, value in SHARED.items() if key != "loss_type"}
-    assert bm.run_key("SASRec", "tiny", 1, {**base, **shared}) == bm.run_key("SASRec", "tiny", 1, base)
-    assert bm.run_key("SASRecPlus", "tiny", 1, {**base, "train_mode": "prefix"}) != bm.run_key("SASRecPlus", "tiny", 1, base)
+    assert sweep_spec.run_key("SASRec", "tiny", 1, {**base, **shared}) == sweep_spec.run_key("SASRec", "tiny", 1, base)
+    assert sweep_spec.run_key("SASRecPlus", "tiny", 1, {**base, "train_mode": "prefix"}) != sweep_spec.run_key("SASRecPlus", "tiny", 1, base)

@@ -116,12 +116,12 @@ def test_metrics_of_a_record_under_each_protocol():
 
 
 def test_run_keys_follow_the_protocol(tmp_path):
-    from recbole_sae import benchmark as bm
+    from recbole_sae.benchmark import spec as sweep_spec
 
     settings = {"hidden_size": 16}
-    default = bm.run_key("SASRec", "d", 1, settings)  # overall.yaml: filter_seen True
-    assert bm.run_key("SASRec", "d", 1, {**settings, "filter_seen": True}) == default
-    kept = bm.run_key("SASRec", "d", 1, {**settings, "filter_seen": False})
+    default = sweep_spec.run_key("SASRec", "d", 1, settings)  # overall.yaml: filter_seen True
+    assert sweep_spec.run_key("SASRec", "d", 1, {**settings, "filter_seen": True}) == default
+    kept = sweep_spec.run_key("SASRec", "d", 1, {**settings, "filter_seen": False})
     assert kept != default
     # a run that ranked with seen items kept keeps the key it had before the protocol was a setting
     import hashlib
@@ -132,8 +132,8 @@ def test_run_keys_follow_the_protocol(tmp_path):
     assert kept == hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     config = tmp_path / "kept.yaml"
     config.write_text("filter_seen: False\n")
-    assert bm.run_protocol(settings, [str(config)]) == SEEN_KEPT
-    assert bm.run_protocol({"filter_seen": "true"}, [str(config)]) == SEEN_REMOVED
+    assert sweep_spec.run_protocol(settings, [str(config)]) == SEEN_KEPT
+    assert sweep_spec.run_protocol({"filter_seen": "true"}, [str(config)]) == SEEN_REMOVED
 
 
 def test_a_general_model_keeps_recboles_evaluation(tiny_dataset, in_tmp):

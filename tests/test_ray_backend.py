@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from recbole_sae import benchmark as bm
+from recbole_sae.benchmark import commands, results as results_file, runner, spec as sweep_spec
 from recbole_sae import ray_backend
 from recbole_sae.errors import ConfigError
 
@@ -22,11 +22,11 @@ from recbole_sae.errors import ConfigError
 
 def test_backend_settings_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(bm, "run_sweep", lambda sweep, results=None, report_dir=None: seen.append(sweep) or {"errors": 0})
-    sweep = bm.load_sweep(sweep_file(backend="ray", ray_address="auto", gpus_per_run=0.5))
+    monkeypatch.setattr(commands, "run_sweep", lambda sweep, results=None, report_dir=None: seen.append(sweep) or {"errors": 0})
+    sweep = sweep_spec.load_sweep(sweep_file(backend="ray", ray_address="auto", gpus_per_run=0.5))
     assert (sweep.backend, sweep.ray_address, sweep.gpus_per_run) == ("ray", "auto", 0.5)
     path = sweep_file()  # (the same file, rewritten)
-    sweep = bm.load_sweep(path)
+    sweep = sweep_spec.load_sweep(path)
     assert (sweep.backend, sweep.ray_address, sweep.gpus_per_run) == ("local", None, None)  # the pool by default
 
     from recbole_sae.cli import main
@@ -34,7 +34,7 @@ def test_backend_settings_from_the_sweep_file_and_the_command_lines(sweep_file, 
     assert main([f"--sweep={path}", "--backend=ray", "--ray_address=10.0.0.1:6379", "--gpus_per_run=0.25"]) == 0
     assert (seen[-1].backend, seen[-1].ray_address, seen[-1].gpus_per_run) == ("ray", "10.0.0.1:6379", 0.25)
     assert seen[-1].cli_overrides == {}  # not run overrides: the run keys stay those of the pool
-    assert bm.cli(["sweep", str(path), "--backend", "ray", "--ray-address", "auto"]) == 0
+    assert commands.cli(["sweep", str(path), "--backend", "ray", "--ray-address", "auto"]) == 0
     assert (seen[-1].backend, seen[-1].ray_address) == ("ray", "auto")
 
     assert main([f"--sweep={path}", "--backend=spark"]) == 2
@@ -51,7 +51,7 @@ def test_backend_settings_from_the_sweep_file_and_the_command_lines(sweep_file, 
 def test_backend_ray_without_ray_says_what_to_install(sweep_file, in_tmp, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as when it is not installed
     results = in_tmp / "r.jsonl"
-    assert bm.main({"sweep": str(sweep_file()), "results": str(results), "backend": "ray"}) == 2
+    assert commands.main({"sweep": str(sweep_file()), "results": str(results), "backend": "ray"}) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --backend=ray needs ray, which could not be imported")
     assert 'pip install -e ".[distributed]"' in err and "Traceback" not in err and not results.exists()
@@ -62,7 +62,7 @@ def _nodes(*resources):
 
 
 def test_task_resources():
-    sweep = bm.Sweep(name="s", path=None, models=["SASRec"], datasets=["d"], seeds=[1], workers=4)
+    sweep = sweep_spec.Sweep(name="s", path=None, models=["SASRec"], datasets=["d"], seeds=[1], workers=4)
     # no torch_threads: the cluster's CPUs shared by the workers, at most one node's; no GPU when there is none
     assert ray_backend.task_resources(sweep, _nodes({"CPU": 16}, {"CPU": 16})) == (8, 0.0)
     assert ray_backend.task_resources(sweep, _nodes({"CPU": 2})) == (1, 0.0)
@@ -80,7 +80,7 @@ def test_task_resources():
 
 
 def test_a_task_on_a_node_without_the_sweeps_folder_is_an_error(tmp_path):
-    spec = bm.RunSpec("SASRec", "tiny", 1, {}, "", {"seed": 1}, [], "abc")
+    spec = sweep_spec.RunSpec("SASRec", "tiny", 1, {}, "", {"seed": 1}, [], "abc")
     fields = ray_backend.run_on_node(vars(spec), str(tmp_path), None, 1, str(tmp_path / "gone"), {})
     assert fields["status"] == "error" and "is not on node" in fields["error"]
     assert fields["backend"] == "ray" and fields["node"] == socket.gethostname()
@@ -129,14 +129,14 @@ def test_a_ray_sweep_records_what_the_pool_records_and_resumes_after_an_interrup
     for name in ("pool", "ray"):  # each its own run folders (checkpoint_dir is relative)
         (in_tmp / name).mkdir()
     monkeypatch.chdir(in_tmp / "pool")
-    sweep = bm.load_sweep(path)
+    sweep = sweep_spec.load_sweep(path)
     sweep.workers = 2  # (both at once: the test's time; each run has its one thread as on Ray)
-    pool = bm.run_sweep(sweep, in_tmp / "pool" / "r.jsonl", log=lambda message: None)
+    pool = runner.run_sweep(sweep, in_tmp / "pool" / "r.jsonl", log=lambda message: None)
     assert pool["executed"] == 2 and pool["errors"] == 0
 
     monkeypatch.chdir(in_tmp / "ray")
     results, messages = in_tmp / "ray" / "r.jsonl", []
-    sweep = bm.load_sweep(path)
+    sweep = sweep_spec.load_sweep(path)
     sweep.backend = "ray"
 
     def interrupt_when_running():
@@ -151,22 +151,22 @@ def test_a_ray_sweep_records_what_the_pool_records_and_resumes_after_an_interrup
             threading.Thread(target=interrupt_when_running, daemon=True).start()
 
     with pytest.raises(KeyboardInterrupt):
-        bm.run_sweep(sweep, results, log=interrupt_run_2)
+        runner.run_sweep(sweep, results, log=interrupt_run_2)
     assert "on Ray on this machine (1 node, 2 CPUs, 0 GPUs; each run asks 1 CPUs, 0 GPU)" in messages[0]
-    assert [r["seed"] for r in bm.read_results(results)] == [1]  # the killed run is not recorded
+    assert [r["seed"] for r in results_file.read_results(results)] == [1]  # the killed run is not recorded
     deadline = time.monotonic() + 20
     while _run_processes(in_tmp / "ray") and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _run_processes(in_tmp / "ray")  # its process ended with its task
 
     messages.clear()
-    again = bm.run_sweep(sweep, results, log=messages.append)
+    again = runner.run_sweep(sweep, results, log=messages.append)
     assert (again["executed"], again["skipped"], again["errors"]) == (1, 1, 0)
     assert any(m.startswith("run 1/2 SASRec tiny seed=1: done before, skipped") for m in messages)
     assert any(m.startswith("run 2/2 SASRec tiny seed=2 finished, ok in ") for m in messages)
 
-    by_pool = {r["key"]: r for r in bm.read_results(in_tmp / "pool" / "r.jsonl")}
-    on_ray = bm.read_results(results)
+    by_pool = {r["key"]: r for r in results_file.read_results(in_tmp / "pool" / "r.jsonl")}
+    on_ray = results_file.read_results(results)
     assert sorted(r["key"] for r in on_ray) == sorted(by_pool)  # the same run keys
     for record in on_ray:
         assert {k: record[k] for k in MEASURED} == {k: by_pool[record["key"]][k] for k in MEASURED}

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from recbole_sae import benchmark as bm
+from recbole_sae.benchmark import process, results as results_file, runner, spec as sweep_spec
 from recbole_sae import resume
 from recbole_sae.cli import main
 from recbole_sae.errors import ConfigError
@@ -111,21 +111,21 @@ def test_resume_needs_the_runs_own_settings_and_an_unfinished_run(tiny_dataset, 
 
 def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_again(tiny_dataset, in_tmp):
     data_path, name, yaml_file = tiny_dataset
-    spec = bm.RunSpec(model="SASRec", dataset=name, seed=1, grid={}, grid_label="",
+    spec = sweep_spec.RunSpec(model="SASRec", dataset=name, seed=1, grid={}, grid_label="",
                       overrides={"data_path": data_path, **SMALL, "seed": 1}, config_files=[yaml_file], key="abc")
-    assert bm.run_folder_name(spec) == f"SASRec-{name}-seed1-abc"
+    assert sweep_spec.run_folder_name(spec) == f"SASRec-{name}-seed1-abc"
     spec_file = in_tmp / "spec.json"
     spec_file.write_text(json.dumps({"model": spec.model, "dataset": spec.dataset, "config_files": spec.config_files,
-                                     "config_dict": {**spec.overrides, "run_name": bm.run_folder_name(spec)}}))
-    assert bm._run_one(str(spec_file), str(in_tmp / "first.json")) == 0
+                                     "config_dict": {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)}}))
+    assert process.run_one(str(spec_file), str(in_tmp / "first.json")) == 0
     first = json.loads((in_tmp / "first.json").read_text())
-    folder = in_tmp / "runs" / bm.run_folder_name(spec)
+    folder = in_tmp / "runs" / sweep_spec.run_folder_name(spec)
     assert first["result"]["run_dir"] == str(folder) and "replaced_run_dir" not in first
 
     # the folder holds a finished run that this results file does not (the sweep died before recording
     # it, or the file was deleted to run everything again): the run is done again, the old folder kept
     (folder / "result.json").write_text(json.dumps({**first["result"], "test": {"ndcg@10": 1.0}}))
-    assert bm._run_one(str(spec_file), str(in_tmp / "again.json")) == 0
+    assert process.run_one(str(spec_file), str(in_tmp / "again.json")) == 0
     again = json.loads((in_tmp / "again.json").read_text())
     assert again["result"]["test"] == first["result"]["test"] and again["result"]["run_dir"] == str(folder)
     old = again["replaced_run_dir"]
@@ -137,19 +137,19 @@ def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, sweep_file, 
     """The run of a sweep killed mid-training (here: killed in this process, in its sweep run folder) goes on
     from its last validation when the sweep runs again, and its record says where."""
     data_path, _, _ = tiny_dataset
-    sweep = bm.load_sweep(sweep_file(config={**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}))
-    (spec,) = bm.plan_runs(sweep)
+    sweep = sweep_spec.load_sweep(sweep_file(config={**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}))
+    (spec,) = sweep_spec.plan_runs(sweep)
     with monkeypatch.context() as patch:
         _kill_after(patch, 0)
         with pytest.raises(Killed):
             run_recbole_sae(spec.model, spec.dataset, spec.config_files,
-                            {**spec.overrides, "run_name": bm.run_folder_name(spec)})
+                            {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)})
     results = in_tmp / "results.jsonl"
-    summary = bm.run_sweep(sweep, results, log=[].append)
+    summary = runner.run_sweep(sweep, results, log=[].append)
     assert summary["executed"] == 1 and summary["errors"] == 0
-    (record,) = bm.read_results(results)
+    (record,) = results_file.read_results(results)
     assert record["resumed_at_epoch"] == 1 and record["epochs_run"] == 3
-    assert record["run_dir"] == str(in_tmp / "runs" / bm.run_folder_name(spec))
+    assert record["run_dir"] == str(in_tmp / "runs" / sweep_spec.run_folder_name(spec))
 
 
 def test_settings_that_change_training_are_not_free():

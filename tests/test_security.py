@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL
-from recbole_sae import benchmark as bm
+from recbole_sae.benchmark import commands, results as results_file, spec as sweep_spec, stats as report_stats
 from recbole_sae import compat, resume, runfiles, runlock
 from recbole_sae.cli import main, parse_args
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
@@ -159,7 +159,7 @@ def test_an_eval_payload_from_the_command_line_or_a_sweep_runs_nothing(tiny_data
     data_path = tiny_dataset[0]
     path = sweep_file(config={**SMALL, "data_path": data_path, "wandb_project": _payload(marker)})
     assert main([f"--sweep={path}", f"--results={in_tmp / 'r.jsonl'}"]) == 0
-    record = bm.read_results(in_tmp / "r.jsonl")[0]
+    record = results_file.read_results(in_tmp / "r.jsonl")[0]
     assert record["status"] == "ok" and record["config"]["wandb_project"] == _payload(marker)
     assert not marker.exists()
 
@@ -231,8 +231,8 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
     path = sweep_file(config={**SMALL, "data_path": data_path, "epochs": 15, "stopping_step": 1000,
                               "checkpoint_dir": str(in_tmp / "runs")})
     results = in_tmp / "r.jsonl"
-    command = [sys.executable, str(Path(bm.PACKAGE_ROOT) / "run_recbole_sae.py"), f"--sweep={path}", f"--results={results}"]
-    env = {**os.environ, "PYTHONPATH": str(bm.PACKAGE_ROOT)}
+    command = [sys.executable, str(Path(sweep_spec.PACKAGE_ROOT) / "run_recbole_sae.py"), f"--sweep={path}", f"--results={results}"]
+    env = {**os.environ, "PYTHONPATH": str(sweep_spec.PACKAGE_ROOT)}
     sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
     states = []
@@ -255,7 +255,7 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
         pytest.fail("the run process outlived its sweep")
     restarted = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert restarted.returncode == 0, restarted.stderr[-2000:]
-    records = bm.read_results(results)
+    records = results_file.read_results(results)
     assert len(records) == 1 and records[0]["status"] == "ok" and records[0]["resumed_at_epoch"] >= 1
     log = (run_dir / "run.log").read_text()
     resumed = records[0]["resumed_at_epoch"]
@@ -340,14 +340,14 @@ def test_saerec_on_items_without_any_text_is_an_error(tiny_dataset, in_tmp, caps
 
 
 def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
-    metrics = {key: 0.1 for key, _ in bm.REPORT_METRICS}
+    metrics = {key: 0.1 for key, _ in report_stats.REPORT_METRICS}
     good = {"key": "a", "status": "ok", "model": "SASRec", "dataset": "d", "seed": 1, "best_valid": metrics,
             "test": metrics}
     results = in_tmp / "r.jsonl"
     for record in (good, {"key": "b", "status": "ok", "model": "SASRec"}, {**good, "key": "c", "seed": "x"}):
-        bm.append_record(results, record)
-    with pytest.warns(bm.ResultsFileWarning) as caught:
-        assert bm.cli(["report", str(results), "--out", str(in_tmp)]) == 0
+        results_file.append_record(results, record)
+    with pytest.warns(results_file.ResultsFileWarning) as caught:
+        assert commands.cli(["report", str(results), "--out", str(in_tmp)]) == 0
     assert [str(w.message).split(": ", 1)[1] for w in caught] == [
         "leaving out the record of run 'b', which lacks dataset, seed, best_valid, test",
         "leaving out the record of run 'c', which lacks seed",

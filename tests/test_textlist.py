@@ -2,7 +2,7 @@
 
 import pytest
 
-from recbole_sae import benchmark as bm
+from recbole_sae.benchmark import commands
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.sasrec_sae import _int_list
 from recbole_sae.textlist import split_list
@@ -34,9 +34,9 @@ def test_sweep_list_overrides_accept_brackets(monkeypatch, tmp_path):
         seen["sweep"] = sweep
         return {"errors": 0}
 
-    monkeypatch.setattr(bm, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(commands, "run_sweep", fake_run_sweep)
     args = {"sweep": "sweep/ci.yaml", "models": "[SASRec, GRU4Rec]", "seeds": "[7;8]", "datasets": "[ml-100k]"}
-    assert bm.main(args) == 0
+    assert commands.main(args) == 0
     sweep = seen["sweep"]
     assert (sweep.models, sweep.seeds, sweep.datasets) == (["SASRec", "GRU4Rec"], [7, 8], ["ml-100k"])
-    assert bm.main({"sweep": "sweep/ci.yaml", "models": "[]"}) == 2  # empty list: a clear error, no run
+    assert commands.main({"sweep": "sweep/ci.yaml", "models": "[]"}) == 2  # empty list: a clear error, no run
