@@ -3,11 +3,9 @@ get them, and where the help and the key checks find them."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from recbole_sae.cli import main
+from recbole_sae.cli import main, parse_args
 from recbole_sae.config import Config
 from recbole_sae.errors import ConfigError
 
@@ -31,9 +29,8 @@ def test_the_family_models_resolve_the_shared_keys_as_before(model):
 
 
 @pytest.mark.parametrize("model", FAMILY)
-def test_a_model_yaml_or_the_command_line_still_overrides_a_shared_key(model, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--train_mode=prefix", "--full_sequence_stride=5"])
-    config = Config(model, "ml-100k")
+def test_a_model_yaml_or_the_command_line_still_overrides_a_shared_key(model):
+    config = Config(model, "ml-100k", cmd_args=parse_args(["--train_mode=prefix", "--full_sequence_stride=5"]))
     assert config["train_mode"] == "prefix" and config["full_sequence_stride"] == 5
     assert config["full_sequence_batch"] == "targets"
 
@@ -58,10 +55,9 @@ def test_help_lists_the_shared_keys_with_their_defaults_and_comments(model, caps
     assert "(int) Rows between two windows of a user (default MAX_ITEM_LIST_LENGTH // 4)" in stride
 
 
-def test_a_shared_key_on_a_models_command_line_outside_the_family_names_the_family(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["prog", "--train_mode=prefix"])
+def test_a_shared_key_on_a_models_command_line_outside_the_family_names_the_family():
     with pytest.raises(ConfigError, match="key 'train_mode' is read by SAERec, SASRecPlus, SASRecSAE, not by SASRec"):
-        Config("SASRec", "ml-100k")
+        Config("SASRec", "ml-100k", cmd_args=parse_args(["--train_mode=prefix"]))
 
 
 def test_a_config_dict_with_the_shared_keys_is_accepted_for_any_model():
