@@ -39,7 +39,15 @@ def _fail(message: str) -> None:
 def _options(argv):
     if not argv or argv[0].startswith("--"):
         _fail("give the results file: python benchmarks/faiss_gpu.py RESULTS.jsonl [--directions=PATH] ...")
-    opts = {"results": argv[0], "directions": None, "queries": N_QUERIES, "k": 5, "scales": "1,16", "reps": 3, "seed": 0}
+    opts = {
+        "results": argv[0],
+        "directions": None,
+        "queries": N_QUERIES,
+        "k": 5,
+        "scales": "1,16",
+        "reps": 3,
+        "seed": 0,
+    }
     for arg in argv[1:]:
         key, _, value = arg.lstrip("-").partition("=")
         if key not in opts or not value:
@@ -132,8 +140,13 @@ def device_name() -> str:
     except ImportError:
         pass
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
         return out.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return "unknown GPU"
@@ -141,8 +154,10 @@ def device_name() -> str:
 
 def _check_gpu(faiss) -> int:
     if not hasattr(faiss, "StandardGpuResources"):
-        _fail('this faiss build has no GPU support (faiss-cpu): install the GPU wheel (README "Install", '
-              "benchmarks/gpu_wheels.sh) in place of faiss-cpu")
+        _fail(
+            'this faiss build has no GPU support (faiss-cpu): install the GPU wheel (README "Install", '
+            "benchmarks/gpu_wheels.sh) in place of faiss-cpu"
+        )
     n_gpus = int(faiss.get_num_gpus())
     if n_gpus < 1:
         _fail("faiss has GPU support but sees no GPU: check the CUDA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
@@ -169,16 +184,24 @@ def run_scale(faiss, queries, directions, opts, n_gpus: int) -> list:
     keep = []
     for where, index in _gpu_indexes(faiss, cpu_index, n_gpus, keep):
         seconds, result = best_time(index, queries, opts["k"], opts["reps"])
-        rows.append({"where": where, "seconds": seconds, "speedup": cpu_s / seconds,
-                     **compare(cpu_result, result, queries, directions)})
+        rows.append(
+            {
+                "where": where,
+                "seconds": seconds,
+                "speedup": cpu_s / seconds,
+                **compare(cpu_result, result, queries, directions),
+            }
+        )
     return rows
 
 
 def _table(rows: list) -> str:
-    lines = ["| intents | where | best of reps (ms) | speed-up | ids equal | max score diff | ok |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| intents | where | best of reps (ms) | speed-up | ids equal | max score diff | ok |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
     for r in rows:
-        extra = (f"{r['ids_equal']:.6f} | {r['max_score_diff']:.2e} | {r['ok']}" if "ok" in r else "ref | ref | ref")
+        extra = f"{r['ids_equal']:.6f} | {r['max_score_diff']:.2e} | {r['ok']}" if "ok" in r else "ref | ref | ref"
         lines.append(f"| {r['n_intents']} | {r['where']} | {r['seconds'] * 1000:.2f} | {r['speedup']:.1f}x | {extra} |")
     return "\n".join(lines)
 
@@ -191,9 +214,17 @@ def main(argv) -> int:
     base, source = load_directions(opts["directions"], opts["seed"])
     rng = np.random.default_rng(opts["seed"] + 1)
     queries = _unit_rows(rng.standard_normal((opts["queries"], base.shape[1])))
-    label = {"device": device_name(), "gpus": n_gpus, "faiss": faiss.__version__, "host": platform.node(),
-             "directions": source, "queries": f"random unit vectors ({opts['queries']} x {base.shape[1]})",
-             "k": opts["k"], "reps": opts["reps"], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    label = {
+        "device": device_name(),
+        "gpus": n_gpus,
+        "faiss": faiss.__version__,
+        "host": platform.node(),
+        "directions": source,
+        "queries": f"random unit vectors ({opts['queries']} x {base.shape[1]})",
+        "k": opts["k"],
+        "reps": opts["reps"],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     print(json.dumps(label))
     all_rows = []
     with open(opts["results"], "a", encoding="utf-8") as out:

@@ -29,8 +29,10 @@ def main(argv):
             os.replace(partial, path)
             times.append(time.perf_counter() - start)
         size = path.stat().st_size
-    print(f"{size / 2**20:.1f} MiB, median {statistics.median(times) * 1000:.1f} ms, "
-          f"max {max(times) * 1000:.1f} ms over {reps} writes")
+    print(
+        f"{size / 2**20:.1f} MiB, median {statistics.median(times) * 1000:.1f} ms, "
+        f"max {max(times) * 1000:.1f} ms over {reps} writes"
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ def build_setups(dataset: str, keys: dict, variants: list[dict], n_batches: int)
             batches = list(itertools.islice(rows.epoch(0), n_batches))
             cells = sum(b["target_id_list"].numel() for b in batches)
             targets = sum(int((b["target_id_list"] > 0).sum()) for b in batches)
-            print(f"{dataset}: {len(rows)} batches per epoch, {rows.n_targets} targets; timing {len(batches)} "
-                  f"batches, {targets} of their {cells} positions with a target")
+            print(
+                f"{dataset}: {len(rows)} batches per epoch, {rows.n_targets} targets; timing {len(batches)} "
+                f"batches, {targets} of their {cells} positions with a target"
+            )
         init_seed(config["seed"], config["reproducibility"])
         start = time.perf_counter()
         model = build_model(config, train.dataset)
@@ -124,8 +126,10 @@ def compare(args, keys) -> None:
     feeds = {label: _with_extra(batches, rows, extra.get(label)) for label in setups}
     times = best_steps(setups, feeds, args.reps)
     for label, seconds in times.items():
-        print(f"{label:32s} {len(batches)} steps, each the best of {args.reps}: {seconds:.2f} s "
-              f"({1000 * seconds / len(batches):.0f} ms/step), ratio {seconds / times['SASRecPlus']:.2f}")
+        print(
+            f"{label:32s} {len(batches)} steps, each the best of {args.reps}: {seconds:.2f} s "
+            f"({1000 * seconds / len(batches):.0f} ms/step), ratio {seconds / times['SASRecPlus']:.2f}"
+        )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -157,8 +161,10 @@ def compare_runs(runs: list[str], n_batches: int, reps: int) -> None:
             times[name].append(time.perf_counter() - start)
     base = min(next(iter(times.values())))
     for name, seconds in times.items():
-        print(f"{name:16s} {n_batches} training batches: best of {reps} {min(seconds):.2f} s, "
-              f"ratio {min(seconds) / base:.2f}")
+        print(
+            f"{name:16s} {n_batches} training batches: best of {reps} {min(seconds):.2f} s, "
+            f"ratio {min(seconds) / base:.2f}"
+        )
 
 
 def main(argv: list[str]) -> None:

@@ -57,12 +57,17 @@ def main():
     def stock():
         seconds, anomaly, restore = timed_epochs()
         start = time.perf_counter()
-        result = run_recbole(model="SASRec", dataset=dataset, config_file_list=files,
-                             config_dict={"checkpoint_dir": "runs/stock"})
+        result = run_recbole(
+            model="SASRec", dataset=dataset, config_file_list=files, config_dict={"checkpoint_dir": "runs/stock"}
+        )
         restore()
-        return {"pipeline": "stock RecBole run_recbole", "seconds": time.perf_counter() - start,
-                "epoch_seconds": seconds[:], "anomaly_during_training": anomaly[:],
-                "test": dict(result["test_result"])}
+        return {
+            "pipeline": "stock RecBole run_recbole",
+            "seconds": time.perf_counter() - start,
+            "epoch_seconds": seconds[:],
+            "anomaly_during_training": anomaly[:],
+            "test": dict(result["test_result"]),
+        }
 
     def plugin():
         from recbole_sae.quick_start import run_recbole_sae
@@ -71,9 +76,13 @@ def main():
         start = time.perf_counter()
         result = run_recbole_sae(model="SASRec", dataset=dataset)
         restore()
-        return {"pipeline": "recbole-sae run_recbole_sae", "seconds": time.perf_counter() - start,
-                "epoch_seconds": seconds[:], "anomaly_during_training": anomaly[:],
-                "test": result["test"]}
+        return {
+            "pipeline": "recbole-sae run_recbole_sae",
+            "seconds": time.perf_counter() - start,
+            "epoch_seconds": seconds[:],
+            "anomaly_during_training": anomaly[:],
+            "test": result["test"],
+        }
 
     # PLUGIN_FIRST=1: the plugin first, whose compat layer leaves anomaly detection off for the stock run
     order = [plugin, stock] if os.environ.get("PLUGIN_FIRST") else [stock, plugin]
@@ -84,13 +93,23 @@ def main():
 
     with open(out, "a") as f:
         for rec in records:
-            rec.update({"dataset": dataset, "overrides": overrides, "date": datetime.date.today().isoformat(),
-                        "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
-                        "anomaly_enabled": torch.is_anomaly_enabled()})
+            rec.update(
+                {
+                    "dataset": dataset,
+                    "overrides": overrides,
+                    "date": datetime.date.today().isoformat(),
+                    "machine": f"{platform.machine()} {os.cpu_count()} cores",
+                    "torch": torch.__version__,
+                    "anomaly_enabled": torch.is_anomaly_enabled(),
+                }
+            )
             rec["test"] = {k: round(float(v), 6) for k, v in rec["test"].items()}
             f.write(json.dumps(rec) + "\n")
-            print(json.dumps({k: rec[k] for k in ("pipeline", "seconds", "epoch_seconds")}),
-                  "test ndcg@10", rec["test"]["ndcg@10"])
+            print(
+                json.dumps({k: rec[k] for k in ("pipeline", "seconds", "epoch_seconds")}),
+                "test ndcg@10",
+                rec["test"]["ndcg@10"],
+            )
 
 
 if __name__ == "__main__":

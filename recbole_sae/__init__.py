@@ -17,6 +17,7 @@ _anchor_environment()
 # compatibility fixes (``recbole_sae.compat.apply``) run when a Config, the pipeline or a model
 # module is first used.
 
+
 def run_recbole_sae(*args, **kwargs):
     from recbole_sae.quick_start import run_recbole_sae as _run
 

@@ -116,8 +116,13 @@ def _holds_python_objects(path: str) -> bool:
     return True
 
 
-def load(path, map_location="cpu", trust: bool = False, what: str = "checkpoint",
-         hint: str = "pass the model.pth of a finished run"):
+def load(
+    path,
+    map_location="cpu",
+    trust: bool = False,
+    what: str = "checkpoint",
+    hint: str = "pass the model.pth of a finished run",
+):
     """Load ``path`` weights-only; a RecBole config in a trusted pickle comes back as a plain dict.
 
     Raises :class:`CheckpointMismatchError` for a missing or unreadable file (its message ends with
@@ -174,7 +179,9 @@ def restore_config(values: dict, overrides: dict | None = None):
     values = {**values, **(overrides or {})}
     values.pop(FORMAT_KEY, None)
     if not isinstance(values.get("model"), str) or not isinstance(values.get("dataset"), str):
-        raise CheckpointMismatchError("the checkpoint's config names no model and dataset: it is not a run's checkpoint")
+        raise CheckpointMismatchError(
+            "the checkpoint's config names no model and dataset: it is not a run's checkpoint"
+        )
     config = Config.__new__(Config)
     config.compatibility_settings()
     config._init_parameters_category()

@@ -163,7 +163,9 @@ def model_help(model: str, dataset: str | None = None) -> str:
 
     layers = _model_layers(model)
     if dataset and (PROPERTIES / "dataset" / f"{dataset}.yaml").is_file():
-        layers.append((f"dataset {dataset} (properties/dataset/{dataset}.yaml)", PROPERTIES / "dataset" / f"{dataset}.yaml"))
+        layers.append(
+            (f"dataset {dataset} (properties/dataset/{dataset}.yaml)", PROPERTIES / "dataset" / f"{dataset}.yaml")
+        )
     layers.append(("every run (properties/overall.yaml: the evaluation protocol)", PROPERTIES / "overall.yaml"))
     shown: set[str] = set()
     lines = []
@@ -176,7 +178,9 @@ def model_help(model: str, dataset: str | None = None) -> str:
             shown.add(key)
             head = f"  --{key}={value}" if value else f"  --{key}"
             first, rest = (comments[0], comments[1:]) if comments else ("", [])
-            lines.append(f"{head:<34} {first}".rstrip() if len(head) < 34 else head + ("\n" + " " * 35 + first if first else ""))
+            lines.append(
+                f"{head:<34} {first}".rstrip() if len(head) < 34 else head + ("\n" + " " * 35 + first if first else "")
+            )
             lines += [" " * 35 + text for text in rest]
     lines += [
         "",
@@ -292,7 +296,9 @@ def export_main(argv: list[str] | None = None) -> int:
         from recbole_sae.intents.embedding_file import export_item_embeddings
 
         path, shape = export_item_embeddings(
-            args["dataset"], args["out"], args.get("config_files"),
+            args["dataset"],
+            args["out"],
+            args.get("config_files"),
             cmd_args={key: value for key, value in args.items() if key not in EXPORT_ONLY_KEYS},
         )
     except RecboleSAEError as err:

@@ -81,7 +81,7 @@ def fill_nan(dataset) -> None:
             else:
                 dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
                 feat[field] = feat[field].apply(
-                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                    lambda x, dtype=dtype: np.array([], dtype=dtype) if isinstance(x, float) else x
                 )
 
 

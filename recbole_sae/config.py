@@ -95,7 +95,9 @@ def read_config_file(path) -> dict:
             values = yaml.load(f, Loader=SafeYamlLoader)
     except yaml.YAMLError as err:
         detail = " ".join(str(err).split())[:300]
-        raise ConfigError(f"config file {path} is not valid yaml ({detail}): fix it or drop it from --config_files") from None
+        raise ConfigError(
+            f"config file {path} is not valid yaml ({detail}): fix it or drop it from --config_files"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} cannot be read ({err}): check --config_files") from None
     if values is None:
@@ -136,16 +138,13 @@ def project_layers(model: str, model_class, dataset: str) -> list[Path]:
 class Config(RecBoleConfig):
     """RecBole's Config with this project's layers, model registry and dataset lookup."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None,
-                 command=None):
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, command=None):
         compat.apply()
         # the command line's --key=value pairs as typed (strings, split at the first '=' by the CLI), and
         # the command itself (for the run's log, lock and resume state; None when not run from the CLI)
         self.cmd_args = {key: value for key, value in (cmd_args or {}).items() if key not in CLI_ONLY_KEYS}
         self.command = command
-        super().__init__(
-            model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
-        )
+        super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         resolve_config_paths(self)  # relative paths mean the same wherever the run goes on
         check_numbers(self)  # before a run folder exists or any data is read
 

@@ -155,10 +155,14 @@ def header_model(config, net, threads: int) -> None:
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     from recbole_sae import protocol
 
-    plan = (f"up to {config['epochs']} epochs, early stop after {config['stopping_step']} validations "
-            f"without a better {config['valid_metric']} ({protocol_name(protocol.headline(config))})")
-    say(f"model: {params:,} trainable parameters; device {config['device']}, {threads} torch "
-        f"thread{'s' if threads != 1 else ''}; {plan}")
+    plan = (
+        f"up to {config['epochs']} epochs, early stop after {config['stopping_step']} validations "
+        f"without a better {config['valid_metric']} ({protocol_name(protocol.headline(config))})"
+    )
+    say(
+        f"model: {params:,} trainable parameters; device {config['device']}, {threads} torch "
+        f"thread{'s' if threads != 1 else ''}; {plan}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,9 +222,13 @@ class EpochWatch:
         start = time.perf_counter()
         if self._counts_batches:
             # after the first epoch its line says how long one takes: fewer progress lines
-            meter = Progress(f"epoch {epoch_idx + 1}/{self.epochs}", self._batches(train_data), "batches",
-                             step=0.1 if not self.seconds else 0.25,
-                             note=lambda eta: self._run_left(epoch_idx, meter, eta))
+            meter = Progress(
+                f"epoch {epoch_idx + 1}/{self.epochs}",
+                self._batches(train_data),
+                "batches",
+                step=0.1 if not self.seconds else 0.25,
+                note=lambda eta: self._run_left(epoch_idx, meter, eta),
+            )
             base = loss_func or self.trainer.model.calculate_loss
 
             def counted(interaction):
@@ -255,7 +263,9 @@ class EpochWatch:
                 say(f"loaded weights: valid {self.metric} {valid[0]:.4f}")
             return
         epoch_idx, loss, seconds = pending
-        text = f"epoch {epoch_idx + 1:>{len(str(self.epochs))}}/{self.epochs}  train loss {_loss(loss)}  {seconds:.1f} s"
+        text = (
+            f"epoch {epoch_idx + 1:>{len(str(self.epochs))}}/{self.epochs}  train loss {_loss(loss)}  {seconds:.1f} s"
+        )
         if valid is not None:
             score, best, valid_seconds = valid
             text += f"  valid {self.metric} {score:.4f}{' *' if best else '  '} ({valid_seconds:.1f} s)"
@@ -308,8 +318,22 @@ def cutoff_metrics(metrics: dict | None, metric: str) -> dict | None:
     return kept or metrics
 
 
-CORE_KEYS = ("model", "dataset", "protocol", "best_valid", "test", "target_seen_before", "best_epoch",
-             "epochs_run", "seconds_per_epoch", "seconds", "device", "seed", "resumed_at_epoch", "run_dir")
+CORE_KEYS = (
+    "model",
+    "dataset",
+    "protocol",
+    "best_valid",
+    "test",
+    "target_seen_before",
+    "best_epoch",
+    "epochs_run",
+    "seconds_per_epoch",
+    "seconds",
+    "device",
+    "seed",
+    "resumed_at_epoch",
+    "run_dir",
+)
 
 
 def compact_result(result: dict, metric: str, summaries: dict | None = None, result_file: str | None = None) -> dict:
@@ -348,8 +372,11 @@ def summary(compact: dict, metric: str) -> None:
     metric = metric.lower()
     hit = "hit@" + metric.split("@", 1)[1] if "@" in metric else None
     head = compact.get("protocol")
-    tables = [(head, compact)] + [(p, compact[p]) for p in (protocol.SEEN_REMOVED, protocol.SEEN_KEPT)
-                                  if p != head and isinstance(compact.get(p), dict)]
+    tables = [(head, compact)] + [
+        (p, compact[p])
+        for p in (protocol.SEEN_REMOVED, protocol.SEEN_KEPT)
+        if p != head and isinstance(compact.get(p), dict)
+    ]
     for name, holder in tables:
         parts = []
         for split, title in (("best_valid", "valid"), ("test", "test")):
@@ -359,8 +386,11 @@ def summary(compact: dict, metric: str) -> None:
         label = protocol_name(name) + (" (headline)" if name == head else "")
         say(f"{label}: " + " | ".join(parts))
     for key, value in compact.items():
-        if key not in CORE_KEYS and key not in (protocol.SEEN_KEPT, protocol.SEEN_REMOVED, "result_file") \
-                and isinstance(value, dict):
+        if (
+            key not in CORE_KEYS
+            and key not in (protocol.SEEN_KEPT, protocol.SEEN_REMOVED, "result_file")
+            and isinstance(value, dict)
+        ):
             say(f"{key}: " + ", ".join(_flat(value)))
     say(f"run folder: {compact.get('run_dir')}")
 

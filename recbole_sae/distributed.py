@@ -85,8 +85,8 @@ def check(config) -> None:
         raise ConfigError(
             f"--nproc={nproc}: {model} trains in one process (its SAE and intent stages are not distributed); "
             "drop --nproc, or train its SASRecPlus on several processes and pass it as --sasrec_checkpoint"
-            if model != "SAERec" else
-            f"--nproc={nproc}: SAERec trains in one process (its intent stage is not distributed); drop --nproc"
+            if model != "SAERec"
+            else f"--nproc={nproc}: SAERec trains in one process (its intent stage is not distributed); drop --nproc"
         )
     gpus = [g for g in str(config["gpu_id"]).split(",") if g.strip()]
     if _use_cuda(config) and len(gpus) < nproc:
@@ -113,8 +113,12 @@ def launch(config, run_dir: str, run_args: tuple) -> dict:
 
     nproc = config["nproc"]
     keys = {
-        "nproc": nproc, "world_size": nproc, "offset": 0, "run_dir": run_dir,
-        "ip": config["ip"] or "localhost", "port": int(config["port"] or free_port()),
+        "nproc": nproc,
+        "world_size": nproc,
+        "offset": 0,
+        "run_dir": run_dir,
+        "ip": config["ip"] or "localhost",
+        "port": int(config["port"] or free_port()),
     }
     queue = mp.get_context("spawn").SimpleQueue()
     try:
@@ -164,7 +168,9 @@ def _reported_error(queue) -> RecboleSAEError | None:
             _, name, text = message
             cls = getattr(errors, name, RecboleSAEError)
             try:
-                return cls(text) if isinstance(cls, type) and issubclass(cls, RecboleSAEError) else RecboleSAEError(text)
+                return (
+                    cls(text) if isinstance(cls, type) and issubclass(cls, RecboleSAEError) else RecboleSAEError(text)
+                )
             except TypeError:  # a class that takes more than the message
                 return RecboleSAEError(text)
     return None

@@ -30,10 +30,24 @@ from recbole_sae.textlist import split_list
 EXTRA_KEYS = "extra_keys"
 
 # Keys of the command line (run_recbole_sae.py and sweeps) that are not in any yaml.
-CLI_KEYS = frozenset({
-    "model", "dataset", "config_files", "run_dir", EXTRA_KEYS,
-    "sweep", "results", "report_dir", "workers", "oom_retries", "models", "datasets", "seeds", "grid_points",
-})
+CLI_KEYS = frozenset(
+    {
+        "model",
+        "dataset",
+        "config_files",
+        "run_dir",
+        EXTRA_KEYS,
+        "sweep",
+        "results",
+        "report_dir",
+        "workers",
+        "oom_retries",
+        "models",
+        "datasets",
+        "seeds",
+        "grid_points",
+    }
+)
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 # Files of RecBole's properties folder that map dataset names to download addresses: no keys.
@@ -229,7 +243,11 @@ def check_sweep_keys(sweep, sweep_keys=()) -> None:
     for where, settings in sources.items():
         unknown = {str(k) for k in (settings or {}) if str(k) not in known}
         if unknown:
-            origin = f"in {where} of the sweep {sweep.path}" if where != "the command line" else "on the sweep's command line"
+            origin = (
+                f"in {where} of the sweep {sweep.path}"
+                if where != "the command line"
+                else "on the sweep's command line"
+            )
             raise ConfigError(describe_unknown(unknown, known, origin, hints=hints))
 
 

@@ -55,9 +55,17 @@ class Progress:
     Use as a context manager, or call :meth:`finish` at the end of the stage.
     """
 
-    def __init__(self, label: str, total: Optional[int] = None, unit: str = "steps", every: Optional[float] = None,
-                 step: float = DEFAULT_STEP, note: Optional[Callable[[float], str]] = None,
-                 logger: Optional[logging.Logger] = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        label: str,
+        total: Optional[int] = None,
+        unit: str = "steps",
+        every: Optional[float] = None,
+        step: float = DEFAULT_STEP,
+        note: Optional[Callable[[float], str]] = None,
+        logger: Optional[logging.Logger] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.label, self.total, self.unit, self.note = label, total, unit, note
         self.every = interval() if every is None else float(every)
         self.step = float(step)
@@ -100,8 +108,10 @@ class Progress:
             return f"{self.label}: {self.done:,} {self.unit}, {duration(elapsed)} elapsed"
         share = min(1.0, self.done / self.total)
         eta = self.eta(now)
-        text = (f"{self.label}: {self.done:,}/{self.total:,} {self.unit} ({share:.0%}), "
-                f"{duration(elapsed)} elapsed, ETA {duration(eta)}")
+        text = (
+            f"{self.label}: {self.done:,}/{self.total:,} {self.unit} ({share:.0%}), "
+            f"{duration(elapsed)} elapsed, ETA {duration(eta)}"
+        )
         return text + (self.note(eta) if self.note else "")
 
     def finish(self) -> float:

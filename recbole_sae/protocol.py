@@ -212,4 +212,3 @@ def metrics(record: dict, protocol: str, split: str) -> dict | None:
         if isinstance(holder.get(protocol), dict):
             return holder[protocol].get(split)
     return None
-

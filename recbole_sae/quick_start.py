@@ -14,10 +14,14 @@ import torch
 
 from recbole_sae import checkpoint as checkpoint_format
 from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
-from recbole_sae.contracts import is_epoch_trainer, run_view
 from recbole_sae.config import Config, split_config_files
+from recbole_sae.contracts import is_epoch_trainer, run_view
 from recbole_sae.errors import (
-    CheckpointMismatchError, ConfigError, FinishedRunError, RecboleSAEError, TrainingDivergedError,
+    CheckpointMismatchError,
+    ConfigError,
+    FinishedRunError,
+    RecboleSAEError,
+    TrainingDivergedError,
 )
 from recbole_sae.fileio import write_text_atomic
 from recbole_sae.registry import get_trainer
@@ -33,9 +37,7 @@ from recbole_sae.model.build import build_model  # noqa: E402
 
 def _new_run_dir(config) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    run_dir = os.path.abspath(
-        os.path.join(config["checkpoint_dir"], f"{config['model']}-{config['dataset']}-{stamp}")
-    )
+    run_dir = os.path.abspath(os.path.join(config["checkpoint_dir"], f"{config['model']}-{config['dataset']}-{stamp}"))
     return runlock.claim(run_dir)
 
 
@@ -56,10 +58,12 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
         if not resume.state_file(run_dir).is_file():
             raise ConfigError(
                 f"--resume={config['resume']}: "
-                + (f"{run_dir} holds a finished run (result.json); there is nothing to resume"
-                   if _finished(run_dir) else
-                   f"no {runfiles.RESUME} in {run_dir}: not a run folder, or the run stopped before its "
-                   "first validation; start it again without --resume")
+                + (
+                    f"{run_dir} holds a finished run (result.json); there is nothing to resume"
+                    if _finished(run_dir)
+                    else f"no {runfiles.RESUME} in {run_dir}: not a run folder, or the run stopped before its "
+                    "first validation; start it again without --resume"
+                )
             )
     elif config["run_name"]:
         run_dir = runlock.claim(runlock.run_dir_for_name(config["checkpoint_dir"], config["run_name"]))
@@ -106,7 +110,9 @@ def _diverged_as_error(config, run_dir: str):
     except TrainingDivergedError:
         raise
     except FloatingPointError as err:
-        raise TrainingDivergedError(f"{config['model']} on {config['dataset']} stopped: {err} (log: {run_dir})") from err
+        raise TrainingDivergedError(
+            f"{config['model']} on {config['dataset']} stopped: {err} (log: {run_dir})"
+        ) from err
     except ValueError as err:
         if str(err) != RECBOLE_NAN_MESSAGE:
             raise
@@ -152,13 +158,16 @@ def run_recbole_sae(
     n_threads = threads.resolve(config["threads"], distributed.world_size(config))
     if distributed.active(config):  # one of the processes of a multi-process run: the folder is opened
         run_dir = config["run_dir"]
-        return _train_and_test(config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads)
+        return _train_and_test(
+            config, run_dir, distributed.resume_state(run_dir), run_settings, saved, start, n_threads
+        )
     if distributed.wanted(config):  # --nproc=N: N processes train the run in this folder
         distributed.check(config)
         run_args = (model, dataset, config_file_list, config_dict, saved, cmd_args, command)
         return _in_run_folder(config, run_settings, lambda run_dir, _: distributed.launch(config, run_dir, run_args))
     return _in_run_folder(
-        config, run_settings,
+        config,
+        run_settings,
         lambda run_dir, state: _train_and_test(config, run_dir, state, run_settings, saved, start, n_threads),
     )
 
@@ -177,8 +186,7 @@ def _in_run_folder(config, run_settings: dict, work):
         lock.release()
 
 
-def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float,
-                    n_threads: int) -> dict:
+def _train_and_test(config, run_dir: str, state, run_settings: dict, saved: bool, start: float, n_threads: int) -> dict:
     """The run in its folder (several processes: each of them; only rank 0 writes files and prints),
     with its threads, its log file and its console."""
     main = distributed.is_main(config)
@@ -254,8 +262,9 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
 
     def save_state(epoch_idx, valid_score):
         if distributed.is_main(config):
-            resume.save(run_dir, trainer, train_data, epoch_idx, run_settings, config.command,
-                         (epoch_seconds, valid_scores))
+            resume.save(
+                run_dir, trainer, train_data, epoch_idx, run_settings, config.command, (epoch_seconds, valid_scores)
+            )
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
     if is_epoch_trainer(trainer):  # its fit calls callback_fn after every validation
@@ -271,8 +280,15 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     )
     trainer.both_protocols = False  # a model's own reports (SAE interventions, steering) use the headline
     extra = run_view(trainer).after_test(train_data, valid_data, test_data) or {}
-    return {"valid": best_valid_result, "test": test_result, "extra": extra, "target_seen": target_seen,
-            "seconds": epoch_seconds, "scores": valid_scores, "resumed_at": resumed_at}
+    return {
+        "valid": best_valid_result,
+        "test": test_result,
+        "extra": extra,
+        "target_seen": target_seen,
+        "seconds": epoch_seconds,
+        "scores": valid_scores,
+        "resumed_at": resumed_at,
+    }
 
 
 def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
@@ -286,12 +302,18 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
         "protocol": headline,
         "best_valid": round_metrics(best_valid),
         "test": round_metrics(test),
-        **({protocol.other(headline): {"best_valid": round_metrics(other_valid), "test": round_metrics(other_test)},
-            "target_seen_before": target_seen} if target_seen is not None else {}),
+        **(
+            {
+                protocol.other(headline): {"best_valid": round_metrics(other_valid), "test": round_metrics(other_test)},
+                "target_seen_before": target_seen,
+            }
+            if target_seen is not None
+            else {}
+        ),
         # no training epoch (weights loaded: sasrec_checkpoint, sae_run): no best epoch either
-        "best_epoch": _best_epoch(
-            outcome["scores"], config["eval_step"], config["valid_metric_bigger"]
-        ) if epoch_seconds else None,
+        "best_epoch": _best_epoch(outcome["scores"], config["eval_step"], config["valid_metric_bigger"])
+        if epoch_seconds
+        else None,
         "epochs_run": len(epoch_seconds),
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
         "run_dir": run_dir,
@@ -304,8 +326,9 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
     }
 
 
-def load_data_and_model(checkpoint: str, expected_model: str | None = None, config_dict=None,
-                        trust_checkpoint: bool = False):
+def load_data_and_model(
+    checkpoint: str, expected_model: str | None = None, config_dict=None, trust_checkpoint: bool = False
+):
     """Reload a run: ``(config, model, dataset, train_data, valid_data, test_data)``.
 
     ``checkpoint`` is a ``model.pth`` or the run folder holding one. ``expected_model`` guards

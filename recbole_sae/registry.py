@@ -97,9 +97,7 @@ def recbole_model_modules(package: str | None = None) -> set[str]:
 
     root = Path(recbole.model.__file__).parent
     folders = [root / package] if package else [p for p in root.iterdir() if p.name.endswith("_recommender")]
-    return {
-        f.stem for folder in folders for f in folder.glob("*.py") if not f.stem.startswith("_")
-    }
+    return {f.stem for folder in folders for f in folder.glob("*.py") if not f.stem.startswith("_")}
 
 
 def get_trainer(model_type, model_name: str):

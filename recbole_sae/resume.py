@@ -29,21 +29,38 @@ from recbole_sae.errors import CheckpointMismatchError, ConfigError
 # Keys that may differ between the first start of a run and its resumption.
 FREE_KEYS = frozenset(
     {
-        "resume", "run_name", "run_dir", "checkpoint_dir", "data_path", "show_progress", "state",
-        "device", "gpu_id", "use_gpu", "worker", "local_rank", "nproc", "world_size", "offset", "ip",
-        "port", "single_spec", "eval_batch_size", "log_wandb", "wandb_project", "trust_checkpoint",
-        "threads", "verbose", "progress_seconds",
+        "resume",
+        "run_name",
+        "run_dir",
+        "checkpoint_dir",
+        "data_path",
+        "show_progress",
+        "state",
+        "device",
+        "gpu_id",
+        "use_gpu",
+        "worker",
+        "local_rank",
+        "nproc",
+        "world_size",
+        "offset",
+        "ip",
+        "port",
+        "single_spec",
+        "eval_batch_size",
+        "log_wandb",
+        "wandb_project",
+        "trust_checkpoint",
+        "threads",
+        "verbose",
+        "progress_seconds",
     }
 )
 
 
 def settings(config) -> dict:
     """What the run's training depends on, as text: the resolved config without :data:`FREE_KEYS`."""
-    return {
-        str(key): repr(value)
-        for key, value in config.final_config_dict.items()
-        if key not in FREE_KEYS
-    }
+    return {str(key): repr(value) for key, value in config.final_config_dict.items() if key not in FREE_KEYS}
 
 
 def state_file(run_dir) -> Path:
@@ -58,8 +75,13 @@ def _rng_state(train_data) -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
         "loader": generator.get_state() if isinstance(generator, torch.Generator) else None,
     }
@@ -70,8 +92,15 @@ def _set_rng_state(rng: dict, train_data) -> None:
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     state = rng["numpy"]
-    np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
-                         state["has_gauss"], state["cached_gaussian"]))
+    np.random.set_state(
+        (
+            state["name"],
+            state["keys"].numpy().astype(np.uint32),
+            state["pos"],
+            state["has_gauss"],
+            state["cached_gaussian"],
+        )
+    )
     python = rng["python"]
     random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
     generator = getattr(train_data, "generator", None)
@@ -104,8 +133,9 @@ def save(run_dir, trainer, train_data, epoch: int, run_settings: dict, command: 
 def load(run_dir) -> dict:
     """The saved state, loaded weights-only (a state that needs more is refused, never unpickled)."""
     try:
-        return checkpoint.load(state_file(run_dir), trust=None, what="resume state",
-                               hint="delete it to start the run afresh")
+        return checkpoint.load(
+            state_file(run_dir), trust=None, what="resume state", hint="delete it to start the run afresh"
+        )
     except CheckpointMismatchError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -28,6 +28,9 @@ def split_list(value: Any) -> List[Any]:
         text = value.strip().strip("[]()").replace(";", ",")
         return [item.strip() for item in text.split(",") if item.strip()]
     if isinstance(value, (list, tuple)):
-        return [item.strip() if isinstance(item, str) else item for item in value
-                if not (isinstance(item, str) and not item.strip())]
+        return [
+            item.strip() if isinstance(item, str) else item
+            for item in value
+            if not (isinstance(item, str) and not item.strip())
+        ]
     return [value]

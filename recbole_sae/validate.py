@@ -12,8 +12,15 @@ from recbole_sae.errors import ConfigError
 
 # Keys that must be integers >= 1, and an example value for the message.
 POSITIVE_INTS = {
-    "hidden_size": 64, "inner_size": 256, "n_layers": 2, "n_heads": 2, "embedding_size": 64, "epochs": 50,
-    "train_batch_size": 256, "eval_batch_size": 4096, "MAX_ITEM_LIST_LENGTH": 50,
+    "hidden_size": 64,
+    "inner_size": 256,
+    "n_layers": 2,
+    "n_heads": 2,
+    "embedding_size": 64,
+    "epochs": 50,
+    "train_batch_size": 256,
+    "eval_batch_size": 4096,
+    "MAX_ITEM_LIST_LENGTH": 50,
 }
 # Keys that must be numbers in [0, 1).
 PROBABILITIES = ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
@@ -51,21 +58,27 @@ def check_numbers(config) -> None:
     if config["model"] in MODEL_MINIMUMS:
         key, least, why = MODEL_MINIMUMS[config["model"]]
         if config[key] is not None and config[key] < least:
-            raise ConfigError(f"{config['model']} needs {key} >= {least} ({why}); got {key}={config[key]}: "
-                              f"pass --{key}={least} or more")
+            raise ConfigError(
+                f"{config['model']} needs {key} >= {least} ({why}); got {key}={config[key]}: "
+                f"pass --{key}={least} or more"
+            )
 
 
 def check_splits(config, train_data, valid_data, test_data) -> None:
     """Every split has rows; else a :class:`ConfigError` that says which is empty and why."""
-    empty = [name for name, data in (("training", train_data), ("validation", valid_data), ("test", test_data))
-             if data is not None and len(data.dataset) == 0]
+    empty = [
+        name
+        for name, data in (("training", train_data), ("validation", valid_data), ("test", test_data))
+        if data is not None and len(data.dataset) == 0
+    ]
     if not empty:
         return
     split = (config["eval_args"] or {}).get("split") or {}
     why = (
         "with leave-one-out splitting (eval_args split LS) a user is evaluated only with at least 3 interactions "
         "(one or more to train on, one to validate, one to test), and no user has that many after filtering"
-        if "LS" in split else "the split ratios or the filtering leave no interaction there"
+        if "LS" in split
+        else "the split ratios or the filtering leave no interaction there"
     )
     raise ConfigError(
         f"{config['model']} on {config['dataset']}: the {' and '.join(empty)} data {'is' if len(empty) == 1 else 'are'} "

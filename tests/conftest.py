@@ -23,9 +23,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 GENRES = ["Western", "Horror", "Comedy", "Drama", "SciFi"]
 
 # A small intent vocabulary for SAERec on the tiny dataset.
-INTENT_SMALL = {"intent_sae_d_sae": 64, "intent_sae_k": 4, "intent_sae_epochs": 30, "intent_min_items": 2,
-                "intent_max_items_frac": 0.5, "n_personal_intents": 3, "n_public_intents": 2,
-                "intent_layers": 1, "n_heads": 1}
+INTENT_SMALL = {
+    "intent_sae_d_sae": 64,
+    "intent_sae_k": 4,
+    "intent_sae_epochs": 30,
+    "intent_min_items": 2,
+    "intent_max_items_frac": 0.5,
+    "n_personal_intents": 3,
+    "n_public_intents": 2,
+    "intent_layers": 1,
+    "n_heads": 1,
+}
 
 # A small model for pipeline tests: fast on a 2-core CPU.
 SMALL = {
@@ -140,8 +148,9 @@ def saerec_of(tiny_build, tmp_path):
     stages = {}
 
     def make(**overrides):
-        cfg, _, train, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"),
-                                       **{**INTENT_SMALL, **overrides})
+        cfg, _, train, *_ = tiny_build(
+            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_SMALL, **overrides}
+        )
         key = (cfg["intent_directions"], cfg["seed"])
         if key not in stages:
             stages[key] = IntentStage.build(cfg, train.dataset)

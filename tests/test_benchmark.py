@@ -13,11 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import SMALL
 
-from recbole_sae.benchmark import commands, process, runner, stats as report_stats
+from recbole_sae.benchmark import commands, process, runner
 from recbole_sae.benchmark import results as results_file
 from recbole_sae.benchmark import spec as sweep_spec
-from conftest import SMALL
+from recbole_sae.benchmark import stats as report_stats
 
 
 def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file, in_tmp, monkeypatch):
@@ -64,7 +65,9 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
         raise AssertionError("a finished run was run again")
 
     monkeypatch.setattr(runner, "execute_run", must_not_run)
-    again = runner.run_sweep(sweep_spec.load_sweep(sweep_file(**{**keys, "models": ["SASRec"]})), results, log=[].append)
+    again = runner.run_sweep(
+        sweep_spec.load_sweep(sweep_file(**{**keys, "models": ["SASRec"]})), results, log=[].append
+    )
     assert (again["executed"], again["skipped"]) == (0, 2)
     assert results.read_bytes() == before
 
@@ -111,7 +114,9 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     # --models replaces the sweep's list (one run keeps the test short); --eval_batch_size is an override
     assert main(["--sweep=sweep/ci.yaml", f"--results={results}", "--models=SASRec", "--eval_batch_size=128"]) == 0
     out = capsys.readouterr().out
-    assert "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 started | elapsed" in out
+    assert (
+        "sweep ci: 1 planned runs, 0 done before" in out and "run 1/1 SASRec ml-100k seed=2020 started | elapsed" in out
+    )
     (record,) = results_file.read_results(results)
     assert (record["model"], record["status"], record["sweep"]) == ("SASRec", "ok", "ci")
     assert record["overrides"]["eval_batch_size"] == 128 and record["config"]["eval_batch_size"] == 128
@@ -230,7 +235,10 @@ def test_a_sweep_run_in_parts_reports_every_part(sweep_file, in_tmp, monkeypatch
 
     def fake(spec, *args, **kwargs):
         fields = _planted_fields()
-        fields["test"] = {**fields["test"], "ndcg@10": 0.11 if spec.model == "GRU4Rec" else sasrec_test.get(spec.seed, 0.1)}
+        fields["test"] = {
+            **fields["test"],
+            "ndcg@10": 0.11 if spec.model == "GRU4Rec" else sasrec_test.get(spec.seed, 0.1),
+        }
         return fields
 
     monkeypatch.setattr(runner, "execute_run", fake)
@@ -259,7 +267,9 @@ def test_a_sweep_run_in_parts_reports_every_part(sweep_file, in_tmp, monkeypatch
     assert "4 finished runs" in report.read_text()
 
 
-def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbole_models(sweep_file, in_tmp, monkeypatch):
+def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbole_models(
+    sweep_file, in_tmp, monkeypatch
+):
     """`--text_embeddings=FILE` on a sweep used to enter every model's run key by its path: moving the file (or a
     repository checked out elsewhere) made every run new, RecBole's baselines too, which never read it."""
     first = in_tmp / "a" / "emb.safetensors"
@@ -279,7 +289,10 @@ def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbol
     assert key("SASRec", text_embeddings=str(first)) == key("SASRec") == key("SASRec", sae_k=32, fusion="gate")
     assert key("SASRec", hidden_dropout_prob=0.5) != key("SASRec")
     assert {"text_embeddings", "sae_k", "train_mode", "sasrec_checkpoint"} <= sweep_spec.plugin_only_settings()
-    assert not {"hidden_size", "seed", "epochs", "learning_rate", "MAX_ITEM_LIST_LENGTH"} & sweep_spec.plugin_only_settings()
+    assert (
+        not {"hidden_size", "seed", "epochs", "learning_rate", "MAX_ITEM_LIST_LENGTH"}
+        & sweep_spec.plugin_only_settings()
+    )
     # plugin models: an input file by what it holds, not where it lies
     assert key("SAERec", text_embeddings=str(first)) == key("SAERec", text_embeddings=str(moved))
     assert key("SAERec", text_embeddings=str(first)) not in {key("SAERec", text_embeddings=str(other)), key("SAERec")}
@@ -289,7 +302,9 @@ def test_run_keys_name_inputs_by_content_and_leave_plugin_settings_out_of_recbol
     (run / "model.pth").write_bytes(b"weights")
     assert key("SteerableSASRec", sae_run=str(run)) == key("SteerableSASRec", sae_run=str(run / "model.pth"))
     # a missing input stays a path: the run itself says what is wrong
-    assert key("SAERec", text_embeddings="nowhere.safetensors") != key("SAERec", text_embeddings="elsewhere.safetensors")
+    assert key("SAERec", text_embeddings="nowhere.safetensors") != key(
+        "SAERec", text_embeddings="elsewhere.safetensors"
+    )
 
     # a sweep's finished runs survive a move of the input file
     path = sweep_file(models=["SASRec"], seeds=[1, 2])
@@ -401,7 +416,9 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
     fake, calls = _concurrency_fake(lambda seed, beside: True, together=0)
     monkeypatch.setattr(runner, "execute_run", fake)
     messages = []
-    summary = runner.run_sweep(sweep_spec.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append)
+    summary = runner.run_sweep(
+        sweep_spec.load_sweep(sweep_file(workers=2)), in_tmp / "alone.jsonl", log=messages.append
+    )
     assert (summary["executed"], summary["errors"]) == (1, 1) and calls == [(1, 0)]
     assert errors(in_tmp / "alone.jsonl") == [(1, "error", 1, OOM)]
     assert not any("requeued" in m for m in messages)
@@ -440,7 +457,9 @@ def test_out_of_gpu_memory_alone_or_after_its_retries_is_an_error(sweep_file, in
         return {"status": "error", "error": "RuntimeError: shapes do not match", "seconds": 0.05}
 
     monkeypatch.setattr(runner, "execute_run", other_error)
-    summary = runner.run_sweep(sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2)), in_tmp / "other.jsonl", log=[].append)
+    summary = runner.run_sweep(
+        sweep_spec.load_sweep(sweep_file(seeds=[1, 2], workers=2)), in_tmp / "other.jsonl", log=[].append
+    )
     assert (summary["executed"], summary["errors"]) == (2, 2)
     assert [r["attempts"] for r in results_file.read_results(in_tmp / "other.jsonl")] == [1, 1]
 
@@ -580,8 +599,12 @@ def test_git_dirty_ignores_results_reports_and_plots(tmp_path, monkeypatch):
 def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sweep_file, in_tmp, monkeypatch, capsys):
     from recbole_sae.cli import main
 
-    path = sweep_file(seeds=[1, 2], grid={"learning_rate": [0.1, 0.01], "dropout_prob": [0.2, 0.5]},
-                      model_grid={"GRU4Rec": {"dropout_prob": [0.3]}}, models=["SASRec", "GRU4Rec"])
+    path = sweep_file(
+        seeds=[1, 2],
+        grid={"learning_rate": [0.1, 0.01], "dropout_prob": [0.2, 0.5]},
+        model_grid={"GRU4Rec": {"dropout_prob": [0.3]}},
+        models=["SASRec", "GRU4Rec"],
+    )
     whole = {(s.model, s.grid_label, s.seed): s.key for s in sweep_spec.plan_runs(sweep_spec.load_sweep(path))}
     ran = []
 
@@ -594,14 +617,18 @@ def test_grid_points_option_runs_only_those_points_with_the_whole_sweeps_keys(sw
     points = "--grid_points=dropout_prob=0.5,learning_rate=0.01; dropout_prob=0.3"
     assert main([f"--sweep={path}", f"--results={results}", points]) == 0
     assert sorted((m, g, s) for m, g, s, _ in ran) == [
-        ("GRU4Rec", "dropout_prob=0.3", 1), ("GRU4Rec", "dropout_prob=0.3", 2),
-        ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 1), ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 2),
+        ("GRU4Rec", "dropout_prob=0.3", 1),
+        ("GRU4Rec", "dropout_prob=0.3", 2),
+        ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 1),
+        ("SASRec", "dropout_prob=0.5,learning_rate=0.01", 2),
     ]
     assert all(key == whole[(m, g, s)] for m, g, s, key in ran)  # the same runs as in the whole sweep
     # the rest of the grid afterwards: nothing runs twice
     ran.clear()
     assert main([f"--sweep={path}", f"--results={results}"]) == 0
-    assert len(ran) == 6 and not any(g == "dropout_prob=0.5,learning_rate=0.01" or g == "dropout_prob=0.3" for _, g, _, _ in ran)
+    assert len(ran) == 6 and not any(
+        g == "dropout_prob=0.5,learning_rate=0.01" or g == "dropout_prob=0.3" for _, g, _, _ in ran
+    )
     capsys.readouterr()
     assert main([f"--sweep={path}", f"--results={results}", "--grid_points=dropout=0.5"]) == 2
     err = capsys.readouterr().err
@@ -620,6 +647,8 @@ def test_the_full_profiles_new_baselines_run(model, tiny_dataset, in_tmp):
         settings["selected_features"] = ["genre"]  # the tiny data's attribute
     result = run_recbole_sae(model, name, [yaml_file], settings)
     assert result["epochs_run"] == 1 and 0 < result["test"]["hit@20"] <= 1
-    assert sweep_spec.resolve_sweep_path("properties/sweep/quick.yaml") == sweep_spec.PROPERTIES / "sweep" / "quick.yaml"
+    assert (
+        sweep_spec.resolve_sweep_path("properties/sweep/quick.yaml") == sweep_spec.PROPERTIES / "sweep" / "quick.yaml"
+    )
     quick = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("quick"))
     assert quick.config["hidden_size"] == 32 and quick.config["n_layers"] == 1 and quick.baseline == "SASRec"

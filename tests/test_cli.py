@@ -10,21 +10,40 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL, write_tiny_dataset
 
 from recbole_sae import cli
 from recbole_sae.cli import main, yaml_key_docs
 from recbole_sae.config import PROPERTIES
 
-from conftest import SMALL, write_tiny_dataset
-
 REPO = Path(__file__).resolve().parents[1]
 
 # Every option the README, the sweep runner and the models' docs name.
 OPTIONS = [
-    "--model", "--dataset", "--data_path", "--config_files", "--run_name", "--resume", "--checkpoint_dir",
-    "--extra_keys", "--nproc", "--sae_run", "--sasrec_checkpoint", "--steer", "--steer_sweep", "--strengths",
-    "--text_embeddings", "--sweep", "--results", "--report_dir", "--workers", "--oom_retries", "--models",
-    "--datasets", "--seeds", "--grid_points",
+    "--model",
+    "--dataset",
+    "--data_path",
+    "--config_files",
+    "--run_name",
+    "--resume",
+    "--checkpoint_dir",
+    "--extra_keys",
+    "--nproc",
+    "--sae_run",
+    "--sasrec_checkpoint",
+    "--steer",
+    "--steer_sweep",
+    "--strengths",
+    "--text_embeddings",
+    "--sweep",
+    "--results",
+    "--report_dir",
+    "--workers",
+    "--oom_retries",
+    "--models",
+    "--datasets",
+    "--seeds",
+    "--grid_points",
 ]
 
 
@@ -53,8 +72,9 @@ def test_help_with_a_model_lists_its_keys_with_their_yaml_comments(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     # the model's own yaml, its comment beside the default
-    assert any(line.startswith("  --intent_sae_k=8 ") and line.endswith("(int) Active latents per item.")
-               for line in lines)
+    assert any(
+        line.startswith("  --intent_sae_k=8 ") and line.endswith("(int) Active latents per item.") for line in lines
+    )
     # the parent model's yaml (RecBole's SASRec.yaml) and the project's overall.yaml
     assert "Keys of SASRec, under SAERec (RecBole's properties/model/SASRec.yaml):" in lines
     assert any(line.startswith("  --valid_metric=NDCG@10 ") for line in lines)
@@ -94,9 +114,19 @@ def test_help_for_an_unknown_model_is_an_error(capsys):
 
 def test_cli_paths_are_resolved_against_the_callers_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = cli.parse_args(["--data_path=data", "--config_files=a.yaml,sub/b.yaml", "--sae_run=runs/x",
-                           "--sasrec_checkpoint=~/m.pth", "--text_embeddings=e.safetensors", "--resume=runs/y",
-                           "--results=r.jsonl", "--epochs=3", "--text_encoder=some/model-id"])
+    args = cli.parse_args(
+        [
+            "--data_path=data",
+            "--config_files=a.yaml,sub/b.yaml",
+            "--sae_run=runs/x",
+            "--sasrec_checkpoint=~/m.pth",
+            "--text_embeddings=e.safetensors",
+            "--resume=runs/y",
+            "--results=r.jsonl",
+            "--epochs=3",
+            "--text_encoder=some/model-id",
+        ]
+    )
     from recbole_sae.paths import resolve_cli_args
 
     resolved = resolve_cli_args(args)
@@ -116,8 +146,13 @@ def test_relative_config_files_and_data_path_still_work_after_a_chdir(tmp_path, 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(tmp_path)
-    args = ["--model=SASRec", "--dataset=tiny", "--data_path=data", "--config_files=data/tiny/tiny.yaml",
-            *(f"--{k}={v}" for k, v in SMALL.items())]
+    args = [
+        "--model=SASRec",
+        "--dataset=tiny",
+        "--data_path=data",
+        "--config_files=data/tiny/tiny.yaml",
+        *(f"--{k}={v}" for k, v in SMALL.items()),
+    ]
     from recbole_sae.paths import resolve_cli_args
 
     resolved = [f"--{k}={v}" for k, v in resolve_cli_args(cli.parse_args(args)).items()]
@@ -136,8 +171,15 @@ def test_a_run_takes_its_arguments_from_main_and_records_its_command(tmp_path, m
     write_tiny_dataset(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["prog", "--epochs=99", "--hidden_size=64", "--no_such_key=1", "junk"])
-    args = ["--model=SASRec", "--dataset=tiny", "--data_path=data", "--config_files=data/tiny/tiny.yaml",
-            *(f"--{k}={v}" for k, v in SMALL.items()), "--epochs=2", "--run_name=r"]
+    args = [
+        "--model=SASRec",
+        "--dataset=tiny",
+        "--data_path=data",
+        "--config_files=data/tiny/tiny.yaml",
+        *(f"--{k}={v}" for k, v in SMALL.items()),
+        "--epochs=2",
+        "--run_name=r",
+    ]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.split("RESULT ", 1)[1])
     run_dir = tmp_path / "runs" / "r"
@@ -151,8 +193,7 @@ def test_a_run_takes_its_arguments_from_main_and_records_its_command(tmp_path, m
 
 
 def _run_python(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_relative_recbole_sae_data_is_the_folder_of_the_caller(tmp_path):
@@ -176,16 +217,29 @@ def test_relative_recbole_sae_data_is_the_folder_of_the_caller(tmp_path):
     assert done.stdout.split() == [str(tmp_path / "shared"), str(tmp_path / "shared" / "tiny")]
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "datasets" / "amazon-beauty" / "amazon-beauty.inter").is_file(),
-                    reason="../shared/datasets/amazon-beauty not found beside the repository")
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "datasets" / "amazon-beauty" / "amazon-beauty.inter").is_file(),
+    reason="../shared/datasets/amazon-beauty not found beside the repository",
+)
 def test_readme_test_command_with_its_relative_data_variable(tmp_path):
     """README command 2 as written (RECBOLE_SAE_DATA=../shared/datasets, from the repository root), on
     the test that changes directory: it failed before the variable was resolved at import."""
     env = {**os.environ, "RECBOLE_SAE_DATA": "../shared/datasets"}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/test_pipeline.py::test_amazon_beauty_end_to_end"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_pipeline.py::test_amazon_beauty_end_to_end",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert "1 passed" in done.stdout and "skipped" not in done.stdout
@@ -195,8 +249,11 @@ def test_config_path_keys_are_absolute_so_a_saved_config_reloads_from_anywhere(t
     from recbole_sae.config import Config
 
     monkeypatch.chdir(tmp_path)
-    config = Config("SASRecSAE", "ml-100k", config_dict={"sae_run": "runs/a", "checkpoint_dir": "out",
-                                                          "intent_cache_dir": "~/cache"})
+    config = Config(
+        "SASRecSAE",
+        "ml-100k",
+        config_dict={"sae_run": "runs/a", "checkpoint_dir": "out", "intent_cache_dir": "~/cache"},
+    )
     assert config["sae_run"] == str(tmp_path / "runs" / "a") and config["checkpoint_dir"] == str(tmp_path / "out")
     assert config["intent_cache_dir"] == os.path.expanduser("~/cache")
     assert config["sasrec_checkpoint"] is None  # unset stays unset

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from recbole_sae.benchmark import commands, report as reports, stats as report_stats
+from recbole_sae.benchmark import commands
+from recbole_sae.benchmark import report as reports
+from recbole_sae.benchmark import stats as report_stats
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTS = sorted((REPO / "benchmarks" / "results").glob("*.md"))
@@ -44,8 +46,12 @@ def test_no_bold_on_a_loss_against_the_baseline():
         {"model": "BERT4Rec", "grid_label": "", "baseline": False, "rel_diff": -0.0004, "p_value": 0.5},
     ]
     for row in rows:
-        row.update(metrics={key: (0.05, 0.001) for key, _ in report_stats.REPORT_METRICS}, n=2,
-                   seconds_per_epoch=1.0, devices=["cpu"])
+        row.update(
+            metrics={key: (0.05, 0.001) for key, _ in report_stats.REPORT_METRICS},
+            n=2,
+            seconds_per_epoch=1.0,
+            devices=["cpu"],
+        )
     lines = reports._markdown_table(rows, "SASRec")
     assert "**" not in lines[3].split("|")[-3] and "**" not in lines[4].split("|")[-3]
     assert lines[4].split("|")[-3].strip() == "-0.0%"

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SMALL
 
 from recbole_sae import compat
-
-from conftest import SMALL
 
 
 def test_numpy_aliases_restore_names_removed_in_numpy_2(monkeypatch):
@@ -56,8 +55,9 @@ def _dataset_with_missing_values(tmp_path, with_item_file):
             "item_id:token\tgenre:token_seq\n" + "".join(f"{i}\t{'' if i == 3 else 'A B'}\n" for i in range(1, 6))
         )
         load_col["item"] = ["item_id", "genre"]
-    return Config("SASRec", "holes", config_dict={"data_path": str(tmp_path), "load_col": load_col,
-                                                  "normalize_all": False})
+    return Config(
+        "SASRec", "holes", config_dict={"data_path": str(tmp_path), "load_col": load_col, "normalize_all": False}
+    )
 
 
 def _load_under_copy_on_write(config):
@@ -115,7 +115,9 @@ def test_checkpoints_load_weights_only_and_rebuild_their_config(tiny_dataset, in
     assert isinstance(trainer_module.torch, compat._TorchForTrainer)
     assert set(trainer_module.torch.load(checkpoint)) >= {"config", "state_dict"}
     config, model, _, _, _, test_data = load_data_and_model(result["run_dir"], expected_model="SASRec")
-    assert type(config).__name__ == "Config" and config["hidden_size"] == 16 and config["MODEL_TYPE"].name == "SEQUENTIAL"
+    assert (
+        type(config).__name__ == "Config" and config["hidden_size"] == 16 and config["MODEL_TYPE"].name == "SEQUENTIAL"
+    )
     assert str(config["device"]) == "cpu" and config["eval_type"].name == "RANKING"
     assert torch.equal(model.item_embedding.weight, state["state_dict"]["item_embedding.weight"])
 

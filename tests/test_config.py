@@ -1,16 +1,14 @@
-
 import sys
 
 import pytest
 import yaml
+from recbole.model.sequential_recommender.sasrec import SASRec
 
 from recbole_sae import config as config_module
 from recbole_sae import registry
 from recbole_sae.cli import parse_args
 from recbole_sae.config import Config, project_layers
 from recbole_sae.errors import ConfigError
-
-from recbole.model.sequential_recommender.sasrec import SASRec
 
 
 class LayeredModel(SASRec):
@@ -29,10 +27,13 @@ def layered(tmp_path, monkeypatch):
     overall = yaml.safe_load(open(config_module.PROPERTIES / "overall.yaml"))
     overall.update({"layer_overall": "overall", "n_heads": 4, "inner_size": 99})
     yaml.safe_dump(overall, open(props / "overall.yaml", "w"))
-    yaml.safe_dump({"layer_model": "model", "inner_size": 77, "hidden_dropout_prob": 0.1,
-                    "attn_dropout_prob": 0.1}, open(props / "model" / "LayeredModel.yaml", "w"))
-    yaml.safe_dump({"layer_family": "family", "stopping_step": 5, "inner_size": 88},
-                   open(props / "family" / "layered.yaml", "w"))
+    yaml.safe_dump(
+        {"layer_model": "model", "inner_size": 77, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1},
+        open(props / "model" / "LayeredModel.yaml", "w"),
+    )
+    yaml.safe_dump(
+        {"layer_family": "family", "stopping_step": 5, "inner_size": 88}, open(props / "family" / "layered.yaml", "w")
+    )
     dataset_yaml = yaml.safe_load(open(config_module.PROPERTIES / "dataset" / "ml-100k.yaml"))
     dataset_yaml.update({"layer_dataset": "dataset", "hidden_dropout_prob": 0.2})
     yaml.safe_dump(dataset_yaml, open(props / "dataset" / "ml-100k.yaml", "w"))
@@ -41,16 +42,29 @@ def layered(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.PLUGIN_FAMILIES, "LayeredModel", "layered")
     file_a, file_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     # layer_file is read by nothing: declared as a free-form key (known_keys)
-    yaml.safe_dump({"layer_file": "a", "learning_rate": 0.5, "attn_dropout_prob": 0.3,
-                    "eval_batch_size": 11, "extra_keys": ["layer_file"]}, open(file_a, "w"))
+    yaml.safe_dump(
+        {
+            "layer_file": "a",
+            "learning_rate": 0.5,
+            "attn_dropout_prob": 0.3,
+            "eval_batch_size": 11,
+            "extra_keys": ["layer_file"],
+        },
+        open(file_a, "w"),
+    )
     yaml.safe_dump({"layer_file": "b", "learning_rate": 0.4, "eval_batch_size": 12}, open(file_b, "w"))
     return [str(file_a), str(file_b)]
 
 
 def test_layering_order(layered, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # works from any working directory
-    config = Config("LayeredModel", "ml-100k", layered, {"learning_rate": 0.3, "eval_batch_size": 14},
-                    parse_args(["--eval_batch_size=13"]))
+    config = Config(
+        "LayeredModel",
+        "ml-100k",
+        layered,
+        {"learning_rate": 0.3, "eval_batch_size": 14},
+        parse_args(["--eval_batch_size=13"]),
+    )
     # 1. RecBole's defaults (overall.yaml) where nobody overrides them
     assert config["learner"] == "adam" and config["clip_grad_norm"] is None
     # 2. parent model yaml (RecBole's SASRec.yaml): hidden_size 64, initializer_range 0.02
@@ -69,8 +83,12 @@ def test_layering_order(layered, monkeypatch, tmp_path):
     # 8. dict over files; 9. command line over dict
     assert config["learning_rate"] == 0.3
     assert config["eval_batch_size"] == 13
-    for key, value in [("layer_overall", "overall"), ("layer_family", "family"), ("layer_model", "model"),
-                       ("layer_dataset", "dataset")]:
+    for key, value in [
+        ("layer_overall", "overall"),
+        ("layer_family", "family"),
+        ("layer_model", "model"),
+        ("layer_dataset", "dataset"),
+    ]:
         assert config[key] == value
 
 
@@ -95,8 +113,19 @@ def test_cli_only_keys_do_not_reach_the_config(in_tmp):
 def test_the_config_never_reads_the_process_arguments(in_tmp, monkeypatch):
     """RecBole's Config reads --key=value from the process's arguments into every Config built anywhere
     (a test, a notebook, a sweep's run); the project's takes the command line only as cmd_args."""
-    monkeypatch.setattr(sys, "argv", ["prog", "--epochs=99", "--learning_rate=0.5", "--no_such_key=1", "junk",
-                                      "--model=GRU4Rec", "--steer=latent=1:+2"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "prog",
+            "--epochs=99",
+            "--learning_rate=0.5",
+            "--no_such_key=1",
+            "junk",
+            "--model=GRU4Rec",
+            "--steer=latent=1:+2",
+        ],
+    )
     config = Config("SASRec", "ml-100k", config_dict={"epochs": 2, "train_batch_size": 64})
     assert config["epochs"] == 2 and config["train_batch_size"] == 64
     assert config["learning_rate"] == 0.001 and config["model"] == "SASRec" and config["steer"] is None
@@ -121,8 +150,11 @@ def test_resolved_config_dumps_to_plain_yaml(in_tmp):
 
 def test_command_line_values_may_hold_equal_signs(in_tmp):
     # RecBole's own parser drops such arguments with a warning
-    config = Config("SteerableSASRec", "ml-100k",  # the model that reads steer
-                    cmd_args=parse_args(["--steer=latent=12:+6", "--epochs=4"]))
+    config = Config(
+        "SteerableSASRec",
+        "ml-100k",  # the model that reads steer
+        cmd_args=parse_args(["--steer=latent=12:+6", "--epochs=4"]),
+    )
     assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
 
 

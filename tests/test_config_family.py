@@ -46,9 +46,15 @@ def test_models_outside_the_family_do_not_get_the_shared_keys(model):
 def test_help_lists_the_shared_keys_with_their_defaults_and_comments(model, capsys):
     assert main(["--help", f"--model={model}"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    for key, default in [("train_mode", "full_sequence"), ("length_bucketing", "True"),
-                         ("full_sequence_stride", "~"), ("full_sequence_batch", "targets"),
-                         ("sdpa_attention", "True"), ("positions", "from_start"), ("loss_type", "CE")]:
+    for key, default in [
+        ("train_mode", "full_sequence"),
+        ("length_bucketing", "True"),
+        ("full_sequence_stride", "~"),
+        ("full_sequence_batch", "targets"),
+        ("sdpa_attention", "True"),
+        ("positions", "from_start"),
+        ("loss_type", "CE"),
+    ]:
         shown = [line for line in lines if line.startswith(f"  --{key}={default} ")]
         assert len(shown) == 1, key
     stride = next(line for line in lines if line.startswith("  --full_sequence_stride="))
@@ -75,4 +81,6 @@ def test_sweep_run_keys_of_recbole_models_leave_the_shared_keys_out():
     base = {"hidden_size": 16}
     shared = {key: value for key, value in SHARED.items() if key != "loss_type"}
     assert sweep_spec.run_key("SASRec", "tiny", 1, {**base, **shared}) == sweep_spec.run_key("SASRec", "tiny", 1, base)
-    assert sweep_spec.run_key("SASRecPlus", "tiny", 1, {**base, "train_mode": "prefix"}) != sweep_spec.run_key("SASRecPlus", "tiny", 1, base)
+    assert sweep_spec.run_key("SASRecPlus", "tiny", 1, {**base, "train_mode": "prefix"}) != sweep_spec.run_key(
+        "SASRecPlus", "tiny", 1, base
+    )

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import INTENT_SMALL, SMALL
 
 from recbole_sae import console, threads
 from recbole_sae.cli import main
@@ -17,10 +18,13 @@ from recbole_sae.progress import Progress, duration
 from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 from recbole_sae.trainer.sae_trainer import sae_length
 
-from conftest import INTENT_SMALL, SMALL
-
-SAE_TINY = {"sae_expansion": 4, "sae_k": 4, "sae_batch_size": 128, "sae_warmup_steps": 2,
-            "interpretation_min_support": 5}
+SAE_TINY = {
+    "sae_expansion": 4,
+    "sae_k": 4,
+    "sae_batch_size": 128,
+    "sae_warmup_steps": 2,
+    "interpretation_min_support": 5,
+}
 PROGRESS_LINE = re.compile(r"^(.+): [\d,]+/[\d,]+ \w+ \(\d+%\), .+ elapsed, ETA .+$")
 
 
@@ -86,7 +90,7 @@ def test_the_quiet_console_of_a_tiny_run(tiny_dataset, in_tmp, capsys):
     captured = capsys.readouterr()
     out = captured.out.splitlines()
     assert len(out) == 1 and out[0].startswith("RESULT ") and len(out[0]) < 1200
-    result = json.loads(out[0][len("RESULT "):])
+    result = json.loads(out[0][len("RESULT ") :])
     run_dir = result["run_dir"]
     assert result["result_file"] == os.path.join(run_dir, "result.json")
     assert set(result["test"]) == {"recall@10", "ndcg@10", "mrr@10", "hit@10"}
@@ -189,7 +193,8 @@ def test_noise_that_reads_like_errors_is_dropped(caplog):
     loader.info("Could not load library with AVX512 support due to:\nModuleNotFoundError(...)")
     loader.info("Successfully loaded faiss with AVX2 support.")
     assert [r.getMessage() for r in caplog.records if r.name == "faiss.loader"] == [
-        "Successfully loaded faiss with AVX2 support."]
+        "Successfully loaded faiss with AVX2 support."
+    ]
     message = "A value is trying to be set on a copy of a DataFrame or Series through chained assignment using an inplace method."
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
@@ -210,6 +215,8 @@ def test_the_run_log_holds_no_terminal_colour_codes(tmp_path):
 
     log = tmp_path / "run.log"
     with run_logging(str(log)):
-        logging.getLogger("recbole.trainer").info(set_color("epoch 3 evaluating", "green") + " [" + set_color("valid_score", "blue") + ": 0.07]")
+        logging.getLogger("recbole.trainer").info(
+            set_color("epoch 3 evaluating", "green") + " [" + set_color("valid_score", "blue") + ": 0.07]"
+        )
     text = log.read_text(encoding="utf-8")
     assert "epoch 3 evaluating [valid_score: 0.07]" in text and "\x1b" not in text

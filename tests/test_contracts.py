@@ -12,7 +12,12 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.trainer import Trainer
 
 from recbole_sae.contracts import (
-    TARGETS_FIELD, FullSequenceModel, RunTrainer, StagedModel, is_epoch_trainer, run_view,
+    TARGETS_FIELD,
+    FullSequenceModel,
+    RunTrainer,
+    StagedModel,
+    is_epoch_trainer,
+    run_view,
 )
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.build import build_model

@@ -15,9 +15,8 @@ import os
 
 import pytest
 import torch
-from torch.utils.data.distributed import DistributedSampler
-
 from conftest import SMALL
+from torch.utils.data.distributed import DistributedSampler
 
 from recbole_sae.distributed import interleave, share
 
@@ -49,7 +48,9 @@ def test_each_batch_is_shared_out_disjointly(tiny_build):
         parts = [share(index, rank, 2) for rank in range(2)]
         assert torch.equal(torch.cat(parts), index)
         assert sum(batches.count(p) for p in parts) == batches.count(index) > 0
-    assert [b.tolist() for b in index_batches] == [b.tolist() for b in batches.index_batches(0)]  # same in every process
+    assert [b.tolist() for b in index_batches] == [
+        b.tolist() for b in batches.index_batches(0)
+    ]  # same in every process
     single = share(torch.tensor([7]), 1, 2)
     assert single.numel() == 0 and batches.count(single) == 0  # a process without rows in a batch
 
@@ -58,8 +59,15 @@ def _run(tiny_dataset, tmp, **overrides) -> dict:
     from recbole_sae.quick_start import run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    config = {**SMALL, **NO_DROPOUT, "data_path": data_path, "epochs": 2, "train_batch_size": 64,
-              "checkpoint_dir": str(tmp / "runs"), **overrides}
+    config = {
+        **SMALL,
+        **NO_DROPOUT,
+        "data_path": data_path,
+        "epochs": 2,
+        "train_batch_size": 64,
+        "checkpoint_dir": str(tmp / "runs"),
+        **overrides,
+    }
     return run_recbole_sae("SASRecPlus", name, [yaml_file], config)
 
 
@@ -74,7 +82,7 @@ def test_two_processes_train_as_one(tiny_dataset, in_tmp):
     two = _run(tiny_dataset, in_tmp, nproc=2)
     assert two["processes"] == 2 and "processes" not in one
     for split in ("best_valid", "test"):
-        for protocol_metrics in (lambda r: r[split], lambda r: r["seen_kept"][split]):  # both protocols
+        for protocol_metrics in (lambda r, s=split: r[s], lambda r, s=split: r["seen_kept"][s]):  # both protocols
             expected, got = protocol_metrics(one), protocol_metrics(two)
             assert expected.keys() == got.keys()
             for key in expected:
@@ -104,11 +112,23 @@ def test_an_error_in_the_processes_is_one_error_line(tiny_dataset, in_tmp, capsy
     from recbole_sae.cli import main
 
     data_path, name, yaml_file = tiny_dataset
-    code = main([
-        "--model=SASRecPlus", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}",
-        "--nproc=2", "--epochs=1", "--hidden_size=16", "--inner_size=16", "--n_layers=1", "--n_heads=1",
-        "--MAX_ITEM_LIST_LENGTH=10", "--full_sequence_stride=50", "--checkpoint_dir=runs",
-    ])
+    code = main(
+        [
+            "--model=SASRecPlus",
+            f"--dataset={name}",
+            f"--config_files={yaml_file}",
+            f"--data_path={data_path}",
+            "--nproc=2",
+            "--epochs=1",
+            "--hidden_size=16",
+            "--inner_size=16",
+            "--n_layers=1",
+            "--n_heads=1",
+            "--MAX_ITEM_LIST_LENGTH=10",
+            "--full_sequence_stride=50",
+            "--checkpoint_dir=runs",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: full_sequence_stride must be in 1..MAX_ITEM_LIST_LENGTH (10)")
@@ -121,8 +141,16 @@ def test_models_with_one_process_stages_refuse_several(model, tiny_dataset, in_t
     from recbole_sae.cli import main
 
     data_path, name, yaml_file = tiny_dataset
-    code = main([f"--model={model}", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}",
-                 "--nproc=2", "--checkpoint_dir=runs"])
+    code = main(
+        [
+            f"--model={model}",
+            f"--dataset={name}",
+            f"--config_files={yaml_file}",
+            f"--data_path={data_path}",
+            "--nproc=2",
+            "--checkpoint_dir=runs",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: --nproc=2: {model} trains in one process")
@@ -133,8 +161,17 @@ def test_training_across_machines_is_refused(tiny_dataset, in_tmp, capsys):
     from recbole_sae.cli import main
 
     data_path, name, yaml_file = tiny_dataset
-    code = main(["--model=SASRecPlus", f"--dataset={name}", f"--config_files={yaml_file}",
-                 f"--data_path={data_path}", "--nproc=2", "--world_size=4", "--checkpoint_dir=runs"])
+    code = main(
+        [
+            "--model=SASRecPlus",
+            f"--dataset={name}",
+            f"--config_files={yaml_file}",
+            f"--data_path={data_path}",
+            "--nproc=2",
+            "--world_size=4",
+            "--checkpoint_dir=runs",
+        ]
+    )
     assert code == 2
     assert "training across machines is not supported" in capsys.readouterr().err
 

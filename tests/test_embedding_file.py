@@ -17,9 +17,16 @@ from recbole_sae.intents.pipeline import build_intents
 # Intent settings for this file's planted item vectors (5 clusters in dimension 12, 40 items) in place
 # of text embeddings: a smaller SAE than conftest's INTENT_SMALL, and the coherence filter off, so that
 # every intent the SAE finds is kept.
-INTENT_TINY = {"intent_sae_d_sae": 32, "intent_sae_k": 2, "intent_sae_epochs": 10, "intent_min_items": 2,
-               "intent_max_items_frac": 0.5, "intent_min_coherence": 0.0, "n_personal_intents": 2,
-               "n_public_intents": 2}
+INTENT_TINY = {
+    "intent_sae_d_sae": 32,
+    "intent_sae_k": 2,
+    "intent_sae_epochs": 10,
+    "intent_min_items": 2,
+    "intent_max_items_frac": 0.5,
+    "intent_min_coherence": 0.0,
+    "n_personal_intents": 2,
+    "n_public_intents": 2,
+}
 DIM = 12
 
 
@@ -62,8 +69,9 @@ def _write_planted(path, tokens, seed=0, extra=()):
 @pytest.fixture
 def tiny_saerec(tiny_build, tmp_path):
     def make(**overrides):
-        config, data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"),
-                                      **{**INTENT_TINY, **overrides})
+        config, data, *_ = tiny_build(
+            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_TINY, **overrides}
+        )
         return config, data
 
     return make
@@ -121,18 +129,24 @@ def test_missing_items_and_missing_file_say_what_to_do(tiny_saerec, tmp_path):
     assert "python -m recbole_sae.intents.embedding_file --dataset=tiny --out=FILE" in message
 
     config["text_embeddings"] = str(tmp_path / "absent.safetensors")
-    with pytest.raises(ConfigError, match=r"file not found: .*absent\.safetensors: write it with "
-                                          r"`python -m recbole_sae\.intents\.embedding_file"):
+    with pytest.raises(
+        ConfigError,
+        match=r"file not found: .*absent\.safetensors: write it with "
+        r"`python -m recbole_sae\.intents\.embedding_file",
+    ):
         build_intents(config, data)
 
 
-@pytest.mark.parametrize("tensors, metadata, match", [
-    ({"other": torch.zeros(2, 3)}, {"item_ids": '["1", "2"]'}, "has no tensor 'embeddings'"),
-    ({"embeddings": torch.zeros(2, 3)}, {"model": "m"}, "has no metadata 'item_ids'"),
-    ({"embeddings": torch.zeros(2, 3)}, {"item_ids": '["1", "2", "3"]'}, "3 item ids for 2 embedding rows"),
-    ({"embeddings": torch.zeros(2, 3)}, {"item_ids": '["1", "1"]'}, "lists an item id twice"),
-    ({"embeddings": torch.zeros(2, 3, dtype=torch.long)}, {"item_ids": '["1", "2"]'}, "2-d float tensor"),
-])
+@pytest.mark.parametrize(
+    "tensors, metadata, match",
+    [
+        ({"other": torch.zeros(2, 3)}, {"item_ids": '["1", "2"]'}, "has no tensor 'embeddings'"),
+        ({"embeddings": torch.zeros(2, 3)}, {"model": "m"}, "has no metadata 'item_ids'"),
+        ({"embeddings": torch.zeros(2, 3)}, {"item_ids": '["1", "2", "3"]'}, "3 item ids for 2 embedding rows"),
+        ({"embeddings": torch.zeros(2, 3)}, {"item_ids": '["1", "1"]'}, "lists an item id twice"),
+        ({"embeddings": torch.zeros(2, 3, dtype=torch.long)}, {"item_ids": '["1", "2"]'}, "2-d float tensor"),
+    ],
+)
 def test_malformed_files_are_config_errors(tmp_path, tensors, metadata, match):
     path = tmp_path / "bad.safetensors"
     save_safetensors_atomic(tensors, path, metadata)
@@ -158,8 +172,15 @@ def test_export_writes_the_encoder_embeddings(export, tiny_saerec, tiny_dataset,
         raise AssertionError("the export should hit the text embedding cache")
 
     monkeypatch.setattr(TextEncoder, "encode", no_encoding)
-    rc = export([f"--dataset={name}", f"--out={out}", f"--data_path={data_path}",
-                 f"--config_files={yaml_file}", f"--intent_cache_dir={tmp_path / 'cache'}"])
+    rc = export(
+        [
+            f"--dataset={name}",
+            f"--out={out}",
+            f"--data_path={data_path}",
+            f"--config_files={yaml_file}",
+            f"--intent_cache_dir={tmp_path / 'cache'}",
+        ]
+    )
     assert rc == 0
     assert f"(40 x {encoded.shape[1]}) to {out.resolve()}" in capsys.readouterr().out
     ids, emb, meta = load_item_embeddings(out)
@@ -186,8 +207,10 @@ def test_export_is_a_subcommand_of_the_cli(capsys):
     assert main(["export-embeddings", "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: recbole-sae export-embeddings --dataset=DATASET --out=FILE") and "--key=value" in out
-    for argv, message in [(["--dataset=tiny"], "error: --dataset and --out are required"),
-                          (["tiny", "--out=x"], "error: unrecognised argument 'tiny'")]:
+    for argv, message in [
+        (["--dataset=tiny"], "error: --dataset and --out are required"),
+        (["tiny", "--out=x"], "error: unrecognised argument 'tiny'"),
+    ]:
         assert main(["export-embeddings", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err

@@ -10,7 +10,11 @@ import torch
 
 from recbole_sae.analysis.report import write_json
 from recbole_sae.fileio import (
-    file_sha256, write_atomic, write_bytes_atomic, write_json_atomic, write_text_atomic,
+    file_sha256,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
 )
 from recbole_sae.intents.encoder import save_safetensors_atomic
 from recbole_sae.sae import SAEConfig, SparseAutoencoder, save_sae
@@ -42,7 +46,12 @@ def test_written_files_follow_the_umask(umask, tmp_path, mask, expected):
     save_safetensors_atomic({"embeddings": torch.zeros(3, 2)}, tmp_path / "emb.safetensors", {"model": "m"})
     paths.append(tmp_path / "emb.safetensors")
     assert {p.name: _mode(p) for p in paths} == {p.name: expected for p in paths}
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["emb.safetensors", "page.html", "r.json", "sae"]  # no temp files left
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "emb.safetensors",
+        "page.html",
+        "r.json",
+        "sae",
+    ]  # no temp files left
 
 
 class Interrupted(Exception):
@@ -84,6 +93,7 @@ def test_an_interrupted_save_sae_keeps_the_previous_sae(tmp_path, monkeypatch, b
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     new = SparseAutoencoder(SAEConfig(d_in=4, d_sae=16, k=3))
     if broken == "weights":
+
         def save_file(tensors, path, metadata=None):
             with open(path, "wb") as f:
                 f.write(b"partial")
@@ -91,6 +101,7 @@ def test_an_interrupted_save_sae_keeps_the_previous_sae(tmp_path, monkeypatch, b
 
         monkeypatch.setattr(sae_io, "save_file", save_file)
     else:
+
         def write_json_atomic(obj, path, **dumps):
             raise Interrupted
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import conftest
 import pytest
 import yaml
+from conftest import INTENT_SMALL, SMALL
 
 from recbole_sae import known_keys
 from recbole_sae.benchmark import SWEEP_KEYS, load_sweep
@@ -13,9 +15,6 @@ from recbole_sae.benchmark import main as sweep_main
 from recbole_sae.cli import main, parse_args
 from recbole_sae.config import PROPERTIES, Config
 from recbole_sae.errors import ConfigError
-
-import conftest
-from conftest import INTENT_SMALL, SMALL
 
 
 def test_a_misspelt_key_on_the_command_line_exits_2_naming_the_closest_key(capsys):
@@ -27,7 +26,9 @@ def test_a_misspelt_key_on_the_command_line_exits_2_naming_the_closest_key(capsy
 
 
 def test_extra_keys_lets_free_form_keys_through():
-    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--my_flag=3", "--other=x", "--extra_keys=my_flag,other"]))
+    config = Config(
+        "SASRec", "ml-100k", cmd_args=parse_args(["--my_flag=3", "--other=x", "--extra_keys=my_flag,other"])
+    )
     assert config["my_flag"] == 3 and config["other"] == "x"
     config = Config("SASRec", "ml-100k", config_dict={"my_flag": 1, "extra_keys": ["my_flag"]})
     assert config["my_flag"] == 1
@@ -44,19 +45,35 @@ def test_config_dicts_and_files_may_hold_any_models_keys_but_no_unknown_key(tmp_
     """A sweep gives one config to several models: a baseline gets SAERec's keys too. A typo is still an error."""
     config = Config("GRU4Rec", "ml-100k", config_dict={"sae_k": 8, "n_heads": 1, "intent_sae_k": 2})
     assert config["embedding_size"] == 64
-    with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate' \(did you mean 'learning_rate'\?\) in the config dict"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'lerning_rate' \(did you mean 'learning_rate'\?\) in the config dict"
+    ):
         Config("SASRec", "ml-100k", config_dict={"lerning_rate": 0.1})
     path = tmp_path / "c.yaml"
     path.write_text("stoping_step: 2\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"unknown key 'stoping_step' \(did you mean 'stopping_step'\?\) in the config files"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'stoping_step' \(did you mean 'stopping_step'\?\) in the config files"
+    ):
         Config("SASRec", "ml-100k", [str(path)])
 
 
 def test_recbole_keys_without_a_yaml_default_are_known():
     """RecBole reads some keys that no yaml declares (its data transforms, its trainer)."""
     known = known_keys.generic_keys()
-    for key in ("MASK_ITEM_SEQ", "eval_type", "local_rank", "single_spec", "field_separator", "load_col",
-                "user_inter_num_interval", "clip_grad_norm", "run_name", "resume", "config_files", "extra_keys"):
+    for key in (
+        "MASK_ITEM_SEQ",
+        "eval_type",
+        "local_rank",
+        "single_spec",
+        "field_separator",
+        "load_col",
+        "user_inter_num_interval",
+        "clip_grad_norm",
+        "run_name",
+        "resume",
+        "config_files",
+        "extra_keys",
+    ):
         assert key in known, key
     assert "hiden_size" not in known and "backend" not in known
 
@@ -121,8 +138,13 @@ def test_an_unknown_key_in_a_sweep_file_names_its_section(sweep_file, in_tmp, ca
 def test_a_grid_key_naming_mapping_points_is_a_name_and_the_mappings_keys_are_checked(sweep_file, in_tmp, capsys):
     """A model_grid key whose points are mappings ('variant: [{intent_personal: False}, ...]') was
     refused as an unknown key, while a misspelt key inside a point must still be refused."""
-    path = sweep_file(model_grid={"SASRecPlus": {"variant": [{"hidden_dropout_prob": 0.1}, {"attn_dropout_prob": 0.1}]}})
+    path = sweep_file(
+        model_grid={"SASRecPlus": {"variant": [{"hidden_dropout_prob": 0.1}, {"attn_dropout_prob": 0.1}]}}
+    )
     known_keys.check_sweep_keys(load_sweep(path), SWEEP_KEYS)
     path = sweep_file(model_grid={"SASRecPlus": {"variant": [{"hiden_dropout_prob": 0.1}]}})
     assert sweep_main({"sweep": str(path), "results": str(in_tmp / "r.jsonl")}) == 2
-    assert "unknown key 'hiden_dropout_prob' (did you mean 'hidden_dropout_prob'?) in model_grid.SASRecPlus" in capsys.readouterr().err
+    assert (
+        "unknown key 'hiden_dropout_prob' (did you mean 'hidden_dropout_prob'?) in model_grid.SASRecPlus"
+        in capsys.readouterr().err
+    )

@@ -4,12 +4,11 @@ import json
 import os
 
 import pytest
+from conftest import SMALL, shared_dataset_available
 
 from recbole_sae.cli import main
 from recbole_sae.errors import CheckpointMismatchError, TrainingDivergedError
 from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
-
-from conftest import SMALL, shared_dataset_available
 
 
 @pytest.fixture
@@ -20,7 +19,14 @@ def tiny_run(tiny_dataset, in_tmp):
 
 def test_run_folder_and_result(tiny_run):
     run_dir = tiny_run["run_dir"]
-    assert sorted(os.listdir(run_dir)) == [".recbole-sae-run", "config.yaml", "log_tensorboard", "model.pth", "result.json", "run.log"]
+    assert sorted(os.listdir(run_dir)) == [
+        ".recbole-sae-run",
+        "config.yaml",
+        "log_tensorboard",
+        "model.pth",
+        "result.json",
+        "run.log",
+    ]
     assert json.load(open(os.path.join(run_dir, "result.json"))) == tiny_run
     assert tiny_run["model"] == "SASRec" and tiny_run["dataset"] == "tiny"
     assert tiny_run["epochs_run"] == 2 and tiny_run["best_epoch"] in (0, 1)
@@ -61,11 +67,13 @@ def test_cli_prints_one_result_line(tiny_dataset, in_tmp, capsys):
     data_path, name, yaml_file = tiny_dataset
     args = ["--model=GRU4Rec", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}"]
     # GRU4Rec's own keys only: SASRec's n_heads, inner_size, n_layers are errors on its command line
-    args += [f"--{k}={v}" for k, v in SMALL.items() if k not in ("n_heads", "inner_size", "n_layers")] + ["--num_layers=1"]
+    args += [f"--{k}={v}" for k, v in SMALL.items() if k not in ("n_heads", "inner_size", "n_layers")] + [
+        "--num_layers=1"
+    ]
     assert main(args) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT ")]
     assert len(lines) == 1
-    result = json.loads(lines[0][len("RESULT "):])
+    result = json.loads(lines[0][len("RESULT ") :])
     assert result["model"] == "GRU4Rec" and os.path.isfile(os.path.join(result["run_dir"], "model.pth"))
     assert set(result) >= {"model", "dataset", "best_valid", "test", "run_dir", "seconds"}
 
@@ -83,7 +91,11 @@ def test_amazon_beauty_end_to_end(in_tmp):
 @pytest.mark.parametrize(
     "model, overrides, says",
     [
-        ("SASRec", {"learning_rate": 1e30}, "the training loss is NaN (RecBole's trainer). Lower learning_rate (now 1e+30)"),
+        (
+            "SASRec",
+            {"learning_rate": 1e30},
+            "the training loss is NaN (RecBole's trainer). Lower learning_rate (now 1e+30)",
+        ),
         ("SASRecPlus", {"learning_rate": 1e30}, "training loss is nan at epoch 0: lower learning_rate"),
         ("SASRecSAE", {"sae_lr": 1e30}, "SAE training loss is"),
     ],

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from conftest import SMALL
 from recbole.evaluator import Collector, Evaluator
 
 from recbole_sae import protocol
 from recbole_sae.protocol import SEEN_KEPT, SEEN_REMOVED, SeenTable
 from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
-
-from conftest import SMALL
 
 
 def test_seen_table_lists_each_users_items_once():
@@ -77,7 +76,9 @@ def test_recbole_and_plugin_models_go_through_the_same_filter(model, tiny_datase
     monkeypatch.setattr(protocol, "remove_seen", lambda *a: calls.append(1) or remove_seen(*a))
     removed = run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2})
     assert calls  # both models rank through protocol.remove_seen
-    kept = run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2, "filter_seen": False})
+    kept = run_recbole_sae(
+        model, name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2, "filter_seen": False}
+    )
     assert removed["protocol"] == SEEN_REMOVED and kept["protocol"] == SEEN_KEPT
     # the same training either way here (the choice of the best epoch may differ in general):
     # each protocol's figures are the same whichever one is the headline
@@ -93,7 +94,9 @@ def test_without_filter_seen_nothing_changes(tiny_dataset, in_tmp):
     from recbole.trainer import Trainer
 
     data_path, name, yaml_file = tiny_dataset
-    result = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2, "filter_seen": False})
+    result = run_recbole_sae(
+        "SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2, "filter_seen": False}
+    )
     config, model, _, train_data, valid_data, test_data = load_data_and_model(result["run_dir"])
     plain = Trainer(config, model).evaluate(test_data, load_best_model=False)
     assert {k: round(float(v), 6) for k, v in plain.items()} == result["test"]

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from recbole_sae.benchmark import commands, results as results_file, runner, spec as sweep_spec
 from recbole_sae import ray_backend
+from recbole_sae.benchmark import commands, runner
+from recbole_sae.benchmark import results as results_file
+from recbole_sae.benchmark import spec as sweep_spec
 from recbole_sae.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -22,7 +24,9 @@ from recbole_sae.errors import ConfigError
 
 def test_backend_settings_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(commands, "run_sweep", lambda sweep, results=None, report_dir=None: seen.append(sweep) or {"errors": 0})
+    monkeypatch.setattr(
+        commands, "run_sweep", lambda sweep, results=None, report_dir=None: seen.append(sweep) or {"errors": 0}
+    )
     sweep = sweep_spec.load_sweep(sweep_file(backend="ray", ray_address="auto", gpus_per_run=0.5))
     assert (sweep.backend, sweep.ray_address, sweep.gpus_per_run) == ("ray", "auto", 0.5)
     path = sweep_file()  # (the same file, rewritten)
@@ -124,7 +128,9 @@ def _run_processes(folder) -> list:
 MEASURED = ("best_valid", "test", "best_epoch", "epochs_run", "key", "model", "dataset", "seed", "overrides", "status")
 
 
-def test_a_ray_sweep_records_what_the_pool_records_and_resumes_after_an_interrupt(local_ray, sweep_file, in_tmp, monkeypatch):
+def test_a_ray_sweep_records_what_the_pool_records_and_resumes_after_an_interrupt(
+    local_ray, sweep_file, in_tmp, monkeypatch
+):
     path = sweep_file(seeds=[1, 2])
     for name in ("pool", "ray"):  # each its own run folders (checkpoint_dir is relative)
         (in_tmp / name).mkdir()

@@ -5,14 +5,15 @@ import os
 import re
 
 import pytest
+from conftest import INTENT_SMALL, SMALL
 
-from recbole_sae.benchmark import process, results as results_file, runner, spec as sweep_spec
 from recbole_sae import resume
+from recbole_sae.benchmark import process, runner
+from recbole_sae.benchmark import results as results_file
+from recbole_sae.benchmark import spec as sweep_spec
 from recbole_sae.cli import main
 from recbole_sae.errors import ConfigError
 from recbole_sae.quick_start import run_recbole_sae
-
-from conftest import INTENT_SMALL, SMALL
 
 
 class Killed(BaseException):
@@ -33,7 +34,9 @@ def _kill_after(monkeypatch, epoch: int):
 
 def _losses(run_dir) -> dict:
     text = re.sub(r"\x1b\[[0-9;]*m", "", open(os.path.join(run_dir, "run.log"), encoding="utf-8").read())
-    return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]", text)}
+    return {
+        int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]", text)
+    }
 
 
 @pytest.mark.parametrize("model", ["SASRec", "SASRecPlus", "SAERec"])
@@ -64,8 +67,18 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_
 
 def test_sasrecsae_resumes_its_sasrec_and_trains_the_same_sae(tiny_dataset, in_tmp, monkeypatch):
     data_path, name, yaml_file = tiny_dataset
-    settings = {"data_path": data_path, **SMALL, "epochs": 4, "stopping_step": 10, "sae_expansion": 4, "sae_k": 4,
-                "sae_epochs": 2, "sae_batch_size": 128, "sae_warmup_steps": 5, "interpretation_min_support": 5}
+    settings = {
+        "data_path": data_path,
+        **SMALL,
+        "epochs": 4,
+        "stopping_step": 10,
+        "sae_expansion": 4,
+        "sae_k": 4,
+        "sae_epochs": 2,
+        "sae_batch_size": 128,
+        "sae_warmup_steps": 5,
+        "interpretation_min_support": 5,
+    }
     unbroken = run_recbole_sae("SASRecSAE", name, [yaml_file], settings)
     with monkeypatch.context() as patch:
         _kill_after(patch, 2)
@@ -111,12 +124,28 @@ def test_resume_needs_the_runs_own_settings_and_an_unfinished_run(tiny_dataset, 
 
 def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_again(tiny_dataset, in_tmp):
     data_path, name, yaml_file = tiny_dataset
-    spec = sweep_spec.RunSpec(model="SASRec", dataset=name, seed=1, grid={}, grid_label="",
-                      overrides={"data_path": data_path, **SMALL, "seed": 1}, config_files=[yaml_file], key="abc")
+    spec = sweep_spec.RunSpec(
+        model="SASRec",
+        dataset=name,
+        seed=1,
+        grid={},
+        grid_label="",
+        overrides={"data_path": data_path, **SMALL, "seed": 1},
+        config_files=[yaml_file],
+        key="abc",
+    )
     assert sweep_spec.run_folder_name(spec) == f"SASRec-{name}-seed1-abc"
     spec_file = in_tmp / "spec.json"
-    spec_file.write_text(json.dumps({"model": spec.model, "dataset": spec.dataset, "config_files": spec.config_files,
-                                     "config_dict": {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)}}))
+    spec_file.write_text(
+        json.dumps(
+            {
+                "model": spec.model,
+                "dataset": spec.dataset,
+                "config_files": spec.config_files,
+                "config_dict": {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)},
+            }
+        )
+    )
     assert process.run_one(str(spec_file), str(in_tmp / "first.json")) == 0
     first = json.loads((in_tmp / "first.json").read_text())
     folder = in_tmp / "runs" / sweep_spec.run_folder_name(spec)
@@ -129,21 +158,28 @@ def test_a_sweep_run_has_a_fixed_folder_and_a_finished_unrecorded_run_is_done_ag
     again = json.loads((in_tmp / "again.json").read_text())
     assert again["result"]["test"] == first["result"]["test"] and again["result"]["run_dir"] == str(folder)
     old = again["replaced_run_dir"]
-    assert old.startswith(f"{folder}.replaced-") and json.loads(open(os.path.join(old, "result.json")).read())["test"] == {
-        "ndcg@10": 1.0}
+    assert old.startswith(f"{folder}.replaced-") and json.loads(open(os.path.join(old, "result.json")).read())[
+        "test"
+    ] == {"ndcg@10": 1.0}
 
 
 def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, sweep_file, in_tmp, monkeypatch):
     """The run of a sweep killed mid-training (here: killed in this process, in its sweep run folder) goes on
     from its last validation when the sweep runs again, and its record says where."""
     data_path, _, _ = tiny_dataset
-    sweep = sweep_spec.load_sweep(sweep_file(config={**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10}))
+    sweep = sweep_spec.load_sweep(
+        sweep_file(config={**SMALL, "data_path": data_path, "epochs": 3, "stopping_step": 10})
+    )
     (spec,) = sweep_spec.plan_runs(sweep)
     with monkeypatch.context() as patch:
         _kill_after(patch, 0)
         with pytest.raises(Killed):
-            run_recbole_sae(spec.model, spec.dataset, spec.config_files,
-                            {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)})
+            run_recbole_sae(
+                spec.model,
+                spec.dataset,
+                spec.config_files,
+                {**spec.overrides, "run_name": sweep_spec.run_folder_name(spec)},
+            )
     results = in_tmp / "results.jsonl"
     summary = runner.run_sweep(sweep, results, log=[].append)
     assert summary["executed"] == 1 and summary["errors"] == 0
@@ -154,12 +190,25 @@ def test_a_sweep_started_again_resumes_its_killed_run(tiny_dataset, sweep_file, 
 
 def test_settings_that_change_training_are_not_free():
     """`shuffle` (whether RecBole shuffles the training rows) was among the keys a resume may change."""
-    for key in ("shuffle", "learning_rate", "epochs", "seed", "train_batch_size", "MAX_ITEM_LIST_LENGTH", "train_mode",
-                "full_sequence_batch", "hidden_dropout_prob", "stopping_step", "valid_metric"):
+    for key in (
+        "shuffle",
+        "learning_rate",
+        "epochs",
+        "seed",
+        "train_batch_size",
+        "MAX_ITEM_LIST_LENGTH",
+        "train_mode",
+        "full_sequence_batch",
+        "hidden_dropout_prob",
+        "stopping_step",
+        "valid_metric",
+    ):
         assert key not in resume.FREE_KEYS, key
 
 
 def test_an_unreadable_state_is_a_clear_error(tmp_path):
     resume.state_file(tmp_path).write_bytes(b"half a file")
-    with pytest.raises(ConfigError, match=r"cannot read the resume state .*resume.pth .*delete it to start the run afresh"):
+    with pytest.raises(
+        ConfigError, match=r"cannot read the resume state .*resume.pth .*delete it to start the run afresh"
+    ):
         resume.load(tmp_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,8 +14,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL
-from recbole_sae.benchmark import commands, results as results_file, spec as sweep_spec, stats as report_stats
+
 from recbole_sae import compat, resume, runfiles, runlock
+from recbole_sae.benchmark import commands
+from recbole_sae.benchmark import results as results_file
+from recbole_sae.benchmark import spec as sweep_spec
+from recbole_sae.benchmark import stats as report_stats
 from recbole_sae.cli import main, parse_args
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 
@@ -33,8 +36,9 @@ class _Payload:
 
 def _evil_pickle(path: Path, marker: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": {"model": "SASRecSAE", "dataset": "tiny"}, "state_dict": {}, "payload": _Payload(marker)},
-               path)
+    torch.save(
+        {"config": {"model": "SASRecSAE", "dataset": "tiny"}, "state_dict": {}, "payload": _Payload(marker)}, path
+    )
     return path
 
 
@@ -47,8 +51,13 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
 def _tiny_args(tiny_dataset, model="SASRec", **keys) -> list[str]:
     data_path, name, yaml_file = tiny_dataset
     settings = {**SMALL, **keys}
-    return [f"--model={model}", f"--dataset={name}", f"--config_files={yaml_file}", f"--data_path={data_path}",
-            *[f"--{k}={v}" for k, v in settings.items()]]
+    return [
+        f"--model={model}",
+        f"--dataset={name}",
+        f"--config_files={yaml_file}",
+        f"--data_path={data_path}",
+        *[f"--{k}={v}" for k, v in settings.items()],
+    ]
 
 
 def _one_error_line(err: str) -> str:
@@ -146,8 +155,12 @@ def test_literal_parsing_of_command_line_and_config_dict_values(in_tmp):
     assert literal("true") is True and literal("False") is False and literal("ml-100k") == "ml-100k"
     assert literal("2**10") == "2**10" and literal("{1, 2}") == "{1, 2}"
     marker = in_tmp / "PWNED"
-    config = Config("SASRec", "ml-100k", config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")},
-                    cmd_args=parse_args([f"--wandb_project={_payload(marker)}", "--epochs=3"]))
+    config = Config(
+        "SASRec",
+        "ml-100k",
+        config_dict={"log_wandb": "False", "state": _payload(marker).replace("PWNED", "P2")},
+        cmd_args=parse_args([f"--wandb_project={_payload(marker)}", "--epochs=3"]),
+    )
     assert config["wandb_project"] == _payload(marker) and config["epochs"] == 3 and config["log_wandb"] is False
     assert not marker.exists() and not (in_tmp / "P2").exists()
 
@@ -207,10 +220,19 @@ def test_run_name_may_not_leave_checkpoint_dir_or_take_a_foreign_folder(tiny_dat
 def test_a_second_writer_of_a_run_folder_or_results_file_is_refused(tiny_dataset, sweep_file, in_tmp, capsys):
     runs = in_tmp / "runs"
     run_dir = runlock.claim(str(runs / "busy"))
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
-        "f.write('pid 4242 (the first run)'); f.flush(); print('held', flush=True); time.sleep(60)"),
-        os.path.join(run_dir, runfiles.MARKER)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "f.write('pid 4242 (the first run)'); f.flush(); print('held', flush=True); time.sleep(60)"
+            ),
+            os.path.join(run_dir, runfiles.MARKER),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         code, err = _cli(_tiny_args(tiny_dataset, run_name="busy", checkpoint_dir=runs), capsys)
@@ -228,10 +250,22 @@ def test_a_second_writer_of_a_run_folder_or_results_file_is_refused(tiny_dataset
 
 def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(sweep_file, tiny_dataset, in_tmp):
     data_path = tiny_dataset[0]
-    path = sweep_file(config={**SMALL, "data_path": data_path, "epochs": 15, "stopping_step": 1000,
-                              "checkpoint_dir": str(in_tmp / "runs")})
+    path = sweep_file(
+        config={
+            **SMALL,
+            "data_path": data_path,
+            "epochs": 15,
+            "stopping_step": 1000,
+            "checkpoint_dir": str(in_tmp / "runs"),
+        }
+    )
     results = in_tmp / "r.jsonl"
-    command = [sys.executable, str(Path(sweep_spec.PACKAGE_ROOT) / "run_recbole_sae.py"), f"--sweep={path}", f"--results={results}"]
+    command = [
+        sys.executable,
+        str(Path(sweep_spec.PACKAGE_ROOT) / "run_recbole_sae.py"),
+        f"--sweep={path}",
+        f"--results={results}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(sweep_spec.PACKAGE_ROOT)}
     sweep = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
@@ -268,13 +302,20 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
     assert all(int(e) < resumed + 1 for e in re.findall(r"epoch (\d+) training", before))
 
 
-
 # --------------------------------------------------------------------------------------------
 # (5) one error line, exit code 2, before any data is read where the value alone is wrong
 
 
-@pytest.mark.parametrize("key, value", [("hidden_size", "abc"), ("hidden_size", "-5"), ("n_layers", "1.5"),
-                                        ("hidden_dropout_prob", "2"), ("learning_rate", "0")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("hidden_size", "abc"),
+        ("hidden_size", "-5"),
+        ("n_layers", "1.5"),
+        ("hidden_dropout_prob", "2"),
+        ("learning_rate", "0"),
+    ],
+)
 def test_bad_numbers_are_refused_before_any_data_or_run_folder(tiny_dataset, in_tmp, capsys, key, value):
     runs = in_tmp / "runs"
     code, err = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, **{key: value}), capsys)
@@ -311,8 +352,7 @@ def test_a_run_that_would_evaluate_nothing_is_an_error_and_its_folder_says_it_fa
     assert code == 2 and "validation and test data are empty, so nothing would be evaluated" in line
     assert "at least 3 interactions" in line
     run_dir = runs / "short-run"
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["FAILED", "config.yaml", "run.log", runfiles.MARKER])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(["FAILED", "config.yaml", "run.log", runfiles.MARKER])
     assert "nothing would be evaluated" in (run_dir / "FAILED").read_text()
 
 
@@ -341,8 +381,15 @@ def test_saerec_on_items_without_any_text_is_an_error(tiny_dataset, in_tmp, caps
 
 def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
     metrics = {key: 0.1 for key, _ in report_stats.REPORT_METRICS}
-    good = {"key": "a", "status": "ok", "model": "SASRec", "dataset": "d", "seed": 1, "best_valid": metrics,
-            "test": metrics}
+    good = {
+        "key": "a",
+        "status": "ok",
+        "model": "SASRec",
+        "dataset": "d",
+        "seed": 1,
+        "best_valid": metrics,
+        "test": metrics,
+    }
     results = in_tmp / "r.jsonl"
     for record in (good, {"key": "b", "status": "ok", "model": "SASRec"}, {**good, "key": "c", "seed": "x"}):
         results_file.append_record(results, record)
@@ -355,8 +402,9 @@ def test_a_report_leaves_out_records_without_their_fields(in_tmp, capsys):
     assert "| SASRec |" in (in_tmp / "r.md").read_text()
 
 
-def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_strengths_fail_early(tiny_dataset, in_tmp,
-                                                                                               capsys):
+def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_strengths_fail_early(
+    tiny_dataset, in_tmp, capsys
+):
     from recbole_sae.quick_start import load_data_and_model
 
     sae = {"sae_expansion": 4, "sae_k": 4, "sae_epochs": 2, "sae_batch_size": 128, "sae_warmup_steps": 5}
@@ -367,8 +415,10 @@ def test_a_sasrecsae_run_reloads_from_its_weights_only_checkpoint_and_bad_streng
     assert state["config"]["model"] == "SASRecSAE" and int(state["state_dict"]["sae.n_rows_seen"]) > 0
     config, model, *_ = load_data_and_model(str(run_dir), expected_model="SASRecSAE")
     assert torch.equal(model.sae.W_dec, state["state_dict"]["sae.W_dec"]) and config["sae_k"] == 4
-    code, err = _cli(_tiny_args(tiny_dataset, "SteerableSASRec", sae_run=run_dir, steer_sweep="genre=Western",
-                                strengths="a,b"), capsys)
+    code, err = _cli(
+        _tiny_args(tiny_dataset, "SteerableSASRec", sae_run=run_dir, steer_sweep="genre=Western", strengths="a,b"),
+        capsys,
+    )
     line = _one_error_line(err)
     assert code == 2 and line.startswith("error: --strengths: strengths must be numbers")
     steer_runs = [p for p in (in_tmp / "runs").iterdir() if p.name.startswith("SteerableSASRec")]
@@ -398,8 +448,9 @@ def test_a_recbole_checkpoint_loads_only_when_trusted(tiny_dataset, in_tmp, caps
     sae = {"sae_expansion": 4, "sae_k": 4, "sae_epochs": 1, "sae_batch_size": 128, "n_layers": 2}
     code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, **sae), capsys)
     assert code == 2 and "holds Python objects besides weights" in _one_error_line(err)
-    code, err = _cli(_tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, trust_checkpoint=True, **sae),
-                     capsys)
+    code, err = _cli(
+        _tiny_args(tiny_dataset, "SASRecSAE", sasrec_checkpoint=foreign, trust_checkpoint=True, **sae), capsys
+    )
     assert code == 0, err
 
 
@@ -409,8 +460,12 @@ def test_models_with_other_parameters_save_weights_only_and_reload(tiny_dataset,
     from recbole_sae import checkpoint
     from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
-    other = {"item_cnt": torch.ones(3), "max_cnt": 4, "item_similarity": np.ones((2, 2)),
-             "feature_embed_layer": torch.nn.Linear(2, 2)}
+    other = {
+        "item_cnt": torch.ones(3),
+        "max_cnt": 4,
+        "item_similarity": np.ones((2, 2)),
+        "feature_embed_layer": torch.nn.Linear(2, 2),
+    }
     assert checkpoint.loadable_other_parameter(other) == {"item_cnt": other["item_cnt"], "max_cnt": 4}
     data_path, name, yaml_file = tiny_dataset
     extra = {"selected_features": ["genre"], "embedding_size": 16}

@@ -28,7 +28,7 @@ def test_a_killed_writer_leaves_a_readable_file(tmp_path):
         "append_record(path, {'key': 'a', 'status': 'ok'})\n"
         "append_record(path, {'key': 'b', 'status': 'ok'})\n"
         "fd = os.open(path, os.O_WRONLY | os.O_APPEND)\n"
-        "os.write(fd, b'{\"key\": \"c\", \"stat')\n"  # the writer dies mid-line
+        'os.write(fd, b\'{"key": "c", "stat\')\n'  # the writer dies mid-line
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(sweep_spec.PACKAGE_ROOT)}
@@ -54,7 +54,10 @@ def test_latest_record_per_key_wins():
         {"key": "b", "status": "error"},
     ]
     assert results_file.latest_records(records) == [{"key": "a", "status": "ok", "n": 2}]
-    assert results_file.latest_records(records, "error") == [{"key": "a", "status": "error"}, {"key": "b", "status": "error"}]
+    assert results_file.latest_records(records, "error") == [
+        {"key": "a", "status": "error"},
+        {"key": "b", "status": "error"},
+    ]
 
 
 def _record(model, seed, test, valid=None, dataset="d", label="", per_epoch=1.0):
@@ -200,7 +203,9 @@ def test_every_grid_point_gets_a_row_against_the_baselines_chosen_point(tmp_path
     rows = report_stats.summarize(records, "Base", every_point=True)["d"]
     assert [(row["model"], row["grid_label"]) for row in rows] == [("Base", "lr=1"), ("Var", "a=1"), ("Var", "a=2")]
     assert [row["rel_diff"] for row in rows[1:]] == [pytest.approx(0.1), pytest.approx(-0.1)]
-    text = Path(reports.write_report(records, tmp_path, "abl", baseline="Base", every_point=True)["markdown"]).read_text()
+    text = Path(
+        reports.write_report(records, tmp_path, "abl", baseline="Base", every_point=True)["markdown"]
+    ).read_text()
     assert "| Var (a=1) |" in text and "| Var (a=2) |" in text and "Grid points (mean over seeds" not in text
     results = tmp_path / "r.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")

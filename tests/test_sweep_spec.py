@@ -44,7 +44,9 @@ def test_workers_from_the_sweep_file_and_the_command_lines(sweep_file, monkeypat
 
 
 def test_grid_points_and_plan(sweep_file):
-    points = sweep_spec.grid_points({"lr": [0.1, 0.01], "dropout": [{"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}]})
+    points = sweep_spec.grid_points(
+        {"lr": [0.1, 0.01], "dropout": [{"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}]}
+    )
     assert [label for label, _, _ in points] == ["lr=0.1,dropout=0.2", "lr=0.01,dropout=0.2"]
     assert points[1][2] == {"lr": 0.01, "hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}
     assert sweep_spec.grid_points({}) == [("", {}, {})]

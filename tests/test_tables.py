@@ -10,15 +10,11 @@ from recbole_sae.tables import fmt, markdown_table, round_float, round_metrics, 
 def test_markdown_table_exact():
     rows = [["Western", 12, 0.5], {"value": "a|b", "n": None, "x": 1.23456}]
     assert markdown_table(rows, ["value", "n", "x"]) == (
-        "| value | n | x |\n"
-        "| --- | --- | --- |\n"
-        "| Western | 12 | 0.5000 |\n"
-        "| a\\|b |  | 1.2346 |\n"
+        "| value | n | x |\n| --- | --- | --- |\n| Western | 12 | 0.5000 |\n| a\\|b |  | 1.2346 |\n"
     )
     assert markdown_table([[1.0]], ["x"], float_digits=1) == "| x |\n| --- |\n| 1.0 |\n"
     with pytest.raises(ValueError, match="2 cells for 3 headers"):
         markdown_table([[1, 2]], ["a", "b", "c"])
-
 
 
 def test_markdown_table_alignment_and_compact_rule():

@@ -97,7 +97,12 @@ def _moments(val64: torch.Tensor, lat: torch.Tensor, n: int, n_zero: torch.Tenso
 
 
 def _per_item_sums(
-    columns: Tuple[torch.Tensor, ...], lat: torch.Tensor, pos: torch.Tensor, item_ids: torch.Tensor, c: int, n_items: int
+    columns: Tuple[torch.Tensor, ...],
+    lat: torch.Tensor,
+    pos: torch.Tensor,
+    item_ids: torch.Tensor,
+    c: int,
+    n_items: int,
 ) -> torch.Tensor:
     """``[len(columns), c, n_items]``: each per-nonzero column summed per (latent, item of the position)."""
     flat = lat * n_items + take(item_ids, 0, pos)
@@ -107,9 +112,7 @@ def _per_item_sums(
     return per_item.view(len(columns), c, n_items)
 
 
-def _chunk_sums(
-    x: torch.Tensor, item_ids: torch.Tensor, n_items: int
-) -> Dict[str, torch.Tensor]:
+def _chunk_sums(x: torch.Tensor, item_ids: torch.Tensor, n_items: int) -> Dict[str, torch.Tensor]:
     """Per-latent and per-(latent, item) sums of one chunk ``x [N, c]``, from its nonzeros.
 
     Every activation equal to 0 shares one tie group per latent, so the ranks
@@ -235,8 +238,13 @@ def latent_attribute_stats(
     totals = _value_totals(item_ids, attr64, n)
 
     corr = torch.zeros(n_latents, n_values, dtype=torch.float64, device=acts.device)
-    out = {"corr": corr, "auc": torch.full_like(corr, 0.5), "precision": torch.zeros_like(corr),
-           "recall": torch.zeros_like(corr), "n_fire": torch.zeros(n_latents, dtype=torch.float64, device=acts.device)}
+    out = {
+        "corr": corr,
+        "auc": torch.full_like(corr, 0.5),
+        "precision": torch.zeros_like(corr),
+        "recall": torch.zeros_like(corr),
+        "n_fire": torch.zeros(n_latents, dtype=torch.float64, device=acts.device),
+    }
     step = chunk_size(chunk, max(n, n_items), n_latents)
     for lo in range(0, n_latents, step):
         hi = min(lo + step, n_latents)

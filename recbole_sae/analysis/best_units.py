@@ -64,20 +64,20 @@ def best_per_value(
     best_auc = torch.argmax(auc, dim=0)
     out = []
     for v, name in enumerate(names):
-        out.append({
-            "value": name,
-            "index": v,
-            "support": int(stats["support"][v]),
-            "base_rate": float(stats["base_rate"][v]),
-            "by_corr": _latent_record(stats, int(best_corr[v]), v),
-            "by_auc": _latent_record(stats, int(best_auc[v]), v),
-        })
+        out.append(
+            {
+                "value": name,
+                "index": v,
+                "support": int(stats["support"][v]),
+                "base_rate": float(stats["base_rate"][v]),
+                "by_corr": _latent_record(stats, int(best_corr[v]), v),
+                "by_auc": _latent_record(stats, int(best_auc[v]), v),
+            }
+        )
     return out
 
 
-def top_values(
-    corr: torch.Tensor, top: int, min_corr: Optional[float]
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def top_values(corr: torch.Tensor, top: int, min_corr: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per latent, the ``top`` values by signed correlation: (values [L, t], indices [L, t])."""
     t = min(top, corr.shape[1])
     vals, idx = torch.topk(corr, t, dim=1) if t > 0 else (corr[:, :0], corr[:, :0].long())

@@ -116,7 +116,9 @@ def _joint_attributes(attributes: Mapping[str, Tuple[Sequence[str], torch.Tensor
         if matrix.shape[1] != len(values):
             raise ValueError(f"field {field!r}: {len(values)} value names for a matrix with {matrix.shape[1]} columns")
         if matrices and matrix.shape[0] != matrices[0].shape[0]:
-            raise ValueError(f"field {field!r}: {matrix.shape[0]} item rows, the first field has {matrices[0].shape[0]}")
+            raise ValueError(
+                f"field {field!r}: {matrix.shape[0]} item rows, the first field has {matrices[0].shape[0]}"
+            )
         spans.append((field, values, len(all_names), len(all_names) + len(values)))
         matrices.append(matrix)
         all_names += [f"{field}={v}" if several else v for v in values]
@@ -135,19 +137,22 @@ def _held_out_baselines(sae_acts, raw_acts, item_ids, joint_matrix, chunk):
 
 def _field_report(st_sae, st_raw, values: List[str], min_support: int, probe, held_out) -> dict:
     """One field's rounded summary and its values' best units (SAE and raw, by |corr| and by AUC)."""
-    summary = _round_tree(monosemanticity_summary(
-        st_sae, st_raw, values, min_support=min_support, probe=probe, held_out=held_out))
+    summary = _round_tree(
+        monosemanticity_summary(st_sae, st_raw, values, min_support=min_support, probe=probe, held_out=held_out)
+    )
     per_value = []
     for s, r in zip(best_per_value(st_sae, values), best_per_value(st_raw, values)):
-        per_value.append({
-            "value": s["value"],
-            "support": s["support"],
-            "base_rate": _r(s["base_rate"]),
-            "sae": _round_record(s["by_corr"]),
-            "sae_auc": _round_record(s["by_auc"]),
-            "raw": _round_record(r["by_corr"]),
-            "raw_auc": _round_record(r["by_auc"]),
-        })
+        per_value.append(
+            {
+                "value": s["value"],
+                "support": s["support"],
+                "base_rate": _r(s["base_rate"]),
+                "sae": _round_record(s["by_corr"]),
+                "sae_auc": _round_record(s["by_auc"]),
+                "raw": _round_record(r["by_corr"]),
+                "raw_auc": _round_record(r["by_auc"]),
+            }
+        )
     return {"summary": summary, "values": per_value}
 
 
@@ -155,9 +160,13 @@ def _field_reports(joint, joint_raw, spans, min_support: int, probe, held_out) -
     fields_out = {}
     for field, values, lo, hi in spans:
         fields_out[field] = _field_report(
-            _value_slice(joint, lo, hi), _value_slice(joint_raw, lo, hi), values, min_support,
+            _value_slice(joint, lo, hi),
+            _value_slice(joint_raw, lo, hi),
+            values,
+            min_support,
             None if probe is None else probe[lo:hi],
-            None if held_out is None else (held_out[0][lo:hi], held_out[1][lo:hi]))
+            None if held_out is None else (held_out[0][lo:hi], held_out[1][lo:hi]),
+        )
     return fields_out
 
 
@@ -183,13 +192,15 @@ def _best_values(joint, lat: int, top_c, top_v, all_fields) -> List[dict]:
         if not math.isfinite(c):
             continue
         field, value = all_fields[j]
-        best_values.append({
-            "field": field,
-            "value": value,
-            "corr": _r(c),
-            "auc": _r(joint["auc"][lat, j]),
-            "precision": _r(joint["precision"][lat, j]),
-        })
+        best_values.append(
+            {
+                "field": field,
+                "value": value,
+                "corr": _r(c),
+                "auc": _r(joint["auc"][lat, j]),
+                "precision": _r(joint["precision"][lat, j]),
+            }
+        )
     return best_values
 
 
@@ -217,6 +228,23 @@ def _latent_record(lat: int, label: str, firing_rate, top_ids, lens, titles, bes
 
 
 @torch.no_grad()
+def _latent_records(alive, joint, labels, top_ids, lens, titles, best_args) -> list:
+    """The record of every alive latent, in id order (``best_args``: what ``_best_values`` needs)."""
+    top_c, top_v, all_fields = best_args
+    return [
+        _latent_record(
+            lat,
+            labels[lat],
+            joint["firing_rate"],
+            top_ids,
+            lens,
+            titles,
+            _best_values(joint, lat, top_c, top_v, all_fields),
+        )
+        for lat in alive
+    ]
+
+
 def interpret(
     sae_acts: torch.Tensor,
     raw_acts: torch.Tensor,
@@ -279,11 +307,7 @@ def interpret(
     alive = (joint["firing_rate"] > 0).nonzero().flatten().tolist()
     top_ids = top_items_by_activation(sae_acts, item_ids, k, positive_only=True, chunk=chunk)
     lens = _logit_lens_or_none(decoder_directions, item_embeddings, n_latents, k)
-    latents = [
-        _latent_record(lat, labels[lat], joint["firing_rate"], top_ids, lens, titles,
-                       _best_values(joint, lat, top_c, top_v, all_fields))
-        for lat in alive
-    ]
+    latents = _latent_records(alive, joint, labels, top_ids, lens, titles, (top_c, top_v, all_fields))
     return {
         "n_positions": int(n),
         "n_latents": int(n_latents),

@@ -94,8 +94,9 @@ def held_out_best_corr(
     if not both_parities(item_ids):
         raise ValueError("held_out_best_corr needs positions of items with even and with odd ids")
     odd = (item_ids % 2).bool().to(acts.device)
-    folds = [latent_attribute_stats(acts[m], item_ids[m.to(item_ids.device)], attr, chunk=chunk)["corr"]
-             for m in (~odd, odd)]
+    folds = [
+        latent_attribute_stats(acts[m], item_ids[m.to(item_ids.device)], attr, chunk=chunk)["corr"] for m in (~odd, odd)
+    ]
     cols = torch.arange(attr.shape[1], device=folds[0].device)
     scores = []
     for chosen_on, scored_on in ((folds[0], folds[1]), (folds[1], folds[0])):
@@ -146,18 +147,20 @@ def _summary_rows(
         if s["support"] < min_support:
             continue
         sae_c, raw_c = abs(s["by_corr"]["corr"]), abs(r["by_corr"]["corr"])
-        rows.append({
-            "value": s["value"],
-            "support": s["support"],
-            "base_rate": s["base_rate"],
-            "raw_best_abs_corr": raw_c,
-            "sae_best_abs_corr": sae_c,
-            "raw_best_auc": r["by_auc"]["auc"],
-            "sae_best_auc": s["by_auc"]["auc"],
-            "raw_dim": r["by_corr"]["latent"],
-            "sae_latent": s["by_corr"]["latent"],
-            "gain": sae_c - raw_c,
-        })
+        rows.append(
+            {
+                "value": s["value"],
+                "support": s["support"],
+                "base_rate": s["base_rate"],
+                "raw_best_abs_corr": raw_c,
+                "sae_best_abs_corr": sae_c,
+                "raw_best_auc": r["by_auc"]["auc"],
+                "sae_best_auc": s["by_auc"]["auc"],
+                "raw_dim": r["by_corr"]["latent"],
+                "sae_latent": s["by_corr"]["latent"],
+                "gain": sae_c - raw_c,
+            }
+        )
         if probe is not None:
             rows[-1]["probe_corr"] = float(probe[v])
         if held_out is not None:
@@ -170,15 +173,22 @@ def _held_out_means(group: List[dict], with_held_out: bool) -> dict:
     if not with_held_out:
         return {}
     sae_h, raw_h = _mean(group, "sae_held_out_corr"), _mean(group, "raw_held_out_corr")
-    return {"sae_mean_held_out_corr": sae_h, "raw_mean_held_out_corr": raw_h,
-            "ratio_held_out": _ratio(sae_h, raw_h) if group else None}
+    return {
+        "sae_mean_held_out_corr": sae_h,
+        "raw_mean_held_out_corr": raw_h,
+        "ratio_held_out": _ratio(sae_h, raw_h) if group else None,
+    }
 
 
 def _corr_split(group: List[dict], with_probe: bool, with_held_out: bool) -> dict:
     """The means of one group of rows (rare or common values) and their ratios."""
     sae_c, raw_c = _mean(group, "sae_best_abs_corr"), _mean(group, "raw_best_abs_corr")
-    out = {"n_values": len(group), "sae_mean_best_abs_corr": sae_c, "raw_mean_best_abs_corr": raw_c,
-           "ratio_corr": _ratio(sae_c, raw_c) if group else None}
+    out = {
+        "n_values": len(group),
+        "sae_mean_best_abs_corr": sae_c,
+        "raw_mean_best_abs_corr": raw_c,
+        "ratio_corr": _ratio(sae_c, raw_c) if group else None,
+    }
     if with_probe:
         out["probe_mean_corr"] = _mean(group, "probe_corr")
     out.update(_held_out_means(group, with_held_out))
@@ -189,9 +199,7 @@ def _summary_ratios(sae: dict, raw: dict, have: bool) -> dict:
     return {
         "ratio_corr": _ratio(sae["mean_best_abs_corr"], raw["mean_best_abs_corr"]) if have else None,
         "ratio_auc": _ratio(sae["mean_best_auc"], raw["mean_best_auc"]) if have else None,
-        "ratio_auc_above_chance": (
-            _ratio(sae["mean_best_auc"] - 0.5, raw["mean_best_auc"] - 0.5) if have else None
-        ),
+        "ratio_auc_above_chance": (_ratio(sae["mean_best_auc"] - 0.5, raw["mean_best_auc"] - 0.5) if have else None),
     }
 
 

@@ -74,6 +74,7 @@ def write_json(obj: Any, path: PathLike, indent: Optional[int] = 2) -> Path:
 # --------------------------------------------------------------------------- interpretation report
 def _example_latents(latents: List[dict], n: int) -> List[dict]:
     """The ``n`` latents with the strongest best correlation (labelled ones first)."""
+
     def strength(lat: dict) -> float:
         corrs = [bv["corr"] for bv in lat.get("best_values", []) if bv.get("corr") is not None]
         return max(corrs) if corrs else -math.inf
@@ -90,12 +91,18 @@ def _held_out_cells(summary: Mapping[str, Any]) -> list:
 
 
 RATIO_MEANINGS = {
-    "ratio_corr": ("ratio |corr|", "the best SAE latent per value correlates less with the value than the best "
-                   "raw hidden dimension: the SAE does not separate these values better than the raw state does"),
-    "ratio_held_out": ("held-out ratio", "with each value's best unit chosen on half of the items and scored on the "
-                       "other half, the best SAE latent tracks the value less well than the best raw dimension: "
-                       "what the in-sample ratio shows comes from picking the best of many latents or from latents "
-                       "that recognise particular items, not from latents that stand for the value"),
+    "ratio_corr": (
+        "ratio |corr|",
+        "the best SAE latent per value correlates less with the value than the best "
+        "raw hidden dimension: the SAE does not separate these values better than the raw state does",
+    ),
+    "ratio_held_out": (
+        "held-out ratio",
+        "with each value's best unit chosen on half of the items and scored on the "
+        "other half, the best SAE latent tracks the value less well than the best raw dimension: "
+        "what the in-sample ratio shows comes from picking the best of many latents or from latents "
+        "that recognise particular items, not from latents that stand for the value",
+    ),
 }
 
 
@@ -148,11 +155,22 @@ def _fidelity_markdown(fidelity: Optional[Mapping[str, Any]]) -> List[str]:
     recovered = fidelity.get("recovered") or {}
     if recovered:
         metric = next(iter(recovered.values())).get("metric", "ndcg@10")
-        out.append(markdown_table(
-            [[split, r.get("original"), r.get("spliced"), r.get("spliced_error"), r.get("ablated"), r.get("recovered")]
-             for split, r in recovered.items()],
-            ["split", f"{metric} as is", "spliced", "spliced + error", "mean-ablated", "NDCG recovered"],
-        ))
+        out.append(
+            markdown_table(
+                [
+                    [
+                        split,
+                        r.get("original"),
+                        r.get("spliced"),
+                        r.get("spliced_error"),
+                        r.get("ablated"),
+                        r.get("recovered"),
+                    ]
+                    for split, r in recovered.items()
+                ],
+                ["split", f"{metric} as is", "spliced", "spliced + error", "mean-ablated", "NDCG recovered"],
+            )
+        )
     out += [FIDELITY_TEXT, ""]
     out += [f"- **Flag:** {flag}" for flag in fidelity_flags(fidelity)]
     return out + ([""] if fidelity_flags(fidelity) else [])
@@ -178,40 +196,125 @@ def _summary_markdown(fields: Mapping[str, Any]) -> List[str]:
     summary_rows = []
     for field, fres in fields.items():
         s = fres["summary"]
-        summary_rows.append([
-            field, s["n_values"],
-            s["raw"]["mean_best_abs_corr"], s["sae"]["mean_best_abs_corr"], s["ratio_corr"],
-            s["raw"]["mean_best_auc"], s["sae"]["mean_best_auc"], s["ratio_auc"], s.get("probe_mean_corr"),
-            *_held_out_cells(s),
-        ])
+        summary_rows.append(
+            [
+                field,
+                s["n_values"],
+                s["raw"]["mean_best_abs_corr"],
+                s["sae"]["mean_best_abs_corr"],
+                s["ratio_corr"],
+                s["raw"]["mean_best_auc"],
+                s["sae"]["mean_best_auc"],
+                s["ratio_auc"],
+                s.get("probe_mean_corr"),
+                *_held_out_cells(s),
+            ]
+        )
     out.append("## Monosemanticity: raw dimensions vs SAE latents")
     out.append("")
-    out.append(markdown_table(summary_rows, [
-        "field", "values", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
-        "raw best AUC", "SAE best AUC", "ratio AUC", "all raw dims (probe) |corr|", *HELD_OUT_HEADERS,
-    ]))
+    out.append(
+        markdown_table(
+            summary_rows,
+            [
+                "field",
+                "values",
+                "raw best |corr|",
+                "SAE best |corr|",
+                "ratio |corr|",
+                "raw best AUC",
+                "SAE best AUC",
+                "ratio AUC",
+                "all raw dims (probe) |corr|",
+                *HELD_OUT_HEADERS,
+            ],
+        )
+    )
     split_rows = []
     for field, fres in fields.items():
         split = fres["summary"].get("by_frequency")
         for group in ("rare", "common") if split else ():
             g = split[group]
             share = f"{'<' if group == 'rare' else '>='} {split['rare_rate']:.0%}"
-            split_rows.append([field, f"{group} ({share} of positions)", g["n_values"],
-                               g["raw_mean_best_abs_corr"], g["sae_mean_best_abs_corr"], g["ratio_corr"],
-                               g.get("probe_mean_corr"), *_held_out_cells(g)])
+            split_rows.append(
+                [
+                    field,
+                    f"{group} ({share} of positions)",
+                    g["n_values"],
+                    g["raw_mean_best_abs_corr"],
+                    g["sae_mean_best_abs_corr"],
+                    g["ratio_corr"],
+                    g.get("probe_mean_corr"),
+                    *_held_out_cells(g),
+                ]
+            )
     if split_rows:
         out.append("")
         out.append("By how common the value is:")
         out.append("")
-        out.append(markdown_table(split_rows, [
-            "field", "values", "n", "raw best |corr|", "SAE best |corr|", "ratio |corr|",
-            "all raw dims (probe) |corr|", *HELD_OUT_HEADERS,
-        ]))
+        out.append(
+            markdown_table(
+                split_rows,
+                [
+                    "field",
+                    "values",
+                    "n",
+                    "raw best |corr|",
+                    "SAE best |corr|",
+                    "ratio |corr|",
+                    "all raw dims (probe) |corr|",
+                    *HELD_OUT_HEADERS,
+                ],
+            )
+        )
     return out
 
 
-def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str],
-              fidelity: Optional[Mapping[str, Any]] = None) -> str:
+GAIN_COLUMNS = (
+    ("value", "value"),
+    ("support", "support"),
+    ("base_rate", "base rate"),
+    ("raw_best_abs_corr", "raw |corr|"),
+    ("raw_dim", "raw dim"),
+    ("sae_best_abs_corr", "SAE |corr|"),
+    ("sae_latent", "SAE latent"),
+    ("raw_best_auc", "raw AUC"),
+    ("sae_best_auc", "SAE AUC"),
+    ("gain", "gain |corr|"),
+)
+
+
+def _gain_tables(fields: Mapping[str, Any]) -> List[str]:
+    """Per field, the values with the largest SAE gain over the raw dimensions."""
+    out: List[str] = []
+    for field, fres in fields.items():
+        rows = sorted(fres["summary"]["rows"], key=lambda r: (-r["gain"], r["value"]))[:N_GAIN_ROWS]
+        out.append(f"## {field}: the {len(rows)} values with the largest SAE gain")
+        out.append("")
+        cells = [[r[key] for key, _ in GAIN_COLUMNS] for r in rows]
+        out.append(markdown_table(cells, [title for _, title in GAIN_COLUMNS]))
+    return out
+
+
+def _example_latents_markdown(result: Mapping[str, Any]) -> List[str]:
+    """The strongest latents with their labels, top items and logit-lens items."""
+    examples = _example_latents(list(result.get("latents", [])), N_EXAMPLE_LATENTS)
+    rows = [
+        [
+            lat["id"],
+            lat["label"],
+            lat["firing_rate"],
+            "; ".join(lat.get("top_titles", [])[:N_MD_ITEMS]),
+            "; ".join(lat.get("logit_titles", [])[:N_MD_ITEMS]),
+        ]
+        for lat in examples
+    ]
+    header = ["latent", "label", "firing rate", "top items", "logit lens"]
+    return [f"## {len(examples)} example latents", "", markdown_table(rows, header)]
+
+
+def _markdown(
+    result: Mapping[str, Any], title: str, files: Mapping[str, str], fidelity: Optional[Mapping[str, Any]] = None
+) -> str:
     out = [f"# {title}", ""]
     out += _fidelity_markdown(fidelity)
     out.append(
@@ -241,27 +344,8 @@ def _markdown(result: Mapping[str, Any], title: str, files: Mapping[str, str],
     if files.get("plot"):
         out.append(f"![best |corr| per value, raw vs SAE]({files['plot']})")
         out.append("")
-    for field, fres in fields.items():
-        rows = sorted(fres["summary"]["rows"], key=lambda r: (-r["gain"], r["value"]))[:N_GAIN_ROWS]
-        out.append(f"## {field}: the {len(rows)} values with the largest SAE gain")
-        out.append("")
-        out.append(markdown_table(
-            [[r["value"], r["support"], r["base_rate"], r["raw_best_abs_corr"], r["raw_dim"],
-              r["sae_best_abs_corr"], r["sae_latent"], r["raw_best_auc"], r["sae_best_auc"], r["gain"]]
-             for r in rows],
-            ["value", "support", "base rate", "raw |corr|", "raw dim", "SAE |corr|", "SAE latent",
-             "raw AUC", "SAE AUC", "gain |corr|"],
-        ))
-    examples = _example_latents(list(result.get("latents", [])), N_EXAMPLE_LATENTS)
-    out.append(f"## {len(examples)} example latents")
-    out.append("")
-    out.append(markdown_table(
-        [[lat["id"], lat["label"], lat["firing_rate"],
-          "; ".join(lat.get("top_titles", [])[:N_MD_ITEMS]),
-          "; ".join(lat.get("logit_titles", [])[:N_MD_ITEMS])]
-         for lat in examples],
-        ["latent", "label", "firing rate", "top items", "logit lens"],
-    ))
+    out += _gain_tables(fields)
+    out += _example_latents_markdown(result)
     if files.get("html"):
         out.append(f"All alive latents: [{files['html']}]({files['html']}).")
         out.append("")
@@ -370,7 +454,7 @@ def _fidelity_html(fidelity: Optional[Mapping[str, Any]]) -> str:
             f"{_e(fmt(r.get('recovered'), 3))}</li>"
         )
     items += [f'<li class="flag">Flag: {_e(flag)}</li>' for flag in fidelity_flags(fidelity)]
-    return f"<h2>SAE fidelity</h2>\n<ul>{''.join(items)}</ul>\n<p class=\"muted\">{_e(FIDELITY_TEXT)}</p>\n"
+    return f'<h2>SAE fidelity</h2>\n<ul>{"".join(items)}</ul>\n<p class="muted">{_e(FIDELITY_TEXT)}</p>\n'
 
 
 def _html(result: Mapping[str, Any], title: str, fidelity: Optional[Mapping[str, Any]] = None) -> str:
@@ -404,16 +488,14 @@ def _html(result: Mapping[str, Any], title: str, fidelity: Optional[Mapping[str,
         )
     flags = "".join(f'<li class="flag">Ratio below 1: {_e(flag)}</li>' for flag in ratio_flags(result))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_e(title)}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n<body>\n"
-        f"<h1>{_e(title)}</h1>\n"
-        + _fidelity_html(fidelity)
-        + "<h2>Interpretation</h2>\n"
+        f"<h1>{_e(title)}</h1>\n" + _fidelity_html(fidelity) + "<h2>Interpretation</h2>\n"
         f"<p>{_e(result.get('n_alive', len(latents)))} alive latents of {_e(result.get('n_latents', ''))} "
         f"over {_e(result.get('n_positions', ''))} positions.</p>\n"
         f"<ul>{''.join(summary)}{flags}</ul>\n"
         '<input id="filter" type="search" placeholder="Filter latents by any text (label, item, value)" '
-        'autofocus>\n'
+        "autofocus>\n"
         f'<p><span id="count">{len(latents)}</span> shown</p>\n'
         '<table id="latents">\n<thead><tr><th>latent</th><th>label</th><th>firing rate</th>'
         "<th>top-activating items</th><th>logit lens</th><th>best values</th></tr></thead>\n<tbody>\n"

@@ -123,8 +123,11 @@ def top_k_lists(model, eval_data, k: int = 10, seen=None) -> Tuple[torch.Tensor,
         scores[:, 0] = -math.inf
         if history_index is not None:
             scores[history_index] = -math.inf
-        batch_users = (interaction[model.USER_ID].cpu() if model.USER_ID in interaction.interaction
-                       else torch.full((len(interaction),), -1, dtype=torch.long))
+        batch_users = (
+            interaction[model.USER_ID].cpu()
+            if model.USER_ID in interaction.interaction
+            else torch.full((len(interaction),), -1, dtype=torch.long)
+        )
         if seen is not None:
             scores = remove_seen(scores, seen, batch_users)
         lists.append(torch.topk(scores, k, dim=-1).indices.cpu())
@@ -223,8 +226,9 @@ def edit_direction(op: str, strength: float, sign: int = 1) -> Optional[int]:
     return way * (1 if sign >= 0 else -1)
 
 
-def share_change(before: torch.Tensor, after: torch.Tensor, attr_matrix: torch.Tensor, target_index: int,
-                 direction: Optional[int]) -> dict:
+def share_change(
+    before: torch.Tensor, after: torch.Tensor, attr_matrix: torch.Tensor, target_index: int, direction: Optional[int]
+) -> dict:
     """The change of the target share from the lists ``before`` to ``after`` (the same users, in the
     same order), its noise and the verdict (see the module docstring).
 
@@ -247,8 +251,13 @@ def share_change(before: torch.Tensor, after: torch.Tensor, attr_matrix: torch.T
         verdict = "moved"
     else:
         verdict = "as_expected" if (change > 0) == (direction > 0) else "wrong_way"
-    return {"change": round_float(change, 8), "noise": round_float(noise, 8), "n_users": n, "expected": direction,
-            "verdict": verdict}
+    return {
+        "change": round_float(change, 8),
+        "noise": round_float(noise, 8),
+        "n_users": n,
+        "expected": direction,
+        "verdict": verdict,
+    }
 
 
 def share_warning(edit: str, target: str, k: int, before: float, after: float, check: Mapping) -> Optional[str]:
@@ -258,15 +267,21 @@ def share_warning(edit: str, target: str, k: int, before: float, after: float, c
         return None
     way = {1: "raise", -1: "lower"}.get(check.get("expected"))
     moved = f"{before:.3g} -> {after:.3g}, change {check['change']:+.3g}"
-    noise = (f"noise +-{check['noise']:.3g} = {NOISE_SE:g} standard errors of the per-user change over "
-             f"{check['n_users']} users")
+    noise = (
+        f"noise +-{check['noise']:.3g} = {NOISE_SE:g} standard errors of the per-user change over "
+        f"{check['n_users']} users"
+    )
     if verdict == "wrong_way":
         did = "lowered" if check["change"] < 0 else "raised"
-        return (f"warning: {edit} was meant to {way} the share of {target} in the top-{k} but {did} it "
-                f"({moved}; {noise}): the latent does not steer toward {target} here; try another latent or sign")
+        return (
+            f"warning: {edit} was meant to {way} the share of {target} in the top-{k} but {did} it "
+            f"({moved}; {noise}): the latent does not steer toward {target} here; try another latent or sign"
+        )
     meant = f" (meant to {way} it)" if way else ""
-    return (f"warning: {edit} moved the share of {target} in the top-{k} by no more than the noise{meant} "
-            f"({moved}; {noise}): no measurable effect; try a larger strength or another latent")
+    return (
+        f"warning: {edit} moved the share of {target} in the top-{k} by no more than the noise{meant} "
+        f"({moved}; {noise}): no measurable effect; try a larger strength or another latent"
+    )
 
 
 def steering_sweep(
@@ -339,26 +354,45 @@ def steering_sweep(
 def sweep_warning(target: str, k: int, rows: Sequence[Mapping], base_share: Optional[float]) -> Optional[str]:
     """One ``warning:`` line naming the strengths whose edit moved the target share the wrong way or
     by no more than the noise (``verdict`` of the rows), else None."""
+
     def at(verdict):
-        return [f"{r['strength']:+g} ({r['target_share']:.3g}, change {r['share_change']:+.3g}, "
-                f"noise +-{r['share_noise']:.3g})" for r in rows if r.get("verdict") == verdict]
+        return [
+            f"{r['strength']:+g} ({r['target_share']:.3g}, change {r['share_change']:+.3g}, "
+            f"noise +-{r['share_noise']:.3g})"
+            for r in rows
+            if r.get("verdict") == verdict
+        ]
 
     wrong, flat = at("wrong_way"), at("within_noise")
     if not wrong and not flat:
         return None
     parts = ([f"the wrong way at strength {', '.join(wrong)}"] if wrong else []) + (
-        [f"by no more than the noise at strength {', '.join(flat)}"] if flat else [])
+        [f"by no more than the noise at strength {', '.join(flat)}"] if flat else []
+    )
     base = f" from the unsteered {base_share:.3g}" if base_share is not None else ""
-    return (f"warning: steering {target}: the share in the top-{k} moved{base} {'; '.join(parts)} "
-            f"(noise = {NOISE_SE:g} standard errors of the per-user change): those strengths do not steer toward {target}")
+    return (
+        f"warning: steering {target}: the share in the top-{k} moved{base} {'; '.join(parts)} "
+        f"(noise = {NOISE_SE:g} standard errors of the per-user change): those strengths do not steer toward {target}"
+    )
 
 
-def sweep_columns(rows: Sequence[Mapping], target_value: str, k: int = 10,
-                  n_other: int = CSV_OTHER_VALUES) -> Tuple[List[str], List[str]]:
+def sweep_columns(
+    rows: Sequence[Mapping], target_value: str, k: int = 10, n_other: int = CSV_OTHER_VALUES
+) -> Tuple[List[str], List[str]]:
     """(main columns, other values) of the CSV: the other values of the field with the largest
     share at the strength closest to 0 (at most ``n_other``)."""
-    main = ["strength", "target_share", f"ndcg@{k}", f"hit@{k}", "coverage", "diversity", "diversity_attr",
-            "share_change", "share_noise", "verdict"]
+    main = [
+        "strength",
+        "target_share",
+        f"ndcg@{k}",
+        f"hit@{k}",
+        "coverage",
+        "diversity",
+        "diversity_attr",
+        "share_change",
+        "share_noise",
+        "verdict",
+    ]
     if not rows:
         return main, []
     ref = min(rows, key=lambda r: abs(r["strength"]))
@@ -384,14 +418,21 @@ def write_sweep(result: Mapping, out_dir, k: int = 10) -> dict:
     json_path = write_json(result, out / "sweep.json")
     md = [f"# Steering sweep: {result['target']}\n\n"]
     if result.get("latents"):
-        md.append("Latents: " + "; ".join(
-            f"{lat['latent']} ({lat.get('label') or 'unlabelled'}, corr {lat.get('corr')})" for lat in result["latents"]
-        ) + f". Edit: {result.get('op', 'add')} at {result.get('positions')} positions.\n\n")
+        md.append(
+            "Latents: "
+            + "; ".join(
+                f"{lat['latent']} ({lat.get('label') or 'unlabelled'}, corr {lat.get('corr')})"
+                for lat in result["latents"]
+            )
+            + f". Edit: {result.get('op', 'add')} at {result.get('positions')} positions.\n\n"
+        )
     md.extend(f"**{line}**\n\n" for line in result.get("warnings") or ())
     md.append(markdown_table(rows, main))
-    md.append(f"\nshare_change: the mean over users of each user's change of the target share against the "
-              f"unsteered lists; share_noise: {NOISE_SE:g} standard errors of that mean (a change within it is "
-              "`within_noise`); `wrong_way`: the share moved against the edit's direction beyond the noise.\n")
+    md.append(
+        f"\nshare_change: the mean over users of each user's change of the target share against the "
+        f"unsteered lists; share_noise: {NOISE_SE:g} standard errors of that mean (a change within it is "
+        "`within_noise`); `wrong_way`: the share moved against the edit's direction beyond the noise.\n"
+    )
     md_path = out / "sweep.md"
     md_path.write_text("".join(md), encoding="utf-8")
     base = {**(result.get("unsteered") or {}), "target_share": result.get("unsteered_share")}
@@ -438,7 +479,9 @@ def sweep_figure(rows: Sequence[Mapping], target: str, k: int = 10, base: Option
 
 def _base_line(ax, value, colour: str, label: str) -> None:
     if value is not None and math.isfinite(float(value)):
-        ax.axhline(float(value), color=colour, linestyle="--", linewidth=1, alpha=0.7, label=f"{label} ({float(value):.3g})")
+        ax.axhline(
+            float(value), color=colour, linestyle="--", linewidth=1, alpha=0.7, label=f"{label} ({float(value):.3g})"
+        )
 
 
 def plot_sweep(rows: Sequence[Mapping], path, target: str, k: int = 10, base: Optional[Mapping] = None) -> Path:

@@ -16,10 +16,10 @@ from recbole_sae.benchmark.runner import Terminated, run_sweep
 from recbole_sae.benchmark.spec import (
     SWEEP_KEYS,
     Sweep,
-    positive_int,
-    parse_value,
     grid_points,
     load_sweep,
+    parse_value,
+    positive_int,
     resolve_sweep_path,
 )
 from recbole_sae.errors import ConfigError, RecboleSAEError
@@ -139,12 +139,19 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write the markdown report and NDCG@10 plot of a results file")
     report.add_argument("results", nargs="+", help="results file(s) (JSONL) written by sweeps; several make one report")
     report.add_argument("--out", help="output folder (default: the (first) results file's folder)")
-    report.add_argument("--name", help="file name of the report, without .md (default: the results file's name; "
-                        "with several files their names joined by '+')")
+    report.add_argument(
+        "--name",
+        help="file name of the report, without .md (default: the results file's name; "
+        "with several files their names joined by '+')",
+    )
     report.add_argument("--baseline", help="model to compare against (default: the sweep's baseline, else SASRec)")
     report.add_argument("--sweep", help="only the records of this sweep name")
-    report.add_argument("--by_grid_point", "--by-grid-point", action="store_true",
-                        help="a row per model and grid point (an ablation table) instead of each model's best point")
+    report.add_argument(
+        "--by_grid_point",
+        "--by-grid-point",
+        action="store_true",
+        help="a row per model and grid point (an ablation table) instead of each model's best point",
+    )
     sweep = sub.add_parser("sweep", help="run a sweep file (same as run_recbole_sae.py --sweep=FILE)")
     sweep.add_argument("file")
     sweep.add_argument("--results")
@@ -187,8 +194,11 @@ def _report_command(ns: argparse.Namespace) -> int:
         return 2
     stems = [results_stem(path) for path in files]  # read_many names rows by these
     if len(set(stems)) < len(stems):
-        print(f"error: two results files have the same name ({', '.join(map(str, files))}): their rows could "
-              "not be told apart; copy one under another name", file=sys.stderr)
+        print(
+            f"error: two results files have the same name ({', '.join(map(str, files))}): their rows could "
+            "not be told apart; copy one under another name",
+            file=sys.stderr,
+        )
         return 2
     records = read_many(files)
     if ns.sweep:
@@ -197,8 +207,10 @@ def _report_command(ns: argparse.Namespace) -> int:
     models = {r.get("model") for r in records}
     if ns.baseline and ns.baseline not in models:
         named = ", ".join(sorted(str(m) for m in models if m))
-        print(f"error: no runs of the baseline {ns.baseline!r} in {', '.join(map(str, files))}; models: {named}",
-              file=sys.stderr)
+        print(
+            f"error: no runs of the baseline {ns.baseline!r} in {', '.join(map(str, files))}; models: {named}",
+            file=sys.stderr,
+        )
         return 2
     out = write_report(
         records,

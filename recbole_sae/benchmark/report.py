@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_sae import protocol
+from recbole_sae.benchmark.results import lacking_fields, latest_records
+from recbole_sae.benchmark.stats import REPORT_METRICS, SELECT_METRIC, protocol_views, summarize
 from recbole_sae.fileio import write_text_atomic
 from recbole_sae.tables import fmt, markdown_table
-from recbole_sae.benchmark.results import latest_records, lacking_fields
-from recbole_sae.benchmark.stats import REPORT_METRICS, SELECT_METRIC, protocol_views, summarize
 
 
 def _bold_best(cells: list[str], values: list, higher: bool = True) -> list[str]:
@@ -43,7 +43,9 @@ def _markdown_table(rows: list[dict], baseline: str) -> list[str]:
         "baseline" if row["baseline"] else ("n/a" if v is None else f"{v * 100:+.1f}%") for row, v in zip(rows, rel)
     ]
     # bold: the largest gain over the baseline; a loss (or +0.0%) is never "best"
-    gains = [v if v is not None and not row["baseline"] and round(v * 100, 1) > 0 else None for row, v in zip(rows, rel)]
+    gains = [
+        v if v is not None and not row["baseline"] and round(v * 100, 1) > 0 else None for row, v in zip(rows, rel)
+    ]
     top = max((v for v in gains if v is not None), default=None)
     columns.append([f"**{c}**" if top is not None and v == top else c for c, v in zip(rel_cells, gains)])
     columns.append(
@@ -97,9 +99,7 @@ def _runs_line(ok: list[dict]) -> list[str]:
     if devices:
         about.append(f"device {', '.join(devices)}")
     envs = [r["environment"] for r in ok if r.get("environment")]
-    about += sorted(
-        {f"torch {e.get('torch')}, recbole {e.get('recbole')}, python {e.get('python')}" for e in envs}
-    )
+    about += sorted({f"torch {e.get('torch')}, recbole {e.get('recbole')}, python {e.get('python')}" for e in envs})
     return ["Runs: " + "; ".join(about) + ".", ""] if about else []
 
 
@@ -133,8 +133,14 @@ def _grid_point_lines(rows: list[dict]) -> list[str]:
     if not any(len(row["grid"]) > 1 for row in rows):
         return []
     cells = [
-        [row["model"], label or "-", fmt(stats["valid"]), fmt(stats["test"]), str(stats["n"]),
-         "yes" if label == row["grid_label"] else ""]
+        [
+            row["model"],
+            label or "-",
+            fmt(stats["valid"]),
+            fmt(stats["test"]),
+            str(stats["n"]),
+            "yes" if label == row["grid_label"] else "",
+        ]
         for row in rows
         for label, stats in row["grid"].items()
     ]

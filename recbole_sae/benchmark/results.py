@@ -32,7 +32,7 @@ def append_record(path, record: dict) -> None:
                     line = b"\n" + line
         view = memoryview(line)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -80,11 +80,18 @@ def lacking_fields(record: dict) -> list[str]:
     for other records."""
     if record.get("status") != "ok":
         return []
-    lacking = [name for name, kind in OK_RECORD_FIELDS.items()
-               if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)]
+    lacking = [
+        name
+        for name, kind in OK_RECORD_FIELDS.items()
+        if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)
+    ]
     if lacking:
-        warnings.warn(f"{record.get('source') or 'results'}: leaving out the record of run {record.get('key')!r}, "
-                      f"which lacks {', '.join(lacking)}", ResultsFileWarning, stacklevel=3)
+        warnings.warn(
+            f"{record.get('source') or 'results'}: leaving out the record of run {record.get('key')!r}, "
+            f"which lacks {', '.join(lacking)}",
+            ResultsFileWarning,
+            stacklevel=3,
+        )
     return lacking
 
 

@@ -216,9 +216,7 @@ def _config_files(data: dict, path: Path, where: str) -> list[str]:
 def _execution(data: dict, where: str) -> dict:
     """The settings of how runs execute (not part of a run key): timeout, threads, workers, retries."""
     timeout = data.get("run_timeout")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-    ):
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"{where}: 'run_timeout' must be a positive number of seconds (got {timeout!r})")
     threads = data.get("torch_threads")
     if threads is not None:

@@ -129,7 +129,9 @@ def summarize(records: list[dict], baseline: str = "SASRec", every_point: bool =
                     "baseline": is_base,
                     "rel_diff": None if is_base else relative_difference(metrics[SELECT_METRIC][0], base_mean),
                     "p_value": None if is_base else paired_pvalue(ndcg, base_ndcg),
-                    "grid": {} if every_point else {
+                    "grid": {}
+                    if every_point
+                    else {
                         lab: {
                             "valid": mean_std(r["best_valid"][SELECT_METRIC] for r in recs.values())[0],
                             "test": mean_std(r["test"][SELECT_METRIC] for r in recs.values())[0],

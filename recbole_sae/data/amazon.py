@@ -179,9 +179,7 @@ def _dedup(rows: List[Tuple[str, str, int]]) -> List[Tuple[str, str, int]]:
     return [rows[i] for i in keep]
 
 
-def k_core_filter(
-    rows: List[Tuple[str, str, int]], core: int
-) -> Tuple[List[Tuple[str, str, int]], int]:
+def k_core_filter(rows: List[Tuple[str, str, int]], core: int) -> Tuple[List[Tuple[str, str, int]], int]:
     """Iteratively drop users and items with fewer than ``core`` interactions.
 
     Returns the remaining rows (order kept) and the number of filtering rounds that
@@ -378,9 +376,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--name", default=None, help="dataset name (default: base name of --out)")
     parser.add_argument("--core", type=int, default=5, help="k-core threshold (default: 5)")
-    parser.add_argument(
-        "--top-category", default="Beauty", help="top-level category to drop (default: Beauty)"
-    )
+    parser.add_argument("--top-category", default="Beauty", help="top-level category to drop (default: Beauty)")
     args = parser.parse_args(argv)
     try:
         summary = convert_amazon(

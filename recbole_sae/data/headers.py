@@ -81,15 +81,32 @@ def infer(folder, dataset: str, separator: str = "\t") -> Inferred:
     inter = found.columns.get("inter", [])
     shown = ", ".join(map(str, inter))
     rules = [
-        ("USER_ID_FIELD", "user_id", ("user",), ("token",),
-         f"no user column in {dataset}.inter (columns: {shown}): name it user_id:token"),
-        ("ITEM_ID_FIELD", "item_id", ("item",), ("token",),
-         f"no item column in {dataset}.inter (columns: {shown}): name it item_id:token"),
-        ("TIME_FIELD", "timestamp", ("time", "date"), ("float",),
-         f"no timestamp column in {dataset}.inter (columns: {shown}): leave-one-out needs each user's "
-         "items in time order (eval_args order: TO); add a column timestamp:float (unix time, or the "
-         "position in the user's history)" + "".join(
-             f", or pass --TIME_FIELD={c.name} if that column is the time" for c in inter if c.type == "float")),
+        (
+            "USER_ID_FIELD",
+            "user_id",
+            ("user",),
+            ("token",),
+            f"no user column in {dataset}.inter (columns: {shown}): name it user_id:token",
+        ),
+        (
+            "ITEM_ID_FIELD",
+            "item_id",
+            ("item",),
+            ("token",),
+            f"no item column in {dataset}.inter (columns: {shown}): name it item_id:token",
+        ),
+        (
+            "TIME_FIELD",
+            "timestamp",
+            ("time", "date"),
+            ("float",),
+            f"no timestamp column in {dataset}.inter (columns: {shown}): leave-one-out needs each user's "
+            "items in time order (eval_args order: TO); add a column timestamp:float (unix time, or the "
+            "position in the user's history)"
+            + "".join(
+                f", or pass --TIME_FIELD={c.name} if that column is the time" for c in inter if c.type == "float"
+            ),
+        ),
     ]
     for key, exact, words, types, why in rules:
         name = _find(inter, exact, words, types)
@@ -132,8 +149,10 @@ def complete_dataset_settings(config) -> None:
     for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "TIME_FIELD"):
         if key in external:
             if external[key] and external[key] not in inter_names:
-                problems.append(f"{key}={external[key]} is not a column of {config.dataset}.inter "
-                                f"(columns: {', '.join(map(str, found.columns.get('inter', [])))})")
+                problems.append(
+                    f"{key}={external[key]} is not a column of {config.dataset}.inter "
+                    f"(columns: {', '.join(map(str, found.columns.get('inter', [])))})"
+                )
         elif key in found.missing:
             if key == "TIME_FIELD" and not _needs_time(final):
                 continue
@@ -169,7 +188,9 @@ def _item_text_columns(found: Inferred) -> list[Column]:
 def suggest_settings(found: Inferred) -> dict:
     """Settings for a dataset yaml: the inferred columns plus the item text and attribute fields
     that the ``.item`` file's token columns suggest (None where nothing fits)."""
-    settings = {key: found.settings.get(key) for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")}
+    settings = {
+        key: found.settings.get(key) for key in ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")
+    }
     settings["load_col"] = found.settings["load_col"]
     text_columns = _item_text_columns(found)
     names = [c.name for c in text_columns]

@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     for key, why in found.missing.items():
         print(f"  {key}: NOT FOUND: {why}")
-    print(f"run with: python run_recbole_sae.py --model=SASRec --dataset={name} --data_path={folder.parent} "
-          f"--config_files={out}")
+    print(
+        f"run with: python run_recbole_sae.py --model=SASRec --dataset={name} --data_path={folder.parent} "
+        f"--config_files={out}"
+    )
     return 0
 
 

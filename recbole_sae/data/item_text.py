@@ -320,13 +320,17 @@ def item_texts(dataset, config) -> List[str]:
         logger.warning(
             "item text fields %s are not among the item features of '%s' (loaded: %s); "
             "they are left empty in the item text",
-            missing, dataset.dataset_name, available,
+            missing,
+            dataset.dataset_name,
+            available,
         )
     specs = dict((name, spec) for name, spec in template_fields(template))
     rendered: Dict[str, List[str]] = {}
     for field in present:
         if _type_name(dataset, field) not in ("token", "token_seq", "float", "float_seq"):
-            raise ConfigError(f"item text field '{field}' has type {_type_name(dataset, field)}, which has no text form")
+            raise ConfigError(
+                f"item text field '{field}' has type {_type_name(dataset, field)}, which has no text form"
+            )
         join = " " if field == title_field else None
         rendered[field] = field_strings(dataset, field, join=join, spec=specs.get(field, ""))
     texts = [""]
@@ -343,7 +347,10 @@ def item_texts(dataset, config) -> List[str]:
     if n_empty:
         logger.warning(
             "%d of %d items of '%s' have no text at all (every field in %s is empty)",
-            n_empty, dataset.item_num - 1, dataset.dataset_name, wanted,
+            n_empty,
+            dataset.item_num - 1,
+            dataset.dataset_name,
+            wanted,
         )
     return texts
 

@@ -33,8 +33,7 @@ import torch
 from recbole_sae.errors import ConfigError
 from recbole_sae.intents.encoder import save_safetensors_atomic
 
-__all__ = ["save_item_embeddings", "load_item_embeddings", "dataset_item_embeddings",
-           "export_item_embeddings", "main"]
+__all__ = ["save_item_embeddings", "load_item_embeddings", "dataset_item_embeddings", "export_item_embeddings", "main"]
 
 EMBEDDINGS = "embeddings"
 ITEM_IDS = "item_ids"
@@ -43,8 +42,9 @@ EXPORT_COMMAND = "python -m recbole_sae.intents.embedding_file --dataset={datase
 PathLike = Union[str, os.PathLike]
 
 
-def save_item_embeddings(path: PathLike, item_ids: Sequence, embeddings: torch.Tensor,
-                         model: Optional[str] = None) -> Path:
+def save_item_embeddings(
+    path: PathLike, item_ids: Sequence, embeddings: torch.Tensor, model: Optional[str] = None
+) -> Path:
     """Write ``embeddings`` [n, d] with their ``n`` item tokens (stored as strings) to ``path``."""
     ids = [str(token) for token in item_ids]
     if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
@@ -62,9 +62,11 @@ def save_item_embeddings(path: PathLike, item_ids: Sequence, embeddings: torch.T
 
 
 def _fix(dataset_name: str = "DATASET") -> str:
-    return (f"write it with `{EXPORT_COMMAND.format(dataset=dataset_name)}` and this run's dataset settings "
-            "(or with save_item_embeddings), or leave text_embeddings unset to encode the item texts with "
-            "text_encoder")
+    return (
+        f"write it with `{EXPORT_COMMAND.format(dataset=dataset_name)}` and this run's dataset settings "
+        "(or with save_item_embeddings), or leave text_embeddings unset to encode the item texts with "
+        "text_encoder"
+    )
 
 
 def load_item_embeddings(path: PathLike) -> Tuple[list, torch.Tensor, Dict[str, str]]:
@@ -86,22 +88,29 @@ def load_item_embeddings(path: PathLike) -> Tuple[list, torch.Tensor, Dict[str, 
     except Exception as exc:  # not safetensors, truncated
         raise ConfigError(f"text_embeddings file {path} is not a readable safetensors file ({exc}): {_fix()}") from None
     if embeddings is None:
-        raise ConfigError(f"text_embeddings file {path} has no tensor '{EMBEDDINGS}' "
-                          f"(it has {sorted(names) or 'none'}): {_fix()}")
+        raise ConfigError(
+            f"text_embeddings file {path} has no tensor '{EMBEDDINGS}' (it has {sorted(names) or 'none'}): {_fix()}"
+        )
     if embeddings.ndim != 2 or not embeddings.is_floating_point():
-        raise ConfigError(f"text_embeddings file {path}: '{EMBEDDINGS}' must be a 2-d float tensor, "
-                          f"got {embeddings.dtype} {tuple(embeddings.shape)}: {_fix()}")
+        raise ConfigError(
+            f"text_embeddings file {path}: '{EMBEDDINGS}' must be a 2-d float tensor, "
+            f"got {embeddings.dtype} {tuple(embeddings.shape)}: {_fix()}"
+        )
     try:
         item_ids = json.loads(metadata[ITEM_IDS])
     except (KeyError, ValueError):
         item_ids = None
     if not isinstance(item_ids, list):
-        raise ConfigError(f"text_embeddings file {path} has no metadata '{ITEM_IDS}' (a JSON list of the "
-                          f"item tokens of its rows): {_fix()}")
+        raise ConfigError(
+            f"text_embeddings file {path} has no metadata '{ITEM_IDS}' (a JSON list of the "
+            f"item tokens of its rows): {_fix()}"
+        )
     item_ids = [str(token) for token in item_ids]
     if len(item_ids) != embeddings.shape[0]:
-        raise ConfigError(f"text_embeddings file {path} has {len(item_ids)} item ids for "
-                          f"{embeddings.shape[0]} embedding rows: {_fix()}")
+        raise ConfigError(
+            f"text_embeddings file {path} has {len(item_ids)} item ids for "
+            f"{embeddings.shape[0]} embedding rows: {_fix()}"
+        )
     if len(set(item_ids)) != len(item_ids):
         raise ConfigError(f"text_embeddings file {path} lists an item id twice: {_fix()}")
     return item_ids, embeddings, metadata
@@ -134,8 +143,9 @@ def dataset_item_embeddings(path: PathLike, dataset) -> torch.Tensor:
     return out
 
 
-def export_item_embeddings(dataset_name: str, out: PathLike, config_file_list=None,
-                           config_dict=None, cmd_args=None) -> Tuple[Path, tuple]:
+def export_item_embeddings(
+    dataset_name: str, out: PathLike, config_file_list=None, config_dict=None, cmd_args=None
+) -> Tuple[Path, tuple]:
     """Encode the item texts of ``dataset_name`` as SAERec would and write them to ``out``
     (``cmd_args``: the command line's ``--key=value`` strings, the config's highest layer)."""
     from recbole_sae import compat
@@ -154,9 +164,11 @@ def export_item_embeddings(dataset_name: str, out: PathLike, config_file_list=No
     encoder = text_encoder(config)
     embeddings = encoder.encode_cached(texts, cache_dir(config) / "text")
     tokens = dataset.id2token(dataset.iid_field, list(range(1, dataset.item_num)))
-    model = (f"{encoder.model_name_or_path} (pooling={encoder.pooling}, layer={encoder.layer}, "
-             f"max_length={encoder.max_length}, normalize={encoder.normalize}) on the item texts of "
-             f"{config['dataset']}")
+    model = (
+        f"{encoder.model_name_or_path} (pooling={encoder.pooling}, layer={encoder.layer}, "
+        f"max_length={encoder.max_length}, normalize={encoder.normalize}) on the item texts of "
+        f"{config['dataset']}"
+    )
     path = save_item_embeddings(out, tokens, embeddings[1:], model=model)
     return path, tuple(embeddings[1:].shape)
 

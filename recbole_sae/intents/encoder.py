@@ -107,8 +107,9 @@ def _weights_fingerprint(model_dir: str) -> List[List[Any]]:
     return out
 
 
-def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: Union[str, os.PathLike],
-                            metadata: Dict[str, str]) -> None:
+def save_safetensors_atomic(
+    tensors: Dict[str, torch.Tensor], path: Union[str, os.PathLike], metadata: Dict[str, str]
+) -> None:
     """Write ``tensors`` and ``metadata`` to ``path`` through a temporary file (never half-written)."""
     from safetensors.torch import save_file
 
@@ -169,9 +170,7 @@ class TextEncoder:
         show_progress: bool = True,
     ):
         if pooling not in VALID_POOLING:
-            raise ValueError(
-                f"unknown pooling {pooling!r}; valid: {', '.join(repr(p) for p in VALID_POOLING)}"
-            )
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(repr(p) for p in VALID_POOLING)}")
         if int(max_length) < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         if int(batch_size) < 1:
@@ -184,9 +183,7 @@ class TextEncoder:
         self.layer = int(layer)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)
-        self.device = torch.device(
-            device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.normalize = bool(normalize)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
@@ -226,9 +223,7 @@ class TextEncoder:
             cfg = self.config.to_dict()
             for k in ("transformers_version", "_name_or_path", "_commit_hash", "name_or_path"):
                 cfg.pop(k, None)
-            cfg_hash = hashlib.sha256(
-                json.dumps(cfg, sort_keys=True, default=str).encode()
-            ).hexdigest()
+            cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
             ident: Dict[str, Any] = {"model": self.path, "config_sha256": cfg_hash}
             if os.path.isdir(self.path):
                 ident["weights"] = _weights_fingerprint(self.path)
@@ -239,7 +234,6 @@ class TextEncoder:
         if self._model is not None:
             return
         from transformers import AutoModel, AutoTokenizer
-
         from transformers.utils import logging as hf_logging
 
         kw = {"local_files_only": self._local_only}
@@ -281,7 +275,11 @@ class TextEncoder:
         enc = tok(list(texts), truncation=True, max_length=self.max_length, padding=False)
         ids = [list(x) for x in enc["input_ids"]]
         fallback = next(
-            (t for t in (tok.bos_token_id, tok.eos_token_id, tok.cls_token_id, tok.pad_token_id, tok.unk_token_id) if t is not None),
+            (
+                t
+                for t in (tok.bos_token_id, tok.eos_token_id, tok.cls_token_id, tok.pad_token_id, tok.unk_token_id)
+                if t is not None
+            ),
             0,
         )
         return [x if x else [fallback] for x in ids]
@@ -350,9 +348,11 @@ class TextEncoder:
         from recbole_sae.progress import Progress
 
         result: Optional[torch.Tensor] = None
-        with torch.inference_mode(), tqdm(
-            total=len(texts), desc="encoding texts", unit="text", disable=not self.show_progress
-        ) as bar, Progress("text embedding", len(texts), "texts") as meter:
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(texts), desc="encoding texts", unit="text", disable=not self.show_progress) as bar,
+            Progress("text embedding", len(texts), "texts") as meter,
+        ):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
                 emb = self._embed_batch([seqs[i] for i in idx]).to("cpu", torch.float32)

@@ -43,9 +43,14 @@ def _slot_info(model, att, row: int, slot: int) -> dict:
     branch = "personal" if slot < n_k else "public"
     if branch == "personal" and model.memory == "history_text":
         return {"branch": branch, "item": ident, "label": f"history item {ident}"}
-    return {"branch": branch, "intent": ident, "latent": int(model.vocabulary.kept[ident])
-            if model.intent_directions.size(0) == model.vocabulary.n_kept else None,
-            "label": model.intent_labels[ident]}
+    return {
+        "branch": branch,
+        "intent": ident,
+        "latent": int(model.vocabulary.kept[ident])
+        if model.intent_directions.size(0) == model.vocabulary.n_kept
+        else None,
+        "label": model.intent_labels[ident],
+    }
 
 
 def explanation_records(model, interaction, k: int = 10, n_intents: int = 3, exclude=None) -> list[dict]:
@@ -67,21 +72,25 @@ def explanation_records(model, interaction, k: int = 10, n_intents: int = 3, exc
         for i in range(k):
             drops = att["drops"][row, i]
             order = torch.sort(drops, descending=True, stable=True).indices[:n_intents].tolist()
-            items.append({
-                "item": int(att["top_items"][row, i]),
-                "score": round(float(att["top_scores"][row, i]), 4),
-                "intents": [{**slots[s], "attribution": round(float(drops[s]), 4)} for s in order],
-            })
+            items.append(
+                {
+                    "item": int(att["top_items"][row, i]),
+                    "score": round(float(att["top_scores"][row, i]), 4),
+                    "intents": [{**slots[s], "attribution": round(float(drops[s]), 4)} for s in order],
+                }
+            )
         fusion = att["fusion"][row]
-        records.append({
-            "user": user,
-            "history": seq[row, : int(lengths[row])].tolist(),
-            "top_items": [it["item"] for it in items],
-            "items": items,
-            "personal_intents": slots[:n_k],
-            "public_intents": slots[n_k:],
-            "fusion": {"personal": round(float(fusion[0]), 4), "public": round(float(fusion[1]), 4)},
-        })
+        records.append(
+            {
+                "user": user,
+                "history": seq[row, : int(lengths[row])].tolist(),
+                "top_items": [it["item"] for it in items],
+                "items": items,
+                "personal_intents": slots[:n_k],
+                "public_intents": slots[n_k:],
+                "fusion": {"personal": round(float(fusion[0]), 4), "public": round(float(fusion[1]), 4)},
+            }
+        )
     return records
 
 
@@ -111,7 +120,7 @@ def faithfulness(model, data, n_users: int = 1000, k: int = 10, seed: int = 0) -
         weight = att["attention"].cpu().clone()
         fusion = att["fusion"].cpu()
         weight[:, : att["n_personal"]] *= fusion[:, :1]
-        weight[:, att["n_personal"]:] *= fusion[:, 1:]
+        weight[:, att["n_personal"] :] *= fusion[:, 1:]
         by_attention = weight.argmax(-1)  # [B]: the same slot for all items of a row
         att_drop = drops.gather(-1, by_attention.view(-1, 1, 1).expand(-1, drops.size(1), 1)).squeeze(-1)
         top_drops.append(best.flatten())
@@ -154,24 +163,28 @@ def write_html(record: dict, titles, folder, history_shown: int = 20) -> str:
     for rank, item in enumerate(record["items"], 1):
         intents = "<br>".join(
             f"{e(it['label'])} <small>({it['branch']}, attribution {it['attribution']:+.4f}, "
-            f"attention {it['attention']:.3f})</small>" for it in item["intents"])
-        rows.append(f"<tr><td>{rank}</td><td>{e(titles[item['item']])}</td><td>{item['score']:.3f}</td>"
-                    f"<td>{intents}</td></tr>")
+            f"attention {it['attention']:.3f})</small>"
+            for it in item["intents"]
+        )
+        rows.append(
+            f"<tr><td>{rank}</td><td>{e(titles[item['item']])}</td><td>{item['score']:.3f}</td><td>{intents}</td></tr>"
+        )
     memory = "".join(
         f"<li>{e(s['branch'])}: {e(s['label'])} <small>(attention {s['attention']:.3f})</small></li>"
-        for s in record["personal_intents"] + record["public_intents"])
+        for s in record["personal_intents"] + record["public_intents"]
+    )
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>SAERec explanation: user {e(str(name))}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{border-bottom:1px solid #ddd;
 padding:4px 8px;vertical-align:top;text-align:left}}table{{border-collapse:collapse}}</style></head><body>
 <h1>User {e(str(name))}</h1>
-<h2>History (last {len(history)} of {len(record['history'])}, oldest first)</h2>
-<ol>{''.join(f'<li>{e(titles[i])}</li>' for i in history)}</ol>
+<h2>History (last {len(history)} of {len(record["history"])}, oldest first)</h2>
+<ol>{"".join(f"<li>{e(titles[i])}</li>" for i in history)}</ol>
 <h2>Recommended, with the intents that raised each score most</h2>
 <p>Attribution: the item's score drop when the intent is removed from the cross-attention memory.
-Fusion weights: personal {record['fusion']['personal']:.3f}, public {record['fusion']['public']:.3f}.</p>
+Fusion weights: personal {record["fusion"]["personal"]:.3f}, public {record["fusion"]["public"]:.3f}.</p>
 <table><tr><th>#</th><th>item</th><th>score</th><th>intents (attribution)</th></tr>
-{''.join(rows)}</table>
+{"".join(rows)}</table>
 <h2>The memory: retrieved intents</h2><ul>{memory}</ul>
 </body></html>
 """

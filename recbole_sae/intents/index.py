@@ -57,9 +57,7 @@ def _faiss():
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-        raise ImportError(
-            "the intent index needs faiss: pip install faiss-cpu (or faiss-gpu for a GPU)"
-        ) from exc
+        raise ImportError("the intent index needs faiss: pip install faiss-cpu (or faiss-gpu for a GPU)") from exc
     return faiss
 
 
@@ -102,7 +100,8 @@ def _want_gpu(use_gpu: Union[str, bool]) -> bool:
     if not faiss_gpu_support() and torch.cuda.is_available():
         logger.warning(
             "torch sees a CUDA GPU but this faiss build has no GPU support; the intent index runs on "
-            "the CPU. To search on the GPU, %s", GPU_HINT,
+            "the CPU. To search on the GPU, %s",
+            GPU_HINT,
         )
     return False
 
@@ -180,7 +179,7 @@ def recency_weighted_mean(
     mask = _valid_mask(item_seq, lengths)
     positions = torch.arange(item_seq.shape[1], device=item_seq.device)
     distance = (lengths[:, None] - 1 - positions[None, :]).clamp_min(0).to(torch.float64)
-    weights = torch.where(mask, decay ** distance, torch.zeros_like(distance)).to(torch.float32)
+    weights = torch.where(mask, decay**distance, torch.zeros_like(distance)).to(torch.float32)
     vectors = item_vectors.to(device=item_seq.device, dtype=torch.float32)[item_seq]  # [B, L, w]
     total = (weights[..., None] * vectors).sum(1)
     norm = weights.sum(1, keepdim=True)
@@ -325,9 +324,9 @@ class IntentIndex:
         scores = np.empty((m, int(k)), dtype=np.float32)
         ids = np.empty((m, int(k)), dtype=np.int64)
         for start in range(0, m, int(batch_size)):
-            s, i = self.index.search(q[start:start + int(batch_size)], int(k))
-            scores[start:start + len(s)] = s
-            ids[start:start + len(s)] = i
+            s, i = self.index.search(q[start : start + int(batch_size)], int(k))
+            scores[start : start + len(s)] = s
+            ids[start : start + len(s)] = i
         return torch.from_numpy(scores), torch.from_numpy(ids)
 
     def _check_width(self, item_vectors: torch.Tensor) -> None:

@@ -71,8 +71,10 @@ def attribute_labels(top: torch.Tensor, attributes, rules: IntentRules, n_items:
         specificity = torch.log(1.0 / base)
         share = torch.empty(n_lat, len(values))  # [L, V], filled in chunks to bound memory
         for start in range(0, n_lat, chunk):
-            idx, msk = top[start:start + chunk], mask[start:start + chunk]
-            share[start:start + chunk] = (m[idx.clamp_min(0)] * msk[..., None]).sum(1) / n_top[start:start + chunk, None]
+            idx, msk = top[start : start + chunk], mask[start : start + chunk]
+            share[start : start + chunk] = (m[idx.clamp_min(0)] * msk[..., None]).sum(1) / n_top[
+                start : start + chunk, None
+            ]
         best_share = share.max(1).values
         purity = torch.where(torch.isnan(purity) | (best_share > purity), best_share, purity)
         score = torch.where(share >= rules.min_share, share * specificity, torch.full_like(share, -1.0))
@@ -82,9 +84,7 @@ def attribute_labels(top: torch.Tensor, attributes, rules: IntentRules, n_items:
         top_scores, top_idx = torch.sort(score, dim=1, descending=True, stable=True)  # ties: value order
         top_scores, top_idx = top_scores[:, :k], top_idx[:, :k]
         top_shares = share.gather(1, top_idx)
-        for latent, (scores, idx, shares) in enumerate(
-            zip(top_scores.tolist(), top_idx.tolist(), top_shares.tolist())
-        ):
+        for latent, (scores, idx, shares) in enumerate(zip(top_scores.tolist(), top_idx.tolist(), top_shares.tolist())):
             for s, j, sh in zip(scores, idx, shares):
                 if s <= 0:
                     break

@@ -74,8 +74,13 @@ def intent_settings(config, d_in: int) -> tuple[SAEConfig, SAETrainConfig, Inten
 
 def _vocabulary_key(text_key: str, sae_cfg, train_cfg, rules, fields) -> str:
     blob = json.dumps(
-        {"text": text_key, "sae": sae_cfg.to_dict(), "train": train_cfg.to_dict(), "rules": rules.to_dict(),
-         "fields": list(fields)},
+        {
+            "text": text_key,
+            "sae": sae_cfg.to_dict(),
+            "train": train_cfg.to_dict(),
+            "rules": rules.to_dict(),
+            "fields": list(fields),
+        },
         sort_keys=True,
         default=str,
     )

@@ -65,16 +65,18 @@ def random_directions(directions: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.nn.functional.normalize(noise, dim=1) * norms
 
 
-def training_public_intents(index: IntentIndex, dataset, item_embeddings, n_personal: int, n_public: int,
-                            recency_decay: float) -> torch.Tensor:
+def training_public_intents(
+    index: IntentIndex, dataset, item_embeddings, n_personal: int, n_public: int, recency_decay: float
+) -> torch.Tensor:
     """Lowest-IDF intents over the personal intents of each training user's last training row."""
     feat = dataset.inter_feat
     uid = dataset.uid_field
     seq_field = dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"]
     len_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
     last = last_row_mask(feat[uid])
-    found = index.personal_intents(feat[seq_field][last], feat[len_field][last], item_embeddings, n_personal,
-                                   recency_decay)
+    found = index.personal_intents(
+        feat[seq_field][last], feat[len_field][last], item_embeddings, n_personal, recency_decay
+    )
     return index.set_public_intents(found.ids, n_public).clone()
 
 
@@ -113,8 +115,14 @@ class IntentStage:
             directions = random_directions(directions, int(config["seed"]))
             index = IntentIndex(directions, use_gpu=_faiss_setting(config), center=intents.vocabulary.center)
         embeddings = intents.item_embeddings.float()
-        training_public_intents(index, dataset, embeddings, int(config["n_personal_intents"]),
-                                int(config["n_public_intents"]), float(config["recency_decay"]))
+        training_public_intents(
+            index,
+            dataset,
+            embeddings,
+            int(config["n_personal_intents"]),
+            int(config["n_public_intents"]),
+            float(config["recency_decay"]),
+        )
         settings = {
             "format_version": FORMAT_VERSION,
             "dataset": str(config["dataset"]),

@@ -292,13 +292,10 @@ class IntentVocabulary:
     def load(cls, directory: Union[str, Path]) -> "IntentVocabulary":
         """Load a vocabulary written by :meth:`save`."""
         directory = Path(directory)
-        missing = [
-            name for name in (INTENTS_NAME, TENSORS_NAME, SAE_DIR) if not (directory / name).exists()
-        ]
+        missing = [name for name in (INTENTS_NAME, TENSORS_NAME, SAE_DIR) if not (directory / name).exists()]
         if missing:
             raise FileNotFoundError(
-                f"intent vocabulary folder {str(directory)!r} lacks {missing} "
-                "(written by IntentVocabulary.save)"
+                f"intent vocabulary folder {str(directory)!r} lacks {missing} (written by IntentVocabulary.save)"
             )
         with open(directory / INTENTS_NAME, "r", encoding="utf-8") as fh:
             meta = json.load(fh)
@@ -343,7 +340,7 @@ def _sparse_codes(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int = 102
     """Nonzero activations of ``x`` [N, d]: (row, latent, value) tensors, row-major order."""
     rows, cols, vals = [], [], []
     for start in range(0, x.shape[0], batch_size):
-        f = sae.encode(x[start:start + batch_size].to(device=sae.device, dtype=sae.dtype)).float().cpu()
+        f = sae.encode(x[start : start + batch_size].to(device=sae.device, dtype=sae.dtype)).float().cpu()
         r, c = (f > 0).nonzero(as_tuple=True)
         rows.append(r + start)
         cols.append(c)
@@ -371,16 +368,17 @@ def _coherence(centered: torch.Tensor, top: torch.Tensor, chunk: int = 2048) -> 
     unit = torch.nn.functional.normalize(centered, dim=1)
     out = torch.full((top.shape[0],), float("nan"))
     for start in range(0, top.shape[0], chunk):
-        idx = top[start:start + chunk]
+        idx = top[start : start + chunk]
         mask = (idx >= 0).float()
         v = unit[idx.clamp_min(0)] * mask[..., None]  # [c, t, d]
         gram = v @ v.transpose(1, 2)
         n = mask.sum(1)
         pair_sum = gram.sum((1, 2)) - (gram.diagonal(dim1=1, dim2=2)).sum(1)
         pairs = n * (n - 1)
-        out[start:start + chunk] = torch.where(pairs > 0, pair_sum / pairs.clamp_min(1), torch.full_like(n, float("nan")))
+        out[start : start + chunk] = torch.where(
+            pairs > 0, pair_sum / pairs.clamp_min(1), torch.full_like(n, float("nan"))
+        )
     return out
-
 
 
 class _LiveLatents(NamedTuple):

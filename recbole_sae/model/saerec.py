@@ -154,8 +154,9 @@ class IntentCrossAttention(nn.Module):
         if isinstance(memory, torch.Tensor) and memory.dim() == 2:  # shared [K, H]: one matmul
             k = self.key(memory).view(-1, self.heads, self.size)
             v = self.value(memory).view(-1, self.heads, self.size)
-            weights = _masked_softmax(torch.einsum("blhd,khd->blhk", q, k) / scale,
-                                      None if keep is None else keep.unsqueeze(2))
+            weights = _masked_softmax(
+                torch.einsum("blhd,khd->blhk", q, k) / scale, None if keep is None else keep.unsqueeze(2)
+            )
             return torch.einsum("blhk,khd->blhd", self.attn_dropout(weights), v), weights
         # a memory per position: K is small, so products and sums beat K-wide batched matmuls
         k, v = self.keys_values(memory, b, length)
@@ -215,8 +216,10 @@ class SAERec(SASRecPlus, StagedModel):
         self.intent_labels = list(stage.vocabulary.labels)
         n_intents = stage.n_intents
         if n_intents < max(self.n_personal, self.n_public):
-            raise ConfigError(f"{n_intents} intents for n_personal_intents={self.n_personal} and "
-                              f"n_public_intents={self.n_public}: lower them or keep more intents")
+            raise ConfigError(
+                f"{n_intents} intents for n_personal_intents={self.n_personal} and "
+                f"n_public_intents={self.n_public}: lower them or keep more intents"
+            )
         # frozen: the intent directions and public intents (state dict), the items' text embeddings (stage)
         self.register_buffer("intent_directions", stage.directions.float().clone())
         self.register_buffer("item_text_embeddings", stage.item_embeddings.float(), persistent=False)
@@ -233,8 +236,15 @@ class SAERec(SASRecPlus, StagedModel):
             self.register_buffer("code_cols", cols, persistent=False)
             self.register_buffer("code_vals", codes[rows, cols].float(), persistent=False)
 
-        layer_args = (self.n_heads, self.hidden_size, self.inner_size, self.hidden_dropout_prob,
-                      self.attn_dropout_prob, self.hidden_act, self.layer_norm_eps)
+        layer_args = (
+            self.n_heads,
+            self.hidden_size,
+            self.inner_size,
+            self.hidden_dropout_prob,
+            self.attn_dropout_prob,
+            self.hidden_act,
+            self.layer_norm_eps,
+        )
         n_intent_layers = int(config["intent_layers"])
         self.intent_proj = nn.Linear(self.intent_directions.size(1), self.hidden_size)
         self.personal_layers = nn.ModuleList(IntentCrossAttention(*layer_args) for _ in range(n_intent_layers))
@@ -318,8 +328,14 @@ class SAERec(SASRecPlus, StagedModel):
         mode's df update) still sees every position.
         """
         intents = self.intent_embeddings()
-        out = {"personal": None, "personal_ids": None, "personal_scores": None, "personal_keep": None,
-               "public": None, "public_ids": None}
+        out = {
+            "personal": None,
+            "personal_ids": None,
+            "personal_scores": None,
+            "personal_keep": None,
+            "public": None,
+            "public_ids": None,
+        }
         if self.use_public:  # first: from the df before this batch's update (causal in training too)
             public_ids = self.current_public_ids()
             out.update(public=intents[public_ids], public_ids=public_ids)
@@ -330,8 +346,11 @@ class SAERec(SASRecPlus, StagedModel):
             ids, keep = self.history_memory(item_seq, item_seq_len, all_positions)
         elif self.retrieval == "paper":
             steps = torch.arange(a.size(1), device=a.device)
-            valid = steps[None, :] < item_seq_len[:, None] if all_positions else \
-                torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+            valid = (
+                steps[None, :] < item_seq_len[:, None]
+                if all_positions
+                else torch.ones(a.shape[:2], dtype=torch.bool, device=a.device)
+            )
             ids, scores = self.paper_personal_intents(a, valid, intents)
         elif personal_ids is not None:
             ids = personal_ids[:, : a.size(1)]
@@ -339,8 +358,11 @@ class SAERec(SASRecPlus, StagedModel):
             ids, scores = self.personal_intents(item_seq, item_seq_len, all_positions)
         if positions is not None:
             ids, keep, scores = (select_positions(x, positions) for x in (ids, keep, scores))
-        memory = self.intent_proj(self.item_text_embeddings[ids]) if self.memory == "history_text" \
+        memory = (
+            self.intent_proj(self.item_text_embeddings[ids])
+            if self.memory == "history_text"
             else IndexedMemory(intents, ids)
+        )
         out.update(personal=memory, personal_ids=ids, personal_scores=scores, personal_keep=keep)
         return out
 
@@ -353,8 +375,9 @@ class SAERec(SASRecPlus, StagedModel):
 
     def sequence_states(self, interaction):
         personal = interaction[PERSONAL_FIELD] if PERSONAL_FIELD in interaction.interaction else None
-        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], all_positions=True,
-                            personal_ids=personal)
+        return self.forward(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], all_positions=True, personal_ids=personal
+        )
 
     # -- the network --------------------------------------------------------------------------------
     def branches(self, a, mem, personal_keep=None, public_keep=None):
@@ -492,8 +515,11 @@ class SAERec(SASRecPlus, StagedModel):
             mem_rep = dict(mem)
             if n_k:
                 personal = mem["personal"]
-                mem_rep["personal"] = IndexedMemory(personal.table, rep(personal.ids)) \
-                    if isinstance(personal, IndexedMemory) else rep(personal)
+                mem_rep["personal"] = (
+                    IndexedMemory(personal.table, rep(personal.ids))
+                    if isinstance(personal, IndexedMemory)
+                    else rep(personal)
+                )
                 mem_rep["personal_keep"] = None if mem["personal_keep"] is None else rep(mem["personal_keep"])
             personal_keep = removed[:, :n_k].repeat(batch, 1).unsqueeze(1) if n_k else None
             public_keep = removed[:, n_k:].repeat(batch, 1).unsqueeze(1) if n_p else None
@@ -509,9 +535,12 @@ class SAERec(SASRecPlus, StagedModel):
             slot_ids.append(mem["public_ids"].expand(batch, -1))
         attention = [x[:, 0].mean(1) for x in (personal_attention, public_attention) if x is not None]
         return {
-            "top_items": top.indices, "top_scores": top.values, "drops": drops,
+            "top_items": top.indices,
+            "top_scores": top.values,
+            "drops": drops,
             "slot_ids": torch.cat(slot_ids, 1) if slot_ids else torch.zeros(batch, 0, dtype=torch.long),
-            "n_personal": n_k, "n_public": n_p,
+            "n_personal": n_k,
+            "n_public": n_p,
             "attention": torch.cat(attention, 1) if attention else scores.new_zeros(batch, 0),
             "personal_scores": None if mem["personal_scores"] is None else mem["personal_scores"][:, 0],
             "fusion": fusion[:, 0],

@@ -29,8 +29,8 @@ import torch
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.hooks import HiddenSite, position_mask, replace_at
 from recbole_sae.model.layers import trim
-from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.model.sasrec_plus import SASRecPlus
+from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.sae import SAEConfig, SparseAutoencoder
 from recbole_sae.textlist import split_list
 
@@ -129,9 +129,7 @@ class SASRecSAE(SASRecPlus):
         if mode == "ablate":
             return lambda out, pos: replace_at(out, pos, lambda x: self.ablation_mean.expand_as(x))
         if callable(mode):
-            return lambda out, pos: replace_at(
-                out, pos, lambda x: sae.reconstruct_with_error(x, mode(sae.encode(x)))
-            )
+            return lambda out, pos: replace_at(out, pos, lambda x: sae.reconstruct_with_error(x, mode(sae.encode(x))))
         raise ConfigError(f"intervention must be one of {INTERVENTIONS} or a latent edit function, got {mode!r}")
 
     # -- reading the site --------------------------------------------------------------------------

@@ -17,8 +17,18 @@ from recbole_sae.errors import CheckpointMismatchError, ConfigError
 RUN_MODEL = "SASRecSAE"
 # Keys of the network and the SAE copied from the SASRecSAE run's config (plus every sae_* key).
 ARCHITECTURE_KEYS = (
-    "n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "attn_dropout_prob",
-    "hidden_act", "layer_norm_eps", "initializer_range", "loss_type", "sdpa_attention", "train_mode",
+    "n_layers",
+    "n_heads",
+    "hidden_size",
+    "inner_size",
+    "hidden_dropout_prob",
+    "attn_dropout_prob",
+    "hidden_act",
+    "layer_norm_eps",
+    "initializer_range",
+    "loss_type",
+    "sdpa_attention",
+    "train_mode",
 )
 # Keys that shape the data: they must equal the run's, since the data is built before the model.
 DATA_KEYS = ("MAX_ITEM_LIST_LENGTH",)
@@ -57,7 +67,9 @@ def load_run_checkpoint(run_dir: str, checkpoint: str, user: str, trust: bool = 
     Its ``config`` is the plain dict of the run's settings."""
     state = compat.load_checkpoint(checkpoint, trust=trust)
     if not isinstance(state, dict) or "config" not in state or "state_dict" not in state:
-        raise CheckpointMismatchError(f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no config and state_dict)")
+        raise CheckpointMismatchError(
+            f"{checkpoint} is not a RecBole/recbole-sae checkpoint (no config and state_dict)"
+        )
     source = state["config"]["model"]
     if source != RUN_MODEL:
         raise CheckpointMismatchError(
@@ -88,8 +100,11 @@ def adopt_run_config(config, saved: dict, run_dir: str, extra_keys=()) -> dict:
                 f"the SASRecSAE run {run_dir} used {key}={saved.get(key)}, this run {key}={config[key]}: "
                 f"pass --{key}={saved.get(key)} (the data is built before the model is loaded)"
             )
-    keys = list(ARCHITECTURE_KEYS) + list(extra_keys) + sorted(
-        k for k in saved if k.startswith("sae_") and k not in NOT_COPIED)
+    keys = (
+        list(ARCHITECTURE_KEYS)
+        + list(extra_keys)
+        + sorted(k for k in saved if k.startswith("sae_") and k not in NOT_COPIED)
+    )
     copied = {}
     for key in keys:
         if key in saved:

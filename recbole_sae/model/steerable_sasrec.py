@@ -89,7 +89,9 @@ class LatentEdit:
     strength: float = 0.0
 
     def __post_init__(self):
-        latent = self.latent.item() if isinstance(self.latent, torch.Tensor) and self.latent.numel() == 1 else self.latent
+        latent = (
+            self.latent.item() if isinstance(self.latent, torch.Tensor) and self.latent.numel() == 1 else self.latent
+        )
         if isinstance(latent, bool) or not isinstance(latent, numbers.Integral):
             raise ConfigError(f"a latent id must be an integer, got {self.latent!r}")
         object.__setattr__(self, "latent", int(latent))
@@ -291,7 +293,9 @@ class SteerableSASRec(SASRecSAE):
                 raise ConfigError(f"cannot steer with {edit!r}: pass text ({STEER_SYNTAX}) or LatentEdit objects")
         return out
 
-    def resolve_term(self, term: SteerTerm, op: Optional[str] = None, strength: Optional[float] = None) -> List[LatentEdit]:
+    def resolve_term(
+        self, term: SteerTerm, op: Optional[str] = None, strength: Optional[float] = None
+    ) -> List[LatentEdit]:
         """The LatentEdits of one term; ``op`` and ``strength`` override the term's (sweeps)."""
         op = op or term.op or "add"
         strength = term.strength if strength is None else strength
@@ -309,7 +313,9 @@ class SteerableSASRec(SASRecSAE):
     def check_latent(self, latent: int) -> None:
         d_sae = self.sae.cfg.d_sae
         if not 0 <= int(latent) < d_sae:
-            raise ConfigError(f"latent {latent} is out of range: the SAE has {d_sae} latents (valid ids 0..{d_sae - 1})")
+            raise ConfigError(
+                f"latent {latent} is out of range: the SAE has {d_sae} latents (valid ids 0..{d_sae - 1})"
+            )
 
     def latents_for(self, field: str, value: str, n: Optional[int] = None) -> List[dict]:
         """The latents that stand for ``field=value``: the ``n`` (default ``steer_latents_per_value``)
@@ -529,15 +535,17 @@ class SteerableSASRec(SASRecSAE):
                     if float(contrib[j]) > 0
                 ]
                 rest = float(contrib.sum()) - sum(s["contribution"] for s in shown)
-                items.append({
-                    "item": item,
-                    "title": titles[item] if titles else str(item),
-                    "score": round(float(parts["score"][b, m]), 6),
-                    "latents": shown,
-                    "other_latents": round(rest, 6),
-                    "bias": round(float(parts["bias"][b, m]), 6),
-                    "error": round(float(parts["error"][b, m]), 6),
-                })
+                items.append(
+                    {
+                        "item": item,
+                        "title": titles[item] if titles else str(item),
+                        "score": round(float(parts["score"][b, m]), 6),
+                        "latents": shown,
+                        "other_latents": round(rest, 6),
+                        "bias": round(float(parts["bias"][b, m]), 6),
+                        "error": round(float(parts["error"][b, m]), 6),
+                    }
+                )
             out.append({"user": user, "items": items, "exact": parts["exact"]})
         return out
 
@@ -556,4 +564,3 @@ def _stats(rec: dict) -> dict:
 def _item_fields(dataset) -> List[str]:
     feat = getattr(dataset, "item_feat", None)
     return [] if feat is None else list(feat.columns)
-

@@ -24,13 +24,13 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-
 def reject_unknown_fields(cls, data: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the keys of ``data`` that are not fields of dataclass ``cls``."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields are {sorted(known)}")
+
 
 @dataclass
 class SAEConfig:
@@ -97,9 +97,7 @@ class SAEConfig:
         if not _is_int(self.d_sae) or self.d_sae < 1:
             raise ValueError(f"SAEConfig.d_sae must be a positive integer, got {self.d_sae!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(
-                f"SAEConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}"
-            )
+            raise ValueError(f"SAEConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not _is_int(self.k) or self.k < 1:
             raise ValueError(f"SAEConfig.k must be a positive integer, got {self.k!r}")
         if self.activation in ("topk", "batchtopk") and self.k > self.d_sae:
@@ -109,32 +107,21 @@ class SAEConfig:
             )
         if self.aux_k is not None:
             if not _is_int(self.aux_k) or self.aux_k < 1:
-                raise ValueError(
-                    f"SAEConfig.aux_k must be a positive integer or None, got {self.aux_k!r}"
-                )
+                raise ValueError(f"SAEConfig.aux_k must be a positive integer or None, got {self.aux_k!r}")
             if self.aux_k > self.d_sae:
-                raise ValueError(
-                    f"SAEConfig.aux_k={self.aux_k} is larger than d_sae={self.d_sae}"
-                )
+                raise ValueError(f"SAEConfig.aux_k={self.aux_k} is larger than d_sae={self.d_sae}")
         for name in ("l1_coeff", "aux_coeff"):
             value = getattr(self, name)
             if not _is_real(value) or not math.isfinite(value) or value < 0:
-                raise ValueError(
-                    f"SAEConfig.{name} must be a finite number >= 0, got {value!r}"
-                )
+                raise ValueError(f"SAEConfig.{name} must be a finite number >= 0, got {value!r}")
         if not _is_int(self.dead_tokens_threshold) or self.dead_tokens_threshold < 1:
             raise ValueError(
-                "SAEConfig.dead_tokens_threshold must be a positive integer, "
-                f"got {self.dead_tokens_threshold!r}"
+                f"SAEConfig.dead_tokens_threshold must be a positive integer, got {self.dead_tokens_threshold!r}"
             )
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(
-                f"SAEConfig.normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}"
-            )
+            raise ValueError(f"SAEConfig.normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.b_dec_init not in B_DEC_INITS:
-            raise ValueError(
-                f"SAEConfig.b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}"
-            )
+            raise ValueError(f"SAEConfig.b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}")
         if not isinstance(self.tied_init, bool):
             raise ValueError(f"SAEConfig.tied_init must be a bool, got {self.tied_init!r}")
         if not _is_int(self.seed):

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from recbole_sae.fileio import write_atomic, write_json_atomic
+
 from .config import SAEConfig
 from .model import SparseAutoencoder
 
@@ -93,8 +94,7 @@ def load_sae(directory: Union[str, Path], device: Union[str, torch.device] = "cp
     for name, ref in sae.state_dict().items():
         if tensors[name].dtype != ref.dtype:
             raise ValueError(
-                f"tensor {name} in {directory / WEIGHTS_NAME} has dtype {tensors[name].dtype}, "
-                f"expected {ref.dtype}"
+                f"tensor {name} in {directory / WEIGHTS_NAME} has dtype {tensors[name].dtype}, expected {ref.dtype}"
             )
     sae.load_state_dict(tensors, strict=True)
     sae.to(device)

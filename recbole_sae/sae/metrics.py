@@ -47,7 +47,7 @@ def evaluate_sae(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int = 4096
     sae.eval()
     try:
         for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(device=sae.device, dtype=sae.dtype)
+            xb = x[start : start + batch_size].to(device=sae.device, dtype=sae.dtype)
             x_hat, f = sae(xb)
             xb64 = xb.to(torch.float64)
             sse += (xb64 - x_hat.to(torch.float64)).pow(2).sum().cpu()
@@ -85,7 +85,7 @@ def latent_firing_rate(sae: SparseAutoencoder, x: torch.Tensor, batch_size: int 
     sae.eval()
     try:
         for start in range(0, x.shape[0], batch_size):
-            f = sae.encode(x[start:start + batch_size].to(device=sae.device, dtype=sae.dtype))
+            f = sae.encode(x[start : start + batch_size].to(device=sae.device, dtype=sae.dtype))
             counts += (f > 0).sum(dim=0).to(torch.float64).cpu()
     finally:
         sae.train(was_training)

@@ -43,9 +43,7 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return above | (tied & (tie_rank <= k - n_above))
 
 
-def geometric_median(
-    x: torch.Tensor, n_iter: int = 100, eps: float = 1e-8, tol: float = 1e-7
-) -> torch.Tensor:
+def geometric_median(x: torch.Tensor, n_iter: int = 100, eps: float = 1e-8, tol: float = 1e-7) -> torch.Tensor:
     """Geometric median of the rows of ``x`` ([N, d]) by Weiszfeld iterations.
 
     Starts from the mean and iterates ``y <- sum_i w_i x_i / sum_i w_i`` with
@@ -156,9 +154,7 @@ class SparseAutoencoder(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.cfg.d_in:
-            raise ValueError(
-                f"expected input of shape [..., {self.cfg.d_in}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input of shape [..., {self.cfg.d_in}], got {tuple(x.shape)}")
 
     @torch.no_grad()
     def fit_normalization(self, x: torch.Tensor) -> None:
@@ -182,8 +178,7 @@ class SparseAutoencoder(nn.Module):
         mean_sq = ((xd - mean) ** 2).sum(dim=1).mean()
         if mean_sq.item() <= 0.0:
             raise ValueError(
-                "fit_normalization: the sample has zero variance (all rows equal); "
-                "use more rows or normalize='none'"
+                "fit_normalization: the sample has zero variance (all rows equal); use more rows or normalize='none'"
             )
         self.norm_mean.copy_(mean.to(self.norm_mean.dtype))
         self.norm_scale.fill_(math.sqrt(self.cfg.d_in / mean_sq.item()))

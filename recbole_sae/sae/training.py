@@ -134,7 +134,7 @@ def _tensor_batches(data: torch.Tensor, batch_size: int, seed: int) -> Iterator[
     while True:
         perm = torch.randperm(n, generator=gen).to(data.device)
         for start in range(0, n, batch_size):
-            yield data[perm[start:start + batch_size]]
+            yield data[perm[start : start + batch_size]]
 
 
 def _iterable_batches(data: Iterable) -> Iterator[torch.Tensor]:
@@ -217,15 +217,17 @@ def _init_from_sample(sae: SparseAutoencoder, sample: torch.Tensor) -> None:
     """Fit the normalisation and initialise ``b_dec`` on a data sample."""
     sample = sample.to(device=sae.device, dtype=sae.dtype).reshape(-1, sae.cfg.d_in)
     if not bool(torch.isfinite(sample).all()):
-        raise FloatingPointError(
-            "the training data contains NaN/inf values: clean the activations before training"
-        )
+        raise FloatingPointError("the training data contains NaN/inf values: clean the activations before training")
     sae.fit_normalization(sample)
     sae.init_b_dec(sample)
 
 
 def _train_step(
-    sae: SparseAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor, step: int, total: int,
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    step: int,
+    total: int,
     cfg: SAETrainConfig,
 ) -> Tuple[Dict[str, torch.Tensor], float, float]:
     """One optimiser step on batch ``x``; returns (the loss terms, the loss, the learning rate)."""

@@ -28,8 +28,8 @@ from recbole_sae.analysis.report import write_json
 from recbole_sae.console import say
 from recbole_sae.errors import CheckpointMismatchError
 from recbole_sae.progress import Progress
-from recbole_sae.tables import round_metrics
 from recbole_sae.sae import SAETrainConfig, evaluate_sae, train_sae
+from recbole_sae.tables import round_metrics
 from recbole_sae.trainer.sequence_trainer import LengthBatches, SequenceTrainer
 
 SASREC_FAMILY = ("SASRec", "SASRecPlus", "SASRecSAE", "SteerableSASRec")
@@ -145,8 +145,10 @@ class SASRecSAETrainer(SequenceTrainer):
             f"{train_states.size(0)} states at {model.site.name} ({model.sae_positions} positions); "
             f"{self.holdout[0].size(0)} states of held-out users for the reports"
         )
-        say(f"SAE stage: {model.sae.cfg.d_in}->{model.sae.cfg.d_sae} {model.sae.cfg.activation} SAE on "
-            f"{train_states.size(0):,} states at {model.site.name}, {epochs} epochs = {steps:,} steps ({source})")
+        say(
+            f"SAE stage: {model.sae.cfg.d_in}->{model.sae.cfg.d_sae} {model.sae.cfg.activation} SAE on "
+            f"{train_states.size(0):,} states at {model.site.name}, {epochs} epochs = {steps:,} steps ({source})"
+        )
         model.ablation_mean.copy_(train_states.mean(0).to(model.ablation_mean))
         for p in model.sae.parameters():
             p.requires_grad_(True)
@@ -162,16 +164,20 @@ class SASRecSAETrainer(SequenceTrainer):
             log_every=self.config["sae_log_every"],
         )
         with Progress("SAE stage", steps, "steps") as meter:
-            self.sae_history = train_sae(model.sae, train_states.to(self.device), cfg, log_fn=self._log_sae,
-                                         progress_fn=meter)
+            self.sae_history = train_sae(
+                model.sae, train_states.to(self.device), cfg, log_fn=self._log_sae, progress_fn=meter
+            )
         for p in model.sae.parameters():
             p.requires_grad_(False)
         model.eval()
 
     def _log_sae(self, record: dict):
         step = f"step={record['step']}/{getattr(self, '_sae_steps', '?')} "
-        self.logger.info("sae " + step + " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "step"))
+        self.logger.info(
+            "sae "
+            + step
+            + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "step")
+        )
 
     def _holdout_mask(self, users: torch.Tensor) -> torch.Tensor:
         frac = float(self.config["sae_holdout_frac"])
@@ -205,9 +211,13 @@ class SASRecSAETrainer(SequenceTrainer):
         metric = self.config["valid_metric"].lower()
         recovered = {split: ndcg_recovered(res, metric) for split, res in interventions.items()}
         fidelity = round_metrics(fidelity)
-        interpretation = self.interpret(train_data.dataset, states, items,
-                                        os.path.join(run_dir, runfiles.INTERPRETATION_DIR),
-                                        fidelity={"fidelity": fidelity, "recovered": recovered})
+        interpretation = self.interpret(
+            train_data.dataset,
+            states,
+            items,
+            os.path.join(run_dir, runfiles.INTERPRETATION_DIR),
+            fidelity={"fidelity": fidelity, "recovered": recovered},
+        )
         report = {
             "site": model.site.name,
             "positions": model.sae_positions,
@@ -256,8 +266,9 @@ class SASRecSAETrainer(SequenceTrainer):
             item_embeddings=model.item_embedding.weight.detach().cpu(),
             min_support=self.config["interpretation_min_support"],
         )
-        write_interpretation_report(result, out_dir, title=f"{self.config['model']} on {self.config['dataset']}",
-                                    fidelity=fidelity)
+        write_interpretation_report(
+            result, out_dir, title=f"{self.config['model']} on {self.config['dataset']}", fidelity=fidelity
+        )
         summary = {}
         for field, data in result["fields"].items():
             s = data["summary"]

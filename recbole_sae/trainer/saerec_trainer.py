@@ -31,8 +31,7 @@ class SAERecTrainer(SequenceTrainer):
         n = int(self.config["explain_users"] or 3)
         interaction = batch[0].to(self.device)
         exclude = history_exclusion(batch, len(interaction), model.n_items, self.device)
-        records = explanation_records(model, interaction[:n], k=10,
-                                      exclude=None if exclude is None else exclude[:n])
+        records = explanation_records(model, interaction[:n], k=10, exclude=None if exclude is None else exclude[:n])
         pages = os.path.join(folder, "explanations")
         for record in records:
             record["top_titles"] = [titles[i] for i in record["top_items"]]
@@ -40,8 +39,9 @@ class SAERecTrainer(SequenceTrainer):
             if record["user"] is not None:
                 record["user_token"] = str(dataset.id2token(dataset.uid_field, record["user"]))
             record["page"] = os.path.relpath(write_html(record, titles, pages), folder)
-        faith = faithfulness(model, test_data, n_users=int(self.config["faithfulness_users"] or 1000),
-                             seed=int(self.config["seed"]))
+        faith = faithfulness(
+            model, test_data, n_users=int(self.config["faithfulness_users"] or 1000), seed=int(self.config["seed"])
+        )
         write_json({"faithfulness": faith, "users": records}, os.path.join(folder, "explanations.json"))
         public = [{"intent": int(i), "label": model.intent_labels[i]} for i in model.current_public_ids().tolist()]
         summary = {

@@ -65,8 +65,9 @@ def full_sequence_rows(user_ids: torch.Tensor, stride: int) -> torch.Tensor:
     return torch.nonzero(back % stride == 0).squeeze(1)
 
 
-def new_target_mask(user_ids: torch.Tensor, rows: torch.Tensor, item_len: torch.Tensor, stride: int,
-                    width: int) -> torch.Tensor:
+def new_target_mask(
+    user_ids: torch.Tensor, rows: torch.Tensor, item_len: torch.Tensor, stride: int, width: int
+) -> torch.Tensor:
     """[R, width] mask of the positions whose target no earlier window of the user holds.
 
     A window ends ``stride`` rows after the previous one, so only its last ``stride`` positions are

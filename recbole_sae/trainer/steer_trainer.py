@@ -114,8 +114,11 @@ class SteerableTrainer(SequenceTrainer):
         steer, sweep = self.setting("steer"), self.setting("steer_sweep")
         out = {}
         self.seen = None  # the headline protocol's seen items of the test users (filter_seen), for the lists
-        if (steer or sweep) and protocol.is_sequential(self.config) \
-                and protocol.headline(self.config) == protocol.SEEN_REMOVED:
+        if (
+            (steer or sweep)
+            and protocol.is_sequential(self.config)
+            and protocol.headline(self.config) == protocol.SEEN_REMOVED
+        ):
             self.seen = protocol.seen_tables(train_data, valid_data, test_data, self.config)[id(test_data)]
         if steer:
             out["steer"] = self.steer_report(str(steer), test_data)
@@ -124,7 +127,7 @@ class SteerableTrainer(SequenceTrainer):
         if not out:
             self.logger.info(
                 "no --steer or --steer_sweep given: the test metrics are those of the unsteered model "
-                "(e.g. --steer=\"class=Western:+6\" or --steer_sweep=\"class=Western\" --strengths=-8,-4,0,4,8)"
+                '(e.g. --steer="class=Western:+6" or --steer_sweep="class=Western" --strengths=-8,-4,0,4,8)'
             )
         return out
 
@@ -179,12 +182,16 @@ class SteerableTrainer(SequenceTrainer):
             index = values.index(value) if value in values else None
             b = steering.list_statistics(before, matrix, emb, model.n_items, index)
             a = steering.list_statistics(after, matrix, emb, model.n_items, index)
-            record = {"unsteered": round_float(b["target_share"], nonfinite_none=False),
-                      "steered": round_float(a["target_share"], nonfinite_none=False)}
+            record = {
+                "unsteered": round_float(b["target_share"], nonfinite_none=False),
+                "steered": round_float(a["target_share"], nonfinite_none=False),
+            }
             if index is not None:
                 aimed = [term for term in terms if model.target_of(term) == (field, value)]
                 record.update(steering.share_change(before, after, matrix, index, self._direction(aimed)))
-                line = steering.share_warning(spec, f"{field}={value}", k, record["unsteered"], record["steered"], record)
+                line = steering.share_warning(
+                    spec, f"{field}={value}", k, record["unsteered"], record["steered"], record
+                )
                 if line:
                     warnings.append(line)
             shares[f"{field}={value}"] = record
@@ -216,12 +223,14 @@ class SteerableTrainer(SequenceTrainer):
         out = []
         for b in range(min(n, len(interaction), users.numel())):
             history = seqs[b, : int(lengths[b])].tolist()[-HISTORY_SHOWN:]
-            out.append({
-                "user": str(tokens[int(users[b])]),
-                "history_last": [name(i) for i in history],
-                "unsteered": [name(i) for i in before[b].tolist()],
-                "steered": [name(i) for i in after[b].tolist()],
-            })
+            out.append(
+                {
+                    "user": str(tokens[int(users[b])]),
+                    "history_last": [name(i) for i in history],
+                    "unsteered": [name(i) for i in before[b].tolist()],
+                    "steered": [name(i) for i in after[b].tolist()],
+                }
+            )
         return out
 
     def _log_steer(self, report: dict, k: int) -> None:
@@ -233,8 +242,11 @@ class SteerableTrainer(SequenceTrainer):
             f"HR@{k} {report['unsteered'].get(hit)} -> {report['steered'].get(hit)}"
         )
         for target, share in report["target_share"].items():
-            check = (f" (change {share['change']:+.3g}, noise +-{share['noise']:.3g}: {share['verdict']})"
-                     if "verdict" in share else "")
+            check = (
+                f" (change {share['change']:+.3g}, noise +-{share['noise']:.3g}: {share['verdict']})"
+                if "verdict" in share
+                else ""
+            )
             log(f"share of {target} in the top-{k}: {share['unsteered']} -> {share['steered']}{check}")
         for line in report["warnings"]:
             self.logger.warning(line)
@@ -261,12 +273,20 @@ class SteerableTrainer(SequenceTrainer):
         base_share = round_float(base["target_share"], nonfinite_none=False)
         sign = model.target_sign(term)
         rows = steering.steering_sweep(
-            model, test_data, strengths,
+            model,
+            test_data,
+            strengths,
             edits_for=lambda s: [LatentEdit(latent, op, s) for latent in latents],
             evaluate=lambda: self._evaluate(test_data),
-            values=values, attr_matrix=matrix, target_index=index,
-            k=k, positions=model.steer_positions, log=self.logger.info,
-            direction_for=lambda s: steering.edit_direction(op, s, sign), seen=seen, baseline=baseline,
+            values=values,
+            attr_matrix=matrix,
+            target_index=index,
+            k=k,
+            positions=model.steer_positions,
+            log=self.logger.info,
+            direction_for=lambda s: steering.edit_direction(op, s, sign),
+            seen=seen,
+            baseline=baseline,
         )
         warning = steering.sweep_warning(term.target, k, rows, base_share)
         result = {
@@ -289,8 +309,20 @@ class SteerableTrainer(SequenceTrainer):
             self.logger.warning(warning)
         main, _ = steering.sweep_columns(rows, value, k)
         return {
-            **{key: result[key] for key in ("target", "target_field", "target_value", "op", "positions", "k",
-                                            "latents", "unsteered_share", "warnings")},
+            **{
+                key: result[key]
+                for key in (
+                    "target",
+                    "target_field",
+                    "target_value",
+                    "op",
+                    "positions",
+                    "k",
+                    "latents",
+                    "unsteered_share",
+                    "warnings",
+                )
+            },
             "unsteered": {m: unsteered.get(m) for m in (f"ndcg@{k}", f"hit@{k}")},
             "table": [{c: row[c] for c in main} for row in rows],
             "files": files,
@@ -306,7 +338,7 @@ class SteerableTrainer(SequenceTrainer):
         if term.strength is not None:
             raise ConfigError(
                 f"steer_sweep '{spec}' names a strength; the strengths come from --strengths: "
-                f"write --steer_sweep=\"{term.target}\" (or {term.target}:clamp / {term.target}:scale)"
+                f'write --steer_sweep="{term.target}" (or {term.target}:clamp / {term.target}:scale)'
             )
         latents = model.term_latents(term)
         target = model.target_of(term)

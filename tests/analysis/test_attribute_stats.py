@@ -31,13 +31,16 @@ def planted():
     attr[[1, 3, 5], 0] = True
     attr[2, 1] = True
     indicator = attr[item_ids, 0].float()
-    acts = torch.stack([
-        indicator,                                             # 0: exactly attribute A
-        torch.relu(torch.randn(n, generator=g)),               # 1: noise, independent of items
-        torch.zeros(n),                                        # 2: dead (constant)
-        torch.full((n,), 0.3),                                 # 3: constant nonzero
-        2.0 * (1 - indicator),                                 # 4: exactly "not A"
-    ], dim=1)
+    acts = torch.stack(
+        [
+            indicator,  # 0: exactly attribute A
+            torch.relu(torch.randn(n, generator=g)),  # 1: noise, independent of items
+            torch.zeros(n),  # 2: dead (constant)
+            torch.full((n,), 0.3),  # 3: constant nonzero
+            2.0 * (1 - indicator),  # 4: exactly "not A"
+        ],
+        dim=1,
+    )
     return acts, item_ids, attr
 
 
@@ -94,11 +97,11 @@ def test_auc_and_pearson_match_references_with_ties(dtype):
     item_ids = torch.randint(0, n_items, (n,), generator=g)
     attr = torch.rand(n_items, n_val, generator=g) < 0.35
     acts = torch.empty(n, n_lat, dtype=dtype)
-    acts[:, 0] = torch.randint(-2, 3, (n,), generator=g).to(dtype)                      # ties, negatives
+    acts[:, 0] = torch.randint(-2, 3, (n,), generator=g).to(dtype)  # ties, negatives
     acts[:, 1] = torch.relu(torch.randn(n, generator=g)).to(dtype) * (torch.rand(n, generator=g) < 0.2)
-    acts[:, 2] = torch.randn(n, generator=g).to(dtype)                                  # dense, no ties
-    acts[:, 3] = torch.randint(0, 3, (n,), generator=g).to(dtype) * 0.5 - 0.5           # -0.5, 0, 0.5
-    acts[:, 4] = torch.where(torch.rand(n, generator=g) < 0.5, -1.5, 2.5).to(dtype)     # two values, no zero
+    acts[:, 2] = torch.randn(n, generator=g).to(dtype)  # dense, no ties
+    acts[:, 3] = torch.randint(0, 3, (n,), generator=g).to(dtype) * 0.5 - 0.5  # -0.5, 0, 0.5
+    acts[:, 4] = torch.where(torch.rand(n, generator=g) < 0.5, -1.5, 2.5).to(dtype)  # two values, no zero
     acts[:, 5] = torch.randn(n, generator=g).to(dtype) * attr[item_ids, 0] + attr[item_ids, 1].to(dtype)
     st = latent_attribute_stats(acts, item_ids, attr)
     a = acts.double().numpy()
@@ -145,4 +148,3 @@ def test_input_errors():
     bad[3, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         latent_attribute_stats(bad, torch.zeros(10, dtype=torch.long), attr)
-

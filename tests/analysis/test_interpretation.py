@@ -21,16 +21,19 @@ def test_interpret_end_to_end_is_json_ready():
     n_items, n = 9, 800
     item_ids = torch.randint(1, n_items, (n,), generator=g)
     genre = torch.zeros(n_items, 2, dtype=torch.bool)
-    genre[[1, 2, 3], 0] = True           # Western
-    genre[[4, 5, 6, 7, 8], 1] = True     # Drama
+    genre[[1, 2, 3], 0] = True  # Western
+    genre[[4, 5, 6, 7, 8], 1] = True  # Drama
     brand = torch.zeros(n_items, 1, dtype=torch.bool)
     brand[[2, 5], 0] = True
     western = genre[item_ids, 0].float()
-    sae_acts = torch.stack([
-        western * (1 + item_ids.float() / 10),   # 0: the Western latent
-        torch.zeros(n),                          # 1: dead
-        torch.relu(torch.randn(n, generator=g)),  # 2: noise
-    ], dim=1)
+    sae_acts = torch.stack(
+        [
+            western * (1 + item_ids.float() / 10),  # 0: the Western latent
+            torch.zeros(n),  # 1: dead
+            torch.relu(torch.randn(n, generator=g)),  # 2: noise
+        ],
+        dim=1,
+    )
     raw = torch.randn(n, 4, generator=g) + 0.3 * western[:, None]
     d = 4
     directions = torch.zeros(3, d)
@@ -40,8 +43,15 @@ def test_interpret_end_to_end_is_json_ready():
     emb[[3, 2, 1], 0] = torch.tensor([3.0, 2.0, 1.0])
     titles = ["[PAD]"] + [f"Movie {i}" for i in range(1, n_items)]
     result = interpret(
-        sae_acts, raw, item_ids, {"genre": (["Western", "Drama"], genre), "brand": (["Acme"], brand)},
-        titles, directions, emb, k=3, min_support=5,
+        sae_acts,
+        raw,
+        item_ids,
+        {"genre": (["Western", "Drama"], genre), "brand": (["Acme"], brand)},
+        titles,
+        directions,
+        emb,
+        k=3,
+        min_support=5,
     )
     json.loads(json.dumps(result, allow_nan=False))  # strict JSON
     assert (result["n_latents"], result["n_alive"], result["n_dead"], result["n_raw_dims"]) == (3, 2, 1, 4)
@@ -64,8 +74,12 @@ def test_interpret_end_to_end_is_json_ready():
             if isinstance(val, float):
                 assert val == round(val, 4) and math.isfinite(val)
     # Fields are computed together; each equals its own separate computation.
-    alone = monosemanticity_summary(latent_attribute_stats(sae_acts, item_ids, brand),
-                                    latent_attribute_stats(raw, item_ids, brand), ["Acme"], min_support=5)
+    alone = monosemanticity_summary(
+        latent_attribute_stats(sae_acts, item_ids, brand),
+        latent_attribute_stats(raw, item_ids, brand),
+        ["Acme"],
+        min_support=5,
+    )
     b_sum = result["fields"]["brand"]["summary"]
     assert b_sum["sae"]["mean_best_abs_corr"] == round(alone["sae"]["mean_best_abs_corr"], 4)
     assert b_sum["raw"]["mean_best_auc"] == round(alone["raw"]["mean_best_auc"], 4)
@@ -79,7 +93,7 @@ def test_interpret_end_to_end_is_json_ready():
 def test_interpret_reports_the_held_out_ratio():
     g = torch.Generator().manual_seed(1)
     n_items, n = 200, 4000
-    attr = (torch.rand(n_items, 3, generator=g) < 0.2)
+    attr = torch.rand(n_items, 3, generator=g) < 0.2
     item_ids = torch.randint(0, n_items, (n,), generator=g)
     raw = attr[item_ids].double() + torch.randn(n, 3, generator=g)
     sae = torch.relu(attr[item_ids].double() * 2 + 0.1 * torch.randn(n, 3, generator=g))

@@ -68,10 +68,18 @@ def test_best_per_value_and_monosemanticity_ratio():
     # by frequency: Western is on 30% of the positions, Horror on 20%
     split = monosemanticity_summary(sae, raw, values, min_support=10, rare_rate=0.25)["by_frequency"]
     assert split["rare_rate"] == 0.25
-    assert split["rare"] == {"n_values": 1, "sae_mean_best_abs_corr": pytest.approx(0.6),
-                             "raw_mean_best_abs_corr": pytest.approx(0.2), "ratio_corr": pytest.approx(3.0)}
-    assert split["common"] == {"n_values": 1, "sae_mean_best_abs_corr": pytest.approx(0.8),
-                               "raw_mean_best_abs_corr": pytest.approx(0.4), "ratio_corr": pytest.approx(2.0)}
+    assert split["rare"] == {
+        "n_values": 1,
+        "sae_mean_best_abs_corr": pytest.approx(0.6),
+        "raw_mean_best_abs_corr": pytest.approx(0.2),
+        "ratio_corr": pytest.approx(3.0),
+    }
+    assert split["common"] == {
+        "n_values": 1,
+        "sae_mean_best_abs_corr": pytest.approx(0.8),
+        "raw_mean_best_abs_corr": pytest.approx(0.4),
+        "ratio_corr": pytest.approx(2.0),
+    }
     assert s["by_frequency"]["rare"]["n_values"] == 0 and s["by_frequency"]["rare"]["ratio_corr"] is None
 
     empty = monosemanticity_summary(sae, raw, values, min_support=1000)
@@ -99,8 +107,10 @@ def test_linear_probe_finds_a_value_spread_over_several_dims():
     n_items, n = 2000, 8000
     item_vec = torch.randn(n_items, 4, generator=g)
     # value 0: sign of dim0 + dim1 + dim2 (no single dim holds it); value 1: unrelated; value 2: every item
-    attr = torch.stack([item_vec[:, :3].sum(dim=1) > 0, torch.rand(n_items, generator=g) < 0.3,
-                        torch.ones(n_items, dtype=torch.bool)], dim=1)
+    attr = torch.stack(
+        [item_vec[:, :3].sum(dim=1) > 0, torch.rand(n_items, generator=g) < 0.3, torch.ones(n_items, dtype=torch.bool)],
+        dim=1,
+    )
     item_ids = torch.randint(0, n_items, (n,), generator=g)
     acts = item_vec[item_ids] + 0.1 * torch.randn(n, 4, generator=g)
     probe = linear_probe_corr(acts, item_ids, attr)
@@ -114,13 +124,18 @@ def test_linear_probe_finds_a_value_spread_over_several_dims():
     assert torch.allclose(linear_probe_corr(scaled, item_ids, attr), probe, atol=1e-6)
 
     s = monosemanticity_summary(
-        latent_attribute_stats(acts, item_ids, attr), latent_attribute_stats(acts, item_ids, attr),
-        ["sum", "noise", "all"], min_support=10, probe=probe)
+        latent_attribute_stats(acts, item_ids, attr),
+        latent_attribute_stats(acts, item_ids, attr),
+        ["sum", "noise", "all"],
+        min_support=10,
+        probe=probe,
+    )
     assert [row["probe_corr"] for row in s["rows"]] == pytest.approx(probe.tolist())
     assert s["probe_mean_corr"] == pytest.approx(float(probe.mean()))
     with pytest.raises(ValueError, match="probe has shape"):
-        monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
-                                latent_attribute_stats(acts, item_ids, attr), probe=probe[:2])
+        monosemanticity_summary(
+            latent_attribute_stats(acts, item_ids, attr), latent_attribute_stats(acts, item_ids, attr), probe=probe[:2]
+        )
     with pytest.raises(ValueError, match="even and with odd"):
         linear_probe_corr(acts, item_ids * 2, torch.cat([attr, attr]))
 
@@ -134,12 +149,15 @@ def test_held_out_best_corr_scores_the_unit_on_items_it_was_not_chosen_on():
     item_ids = torch.arange(n_items).repeat(5)
     west, drama = attr[item_ids, 0].double(), attr[item_ids, 1].double()
     even = (item_ids % 2 == 0).double()
-    acts = torch.stack([
-        west * even,         # unit 0: the even Westerns only (item recognition)
-        west,                # unit 1: every Western
-        -drama,              # unit 2: Drama with a negative sign
-        drama * (2 * even - 1),  # unit 3: +Drama on even items, -Drama on odd ones
-    ], dim=1)
+    acts = torch.stack(
+        [
+            west * even,  # unit 0: the even Westerns only (item recognition)
+            west,  # unit 1: every Western
+            -drama,  # unit 2: Drama with a negative sign
+            drama * (2 * even - 1),  # unit 3: +Drama on even items, -Drama on odd ones
+        ],
+        dim=1,
+    )
     full = latent_attribute_stats(acts, item_ids, attr)["corr"]
     assert full[:, 0].abs().max() == pytest.approx(1.0)  # unit 1 on all positions
     h = held_out_best_corr(acts, item_ids, attr)
@@ -153,10 +171,13 @@ def test_held_out_best_corr_scores_the_unit_on_items_it_was_not_chosen_on():
     h3 = held_out_best_corr(acts[:, [0, 1, 3]], item_ids, attr)
     assert h3.tolist() == pytest.approx([0.5, -1.0])
 
-    s = monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
-                                latent_attribute_stats(acts[:, [1, 3]], item_ids, attr),
-                                ["Western", "Drama"], min_support=1,
-                                held_out=(h, held_out_best_corr(acts[:, [1, 3]], item_ids, attr)))
+    s = monosemanticity_summary(
+        latent_attribute_stats(acts, item_ids, attr),
+        latent_attribute_stats(acts[:, [1, 3]], item_ids, attr),
+        ["Western", "Drama"],
+        min_support=1,
+        held_out=(h, held_out_best_corr(acts[:, [1, 3]], item_ids, attr)),
+    )
     assert [r["sae_held_out_corr"] for r in s["rows"]] == pytest.approx([0.5, 1.0])
     assert [r["raw_held_out_corr"] for r in s["rows"]] == pytest.approx([1.0, -1.0])
     assert s["sae_mean_held_out_corr"] == pytest.approx(0.75)
@@ -164,7 +185,10 @@ def test_held_out_best_corr_scores_the_unit_on_items_it_was_not_chosen_on():
     assert s["ratio_held_out"] is None  # the raw mean is 0
     assert s["by_frequency"]["common"]["sae_mean_held_out_corr"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match=r"held_out\[1\] has shape"):
-        monosemanticity_summary(latent_attribute_stats(acts, item_ids, attr),
-                                latent_attribute_stats(acts, item_ids, attr), held_out=(h, h[:1]))
+        monosemanticity_summary(
+            latent_attribute_stats(acts, item_ids, attr),
+            latent_attribute_stats(acts, item_ids, attr),
+            held_out=(h, h[:1]),
+        )
     with pytest.raises(ValueError, match="even and with odd"):
         held_out_best_corr(acts, item_ids * 2, torch.cat([attr, attr]))

@@ -27,8 +27,15 @@ def test_write_json_atomic_and_strict(tmp_path):
     path = write_json(obj, tmp_path / "sub" / "out.json")
     assert path == tmp_path / "sub" / "out.json"
     loaded = json.loads(path.read_text())
-    assert loaded == {"t": [1, 2], "x": 0.5, "nan": None, "inf": [None], "path": str(tmp_path),
-                      "tuple": [1, "a"], "3": "int key"}
+    assert loaded == {
+        "t": [1, 2],
+        "x": 0.5,
+        "nan": None,
+        "inf": [None],
+        "path": str(tmp_path),
+        "tuple": [1, "a"],
+        "3": "int key",
+    }
     write_json({"a": 1}, path)  # overwrite in place
     assert json.loads(path.read_text()) == {"a": 1}
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]  # no temporary left over
@@ -43,22 +50,36 @@ def _result():
     genre[[1, 2], 0] = True
     genre[[3, 4, 5], 1] = True
     genre[[6, 7], 2] = True
-    sae = torch.stack([genre[item_ids, v].float() * (1 + torch.rand(n, generator=g)) for v in range(3)]
-                      + [torch.zeros(n)], dim=1)
+    sae = torch.stack(
+        [genre[item_ids, v].float() * (1 + torch.rand(n, generator=g)) for v in range(3)] + [torch.zeros(n)], dim=1
+    )
     raw = torch.randn(n, 4, generator=g) + 0.5 * genre[item_ids].float() @ torch.randn(3, 4, generator=g)
     titles = ["[PAD]", '<b>&"x"', "Plain & simple"] + [f"Movie {i}" for i in range(3, n_items)]
     emb = torch.randn(n_items, 4, generator=g)
     directions = torch.randn(4, 4, generator=g)
-    return interpret(sae, raw, item_ids, {"genre": (["Western", "Drama", "Sci<Fi>"], genre)},
-                     titles, directions, emb, k=3, min_support=5)
+    return interpret(
+        sae,
+        raw,
+        item_ids,
+        {"genre": (["Western", "Drama", "Sci<Fi>"], genre)},
+        titles,
+        directions,
+        emb,
+        k=3,
+        min_support=5,
+    )
 
 
 def test_interpretation_report_files(tmp_path):
     result = _result()
     paths = write_interpretation_report(result, tmp_path / "report", title="Toy <report>")
     assert set(paths) == {"json", "markdown", "plot", "html"}
-    for key, name in [("json", "interpretation.json"), ("markdown", "interpretation.md"),
-                      ("plot", "interpretation.png"), ("html", "latents.html")]:
+    for key, name in [
+        ("json", "interpretation.json"),
+        ("markdown", "interpretation.md"),
+        ("plot", "interpretation.png"),
+        ("html", "latents.html"),
+    ]:
         assert paths[key] == tmp_path / "report" / name
         assert paths[key].is_file() and paths[key].stat().st_size > 0
 
@@ -77,10 +98,13 @@ def test_interpretation_report_files(tmp_path):
     assert "(interpretation.png)" in md and "(latents.html)" in md
     common = s["by_frequency"]["common"]
     assert common["n_values"] + s["by_frequency"]["rare"]["n_values"] == s["n_values"]
-    assert (f"| genre | common (>= 5% of positions) | {common['n_values']} | "
-            f"{common['raw_mean_best_abs_corr']:.4f} | {common['sae_mean_best_abs_corr']:.4f} |") in md
-    assert (f"| {s['raw_mean_held_out_corr']:.4f} | {s['sae_mean_held_out_corr']:.4f} | "
-            f"{s['ratio_held_out']:.4f} |") in md  # the held-out columns end the summary row
+    assert (
+        f"| genre | common (>= 5% of positions) | {common['n_values']} | "
+        f"{common['raw_mean_best_abs_corr']:.4f} | {common['sae_mean_best_abs_corr']:.4f} |"
+    ) in md
+    assert (
+        f"| {s['raw_mean_held_out_corr']:.4f} | {s['sae_mean_held_out_corr']:.4f} | {s['ratio_held_out']:.4f} |"
+    ) in md  # the held-out columns end the summary row
 
     page = paths["html"].read_text()
     assert page.startswith("<!DOCTYPE html>") and "<script>" in page and "<style>" in page
@@ -109,13 +133,32 @@ def test_report_without_any_value_passing_support(tmp_path):
 
 
 FIDELITY = {
-    "fidelity": {"mse": 0.00123, "fvu": 0.0812, "explained_variance": 0.9188, "l0": 16.0, "dead_frac": 0.0234,
-                 "n_dead": 12.0, "n_rows": 4000.0},
+    "fidelity": {
+        "mse": 0.00123,
+        "fvu": 0.0812,
+        "explained_variance": 0.9188,
+        "l0": 16.0,
+        "dead_frac": 0.0234,
+        "n_dead": 12.0,
+        "n_rows": 4000.0,
+    },
     "recovered": {
-        "valid": {"metric": "ndcg@10", "original": 0.05, "spliced": 0.048, "spliced_error": 0.05, "ablated": 0.01,
-                  "recovered": 0.95},
-        "test": {"metric": "ndcg@10", "original": 0.06, "spliced": 0.035, "spliced_error": 0.06, "ablated": 0.02,
-                 "recovered": 0.375},
+        "valid": {
+            "metric": "ndcg@10",
+            "original": 0.05,
+            "spliced": 0.048,
+            "spliced_error": 0.05,
+            "ablated": 0.01,
+            "recovered": 0.95,
+        },
+        "test": {
+            "metric": "ndcg@10",
+            "original": 0.06,
+            "spliced": 0.035,
+            "spliced_error": 0.06,
+            "ablated": 0.02,
+            "recovered": 0.375,
+        },
     },
 }
 
@@ -129,15 +172,19 @@ def test_reports_show_fidelity_and_flag_ratios_below_one(tmp_path):
     paths = write_interpretation_report(result, tmp_path, title="Toy", fidelity=FIDELITY)
     md = paths["markdown"].read_text()
     assert md.index("## SAE fidelity") < md.index("## Monosemanticity")
-    assert ("On 4000 held-out states: FVU 0.0812 (explained variance 0.9188), MSE 0.001230, L0 16.0 active latents "
-            "per state, dead latents 12 (0.023 of all).") in md
+    assert (
+        "On 4000 held-out states: FVU 0.0812 (explained variance 0.9188), MSE 0.001230, L0 16.0 active latents "
+        "per state, dead latents 12 (0.023 of all)."
+    ) in md
     assert "| valid | 0.0500 | 0.0480 | 0.0500 | 0.0100 | 0.9500 |" in md
     assert "| test | 0.0600 | 0.0350 | 0.0600 | 0.0200 | 0.3750 |" in md
     assert "- **Flag:** test: NDCG recovered 0.38 < 0.9: with the SAE's reconstruction" in md
     assert "valid: NDCG recovered" not in md
-    held_out = (f"genre: held-out ratio 0.78 < 1 (in-sample ratio {summary['ratio_corr']:.2f}): with each value's "
-                "best unit chosen on half of the items and scored on the other half, the best SAE latent tracks "
-                "the value less well than the best raw dimension")
+    held_out = (
+        f"genre: held-out ratio 0.78 < 1 (in-sample ratio {summary['ratio_corr']:.2f}): with each value's "
+        "best unit chosen on half of the items and scored on the other half, the best SAE latent tracks "
+        "the value less well than the best raw dimension"
+    )
     assert f"- **Ratio below 1:** {held_out}" in md
     assert "- **Ratio below 1:** genre, common values: ratio |corr| 0.50 < 1: the best SAE latent per value" in md
     assert md.count("**Ratio below 1:**") == 2

@@ -117,20 +117,46 @@ def test_sweep_rows_and_files(tmp_path):
         calls.append(model.bias)
         return {"ndcg@3": 0.5 - abs(model.bias) / 100, "hit@3": 0.6, "mrr@3": 0.1}
 
-    rows = steering_sweep(model, list(_loader(list(range(6)))), [-100.0, 0.0, 100.0], edits_for=lambda s: s,
-                          evaluate=evaluate, values=["Western", "Drama"], attr_matrix=attr, target_index=0, k=3)
+    rows = steering_sweep(
+        model,
+        list(_loader(list(range(6)))),
+        [-100.0, 0.0, 100.0],
+        edits_for=lambda s: s,
+        evaluate=evaluate,
+        values=["Western", "Drama"],
+        attr_matrix=attr,
+        target_index=0,
+        k=3,
+    )
     assert calls == [-100.0, 0.0, 100.0] and model.bias == 0.0  # each evaluation ran under its edit, then undone
     assert [r["target_share"] for r in rows] == pytest.approx([0.0, rows[1]["target_share"], 1 / 3], abs=1e-5)
     assert rows[2]["shares"] == {"Western": pytest.approx(1 / 3, abs=1e-5), "Drama": pytest.approx(2 / 3, abs=1e-5)}
     assert rows[0]["ndcg@3"] == pytest.approx(-0.5) and rows[1]["metrics"]["mrr@3"] == 0.1
 
-    result = {"target": "genre=Western", "target_value": "Western", "rows": rows, "op": "add", "positions": "last",
-              "latents": [{"latent": 7, "label": "Western (0.90)", "corr": 0.9}]}
+    result = {
+        "target": "genre=Western",
+        "target_value": "Western",
+        "rows": rows,
+        "op": "add",
+        "positions": "last",
+        "latents": [{"latent": 7, "label": "Western (0.90)", "corr": 0.9}],
+    }
     files = write_sweep(result, tmp_path / "steering", k=3)
     with open(files["csv"]) as f:
         table_rows = list(csv.reader(f))
-    assert table_rows[0] == ["strength", "target_share", "ndcg@3", "hit@3", "coverage", "diversity", "diversity_attr",
-                             "share_change", "share_noise", "verdict", "share:Drama"]
+    assert table_rows[0] == [
+        "strength",
+        "target_share",
+        "ndcg@3",
+        "hit@3",
+        "coverage",
+        "diversity",
+        "diversity_attr",
+        "share_change",
+        "share_noise",
+        "verdict",
+        "share:Drama",
+    ]
     # one user of six had item 3 unsteered: losing it is within the noise; all six gaining it is not
     assert [r[9] for r in table_rows[1:]] == ["within_noise", "no_edit", "as_expected"]
     assert [float(r[0]) for r in table_rows[1:]] == [-100.0, 0.0, 100.0]
@@ -176,8 +202,10 @@ def test_a_raising_edit_that_lowers_its_share_warns_wrong_way():
     assert check["noise"] == pytest.approx(NOISE_SE * sd / math.sqrt(200), rel=1e-6)
     assert check["verdict"] == "wrong_way" and check["expected"] == 1
     line = share_warning("class=Western:+6", "class=Western", 10, 0.03, 0.01, check)
-    assert line.startswith("warning: class=Western:+6 was meant to raise the share of class=Western in the top-10 "
-                           "but lowered it (0.03 -> 0.01, change -0.02; noise +-0.00")
+    assert line.startswith(
+        "warning: class=Western:+6 was meant to raise the share of class=Western in the top-10 "
+        "but lowered it (0.03 -> 0.01, change -0.02; noise +-0.00"
+    )
     assert "2 standard errors of the per-user change over 200 users" in line and "\n" not in line
     assert share_change(before, after, ATTR, 0, direction=-1)["verdict"] == "as_expected"
     assert share_warning("x", "t", 10, 0.03, 0.01, share_change(before, after, ATTR, 0, -1)) is None
@@ -188,12 +216,14 @@ def test_the_issue_case_a_tiny_drop_is_within_the_noise_and_still_warns():
     before, after = _target_lists(1000, 10, range(3)), _target_lists(1000, 10, range(1))
     check = share_change(before, after, ATTR, 0, direction=+1)
     assert check["change"] == pytest.approx(-0.0002)
-    sd = math.sqrt((2 * (-0.1 + 0.0002) ** 2 + 998 * 0.0002 ** 2) / 999)
+    sd = math.sqrt((2 * (-0.1 + 0.0002) ** 2 + 998 * 0.0002**2) / 999)
     assert check["noise"] == pytest.approx(2 * sd / math.sqrt(1000), rel=1e-5) and check["noise"] > 0.0002
     assert check["verdict"] == "within_noise"
     line = share_warning("class=Western:+6", "class=Western", 10, 0.0003, 0.0001, check)
-    assert line.startswith("warning: class=Western:+6 moved the share of class=Western in the top-10 by no more "
-                           "than the noise (meant to raise it) (0.0003 -> 0.0001, change -0.0002; noise +-0.000283")
+    assert line.startswith(
+        "warning: class=Western:+6 moved the share of class=Western in the top-10 by no more "
+        "than the noise (meant to raise it) (0.0003 -> 0.0001, change -0.0002; noise +-0.000283"
+    )
 
 
 def test_a_rise_within_the_spread_between_users_is_noise():
@@ -202,10 +232,17 @@ def test_a_rise_within_the_spread_between_users_is_noise():
     after = _target_lists(100, 10, range(51))
     check = share_change(before, after, ATTR, 0, direction=+1)
     assert check["change"] == pytest.approx(0.002) and check["verdict"] == "within_noise"
-    assert check["noise"] == pytest.approx(NOISE_SE * float(torch.tensor([0.1] * 51 + [-0.1] * 49).std()) / 10, rel=1e-5)
+    assert check["noise"] == pytest.approx(
+        NOISE_SE * float(torch.tensor([0.1] * 51 + [-0.1] * 49).std()) / 10, rel=1e-5
+    )
     assert share_change(before, before, ATTR, 0, direction=0)["verdict"] == "no_edit"
     assert share_change(before, before, ATTR, 0, direction=+1) == {
-        "change": 0.0, "noise": 0.0, "n_users": 100, "expected": 1, "verdict": "within_noise"}
+        "change": 0.0,
+        "noise": 0.0,
+        "n_users": 100,
+        "expected": 1,
+        "verdict": "within_noise",
+    }
     up = share_change(before, _target_lists(100, 10, range(100)), ATTR, 0, direction=None)
     assert up["verdict"] == "moved" and up["change"] == pytest.approx(0.051)
 
@@ -226,9 +263,18 @@ def test_a_sweep_that_moves_the_wrong_way_warns_once(tmp_path):
     attr[3, 0] = True
     loader = list(_loader(list(range(6))))
     # planted: the edit is meant to lower the share (a negative latent), but +100 puts item 3 in every list
-    rows = steering_sweep(model, loader, [-100.0, 0.0, 100.0], edits_for=lambda s: s,
-                          evaluate=lambda: {"ndcg@3": 0.5}, values=["Western"], attr_matrix=attr, target_index=0,
-                          k=3, direction_for=lambda s: edit_direction("add", s, sign=-1))
+    rows = steering_sweep(
+        model,
+        loader,
+        [-100.0, 0.0, 100.0],
+        edits_for=lambda s: s,
+        evaluate=lambda: {"ndcg@3": 0.5},
+        values=["Western"],
+        attr_matrix=attr,
+        target_index=0,
+        k=3,
+        direction_for=lambda s: edit_direction("add", s, sign=-1),
+    )
     _, base = top_k_lists(model, loader, 3)
     base_share = float(attr[base, 0].float().mean())
     assert base_share == pytest.approx(1 / 6)
@@ -237,27 +283,50 @@ def test_a_sweep_that_moves_the_wrong_way_warns_once(tmp_path):
     assert [r["share_change"] for r in rows] == pytest.approx([-1 / 6, 0.0, 1 / 6], abs=1e-6)
     assert rows[0]["share_noise"] == pytest.approx(2 * (1 / 6) * math.sqrt(6 / 5) / math.sqrt(6), abs=1e-6)
     line = sweep_warning("genre=Western", 3, rows, base_share)
-    assert line.startswith("warning: steering genre=Western: the share in the top-3 moved from the unsteered "
-                           "0.167 the wrong way at strength -100 (0, change -0.167, noise +-0.149), +100 (0.333, "
-                           "change +0.167, noise +-0.149) (noise = 2 standard errors of the per-user change)")
+    assert line.startswith(
+        "warning: steering genre=Western: the share in the top-3 moved from the unsteered "
+        "0.167 the wrong way at strength -100 (0, change -0.167, noise +-0.149), +100 (0.333, "
+        "change +0.167, noise +-0.149) (noise = 2 standard errors of the per-user change)"
+    )
     assert line.count("warning:") == 1
-    right = steering_sweep(model, loader, [-100.0, 100.0], edits_for=lambda s: s, evaluate=lambda: {},
-                           values=["Western"], attr_matrix=attr, target_index=0, k=3)
+    right = steering_sweep(
+        model,
+        loader,
+        [-100.0, 100.0],
+        edits_for=lambda s: s,
+        evaluate=lambda: {},
+        values=["Western"],
+        attr_matrix=attr,
+        target_index=0,
+        k=3,
+    )
     assert [r["verdict"] for r in right] == ["as_expected"] * 2 and sweep_warning("g", 3, right, 0.1) is None
 
-    result = {"target": "genre=Western", "target_value": "Western", "rows": rows, "unsteered": {"ndcg@3": 0.5},
-              "unsteered_share": base_share, "warnings": [line]}
+    result = {
+        "target": "genre=Western",
+        "target_value": "Western",
+        "rows": rows,
+        "unsteered": {"ndcg@3": 0.5},
+        "unsteered_share": base_share,
+        "warnings": [line],
+    }
     files = write_sweep(result, tmp_path, k=3)
     assert f"**{line}**" in open(files["md"]).read()
 
 
 def test_the_sweep_plot_draws_the_unsteered_base_rates():
-    rows = [{"strength": -4.0, "target_share": 0.1, "ndcg@10": 0.2, "hit@10": 0.4},
-            {"strength": 4.0, "target_share": 0.3, "ndcg@10": 0.25, "hit@10": 0.5}]
+    rows = [
+        {"strength": -4.0, "target_share": 0.1, "ndcg@10": 0.2, "hit@10": 0.4},
+        {"strength": 4.0, "target_share": 0.3, "ndcg@10": 0.25, "hit@10": 0.5},
+    ]
     fig = sweep_figure(rows, "genre=Western", 10, base={"target_share": 0.2, "ndcg@10": 0.22, "hit@10": None})
     left, right = fig.axes
-    bases = {line.get_label(): list(line.get_ydata()) for ax in (left, right) for line in ax.get_lines()
-             if line.get_label().startswith("unsteered")}
+    bases = {
+        line.get_label(): list(line.get_ydata())
+        for ax in (left, right)
+        for line in ax.get_lines()
+        if line.get_label().startswith("unsteered")
+    }
     assert bases == {"unsteered share (0.2)": [0.2, 0.2], "unsteered NDCG@10 (0.22)": [0.22, 0.22]}
     assert [line.get_label() for line in left.get_legend().get_lines()] == ["steered", "unsteered share (0.2)"]
     assert not [line for line in sweep_figure(rows, "t", 10).axes[0].get_lines() if "unsteered" in line.get_label()]

@@ -210,11 +210,24 @@ def test_cli_subprocess(raw, tmp_path):
     out = tmp_path / "dataset" / "amazon-beauty"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "recbole_sae.data.amazon",
-            "--reviews", str(reviews), "--meta", str(meta),
-            "--out", str(out), "--name", "amazon-beauty", "--core", "5",
+            sys.executable,
+            "-m",
+            "recbole_sae.data.amazon",
+            "--reviews",
+            str(reviews),
+            "--meta",
+            str(meta),
+            "--out",
+            str(out),
+            "--name",
+            "amazon-beauty",
+            "--core",
+            "5",
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert (out / "amazon-beauty.inter").read_text(encoding="utf-8") == EXPECTED_INTER
@@ -227,10 +240,20 @@ def test_cli_missing_file(raw, tmp_path):
     missing = tmp_path / "nope.json.gz"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "recbole_sae.data.amazon",
-            "--reviews", str(missing), "--meta", str(meta), "--out", str(tmp_path / "o"),
+            sys.executable,
+            "-m",
+            "recbole_sae.data.amazon",
+            "--reviews",
+            str(missing),
+            "--meta",
+            str(meta),
+            "--out",
+            str(tmp_path / "o"),
         ],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "not found" in proc.stderr and str(missing) in proc.stderr

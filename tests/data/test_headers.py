@@ -6,14 +6,13 @@ import random
 
 import pytest
 import yaml
+from conftest import SMALL
 
 from recbole_sae.config import Config
 from recbole_sae.data import init_yaml
 from recbole_sae.data.headers import infer, read_header
 from recbole_sae.errors import ConfigError
 from recbole_sae.quick_start import run_recbole_sae
-
-from conftest import SMALL
 
 
 def write_folder(root, name="mine", time_column="timestamp:float", item=True):
@@ -39,9 +38,15 @@ def test_columns_of_a_folder_without_yaml_come_from_its_headers(tmp_path, in_tmp
     """Such a folder used to stop with RecBole's '[timestamp] is not exist in interaction'."""
     write_folder(tmp_path / "data")
     config = Config("SASRec", "mine", config_dict={"data_path": str(tmp_path / "data")})
-    assert config["load_col"] == {"inter": ["user_id", "item_id", "timestamp"],
-                                  "item": ["item_id", "title", "tags", "price"]}
-    assert (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]) == ("user_id", "item_id", "timestamp")
+    assert config["load_col"] == {
+        "inter": ["user_id", "item_id", "timestamp"],
+        "item": ["item_id", "title", "tags", "price"],
+    }
+    assert (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]) == (
+        "user_id",
+        "item_id",
+        "timestamp",
+    )
     assert config["RATING_FIELD"] is None
     result = run_recbole_sae("SASRec", "mine", config_dict={**SMALL, "data_path": str(tmp_path / "data")})
     assert 0.0 <= result["test"]["ndcg@10"] <= 1.0 and result["dataset"] == "mine"
@@ -87,10 +92,16 @@ def test_init_yaml_writes_a_commented_yaml_that_runs(tmp_path, in_tmp, capsys, m
     text = path.read_text(encoding="utf-8")
     settings = yaml.safe_load(text)
     assert settings == {
-        "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "RATING_FIELD": None, "TIME_FIELD": "timestamp",
+        "USER_ID_FIELD": "user_id",
+        "ITEM_ID_FIELD": "item_id",
+        "RATING_FIELD": None,
+        "TIME_FIELD": "timestamp",
         "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title", "tags", "price"]},
-        "item_title_field": "title", "item_attributes": ["tags"], "item_text_fields": ["title", "tags"],
-        "item_text_template": "{title}. Tags: {tags}.", "seq_separator": "|",
+        "item_title_field": "title",
+        "item_attributes": ["tags"],
+        "item_text_fields": ["title", "tags"],
+        "item_text_template": "{title}. Tags: {tags}.",
+        "seq_separator": "|",
     }
     # a comment on every key, as in RecBole's yamls
     keys = [line for line in text.splitlines() if line and not line.startswith(("#", " "))]

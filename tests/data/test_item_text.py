@@ -4,6 +4,7 @@ import logging
 
 import pytest
 import torch
+from conftest import GENRES, write_tiny_dataset
 from recbole.data import create_dataset
 
 from recbole_sae.config import Config
@@ -17,9 +18,6 @@ from recbole_sae.data.item_text import (
 )
 from recbole_sae.errors import ConfigError
 
-from conftest import GENRES, write_tiny_dataset
-
-
 # ---------------------------------------------------------------------- the template
 AMAZON = "{title}. Brand: {brand}. Categories: {categories}."
 MOVIES = "{movie_title} ({release_year}). Genres: {class}."
@@ -28,8 +26,11 @@ MOVIES = "{movie_title} ({release_year}). Genres: {class}."
 @pytest.mark.parametrize(
     "template, values, expected",
     [
-        (AMAZON, {"title": "Lip Gloss", "brand": "OPI", "categories": "Makeup, Lips"},
-         "Lip Gloss. Brand: OPI. Categories: Makeup, Lips."),
+        (
+            AMAZON,
+            {"title": "Lip Gloss", "brand": "OPI", "categories": "Makeup, Lips"},
+            "Lip Gloss. Brand: OPI. Categories: Makeup, Lips.",
+        ),
         (AMAZON, {"title": "Lip Gloss", "brand": "", "categories": "Makeup"}, "Lip Gloss. Categories: Makeup."),
         (AMAZON, {"title": "", "brand": "OPI", "categories": ""}, "Brand: OPI."),
         (AMAZON, {"title": "", "brand": "", "categories": ""}, ""),
@@ -48,7 +49,12 @@ def test_compose_text_drops_empty_segments(template, values, expected):
 
 def test_format_float():
     assert [format_float(v) for v in (1995.0, 12.5, 12.345, 0.125, float("nan"), -3.0)] == [
-        "1995", "12.5", "12.35", "0.125", "", "-3"
+        "1995",
+        "12.5",
+        "12.35",
+        "0.125",
+        "",
+        "-3",
     ]
     assert format_float(3.14159, ".1f") == "3.1"
 
@@ -89,7 +95,11 @@ def test_tiny_item_texts_titles_and_attributes(tiny_dataset, in_tmp):
     assert {values[j] for j in row.nonzero().flatten().tolist()} == {"Comedy", "Drama"}
     assert int(matrix[:, values.index("Western")].sum()) == 8  # items 5, 10, ..., 40
     assert matrix.sum(1)[1:].tolist() == [
-        1 + (int(dataset.id2token(dataset.iid_field, i)) % 7 == 0 and GENRES[int(dataset.id2token(dataset.iid_field, i)) % 5] != "Drama")
+        1
+        + (
+            int(dataset.id2token(dataset.iid_field, i)) % 7 == 0
+            and GENRES[int(dataset.id2token(dataset.iid_field, i)) % 5] != "Drama"
+        )
         for i in range(1, dataset.item_num)
     ]
     values_t, matrix_t = item_attribute_matrix(dataset, "title")  # a token field
@@ -138,7 +148,9 @@ def test_a_dataset_without_an_item_file_is_a_clear_error(tmp_path, in_tmp):
     folder = write_tiny_dataset(tmp_path / "data")
     (folder / "tiny.item").unlink()
     config, dataset = _dataset(
-        str(folder.parent), "tiny", str(folder / "tiny.yaml"),
+        str(folder.parent),
+        "tiny",
+        str(folder / "tiny.yaml"),
         load_col={"inter": ["user_id", "item_id", "timestamp"]},
     )
     assert dataset.item_feat is None

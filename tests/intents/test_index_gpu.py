@@ -95,6 +95,7 @@ def test_gpu_search_equals_cpu_search(n_intents, k):
     assert (exact - cpu_scores.double()).abs().max().item() <= 1e-5
     assert (cpu_ids != gpu_ids).float().mean().item() <= 1e-3
 
+
 @needs_gpu
 def test_gpu_personal_intents_equal_the_cpu_ones():
     g = torch.Generator().manual_seed(1)

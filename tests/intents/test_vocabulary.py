@@ -30,7 +30,9 @@ def planted(generic: bool = False, seed: int = 0):
     group = torch.arange(N_ITEMS) % 4
     x = (1 + torch.rand(N_ITEMS, generator=g))[:, None] * basis[group]
     if generic:
-        amount = torch.where(torch.arange(N_ITEMS) % 20 != 0, 0.5 + torch.rand(N_ITEMS, generator=g), torch.zeros(N_ITEMS))
+        amount = torch.where(
+            torch.arange(N_ITEMS) % 20 != 0, 0.5 + torch.rand(N_ITEMS, generator=g), torch.zeros(N_ITEMS)
+        )
         x = x + amount[:, None] * basis[4]
     x = x + 0.05 * torch.randn(N_ITEMS, DIM, generator=g)
     emb = torch.cat([torch.zeros(1, DIM), x])
@@ -52,7 +54,12 @@ def trained():
     try:
         emb, texts, attributes, basis, group = planted()
         vocab = build_intent_vocabulary(
-            emb, texts, attributes, SAEConfig(**SAE_CFG), SAETrainConfig(**TRAIN_CFG), RULES,
+            emb,
+            texts,
+            attributes,
+            SAEConfig(**SAE_CFG),
+            SAETrainConfig(**TRAIN_CFG),
+            RULES,
             titles=[""] + [f"Item {i}" for i in range(N_ITEMS)],
         )
     finally:
@@ -132,7 +139,12 @@ def test_table(trained):
 def test_same_seed_same_vocabulary(trained):
     vocab, emb, texts, attributes, *_ = trained
     again = build_intent_vocabulary(
-        emb, texts, attributes, SAEConfig(**SAE_CFG), SAETrainConfig(**TRAIN_CFG), RULES,
+        emb,
+        texts,
+        attributes,
+        SAEConfig(**SAE_CFG),
+        SAETrainConfig(**TRAIN_CFG),
+        RULES,
         titles=[""] + [f"Item {i}" for i in range(N_ITEMS)],
     )
     assert again.labels == vocab.labels and again.top_items == vocab.top_items
@@ -156,7 +168,9 @@ def _hand_built_sae(basis):
 def test_rules_drop_a_latent_on_almost_all_items_an_incoherent_one_and_dead_ones():
     emb, texts, attributes, basis, group = planted(generic=True)
     sae = _hand_built_sae(basis)
-    build = lambda rules: build_intent_vocabulary(emb, texts, attributes, sae.cfg, rules=rules, sae=sae)
+
+    def build(rules):
+        return build_intent_vocabulary(emb, texts, attributes, sae.cfg, rules=rules, sae=sae)
 
     everything = build(IntentRules(min_items=1, max_items_frac=1.0, min_coherence=-1.0))
     assert everything.n_alive == 6 and everything.n_kept == 6  # latent 6 is dead
@@ -193,8 +207,12 @@ def test_specific_attribute_values_outrank_generic_ones():
     matrix[torch.arange(1, N_ITEMS + 1), 1 + group[1:]] = True
     sae = _hand_built_sae(basis)
     vocab = build_intent_vocabulary(
-        emb, texts, {"kind": (kinds, matrix)}, sae.cfg, rules=IntentRules(min_items=1, max_items_frac=1.0,
-        min_coherence=0.8, label_values=1), sae=sae,
+        emb,
+        texts,
+        {"kind": (kinds, matrix)},
+        sae.cfg,
+        rules=IntentRules(min_items=1, max_items_frac=1.0, min_coherence=0.8, label_values=1),
+        sae=sae,
     )
     assert [v[0][1] for v in vocab.values] == GENRES
 

@@ -5,19 +5,19 @@ import os
 
 import pytest
 import torch
+from conftest import INTENT_SMALL
 from recbole.data.interaction import Interaction
 
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.saerec import SAERec
-
-from conftest import INTENT_SMALL
 
 
 @pytest.fixture
 def saerec(tiny_build, tmp_path):
     def make(**overrides):
         config, data, train_data, valid_data, test_data = tiny_build(
-            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_SMALL, **overrides})
+            "SAERec", intent_cache_dir=str(tmp_path / "cache"), **{**INTENT_SMALL, **overrides}
+        )
         return SAERec(config, train_data.dataset).eval(), data, test_data
 
     return make
@@ -74,8 +74,13 @@ def test_a_training_step_lowers_the_loss(saerec):
     model.train()
     torch.manual_seed(0)
     seq = torch.tensor([[3, 8, 13, 18, 0], [5, 10, 15, 20, 25]])
-    inter = Interaction({"item_id_list": seq, "item_length": torch.tensor([4, 5]),
-                         "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]])})
+    inter = Interaction(
+        {
+            "item_id_list": seq,
+            "item_length": torch.tensor([4, 5]),
+            "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]]),
+        }
+    )
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
@@ -96,23 +101,39 @@ def test_bad_fusion_is_a_clear_error(saerec):
         saerec(fusion="sum")
 
 
-def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_dataset, in_tmp, tmp_path,
-                                                                          monkeypatch):
+def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_dataset, in_tmp, tmp_path, monkeypatch):
     from recbole.trainer import Trainer
 
     from recbole_sae.intents import encoder, pipeline
     from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    cfg = {"data_path": data_path, **INTENT_SMALL, "epochs": 2, "hidden_size": 16, "inner_size": 32,
-           "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10, "intent_cache_dir": str(tmp_path / "cache")}
+    cfg = {
+        "data_path": data_path,
+        **INTENT_SMALL,
+        "epochs": 2,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "intent_cache_dir": str(tmp_path / "cache"),
+    }
     result = run_recbole_sae("SAERec", name, [yaml_file], cfg)
     intents = result["intents"]
     assert intents["n_kept"] <= intents["n_alive"] <= intents["n_latents"] == 64
     folder = intents["intents_dir"]
-    for path in ["stage.json", "item_embeddings.safetensors", "index.faiss", "index.faiss.meta.json",
-                 "vocabulary/intents.json", "vocabulary/directions.safetensors", "vocabulary/sae/sae.safetensors",
-                 "vocabulary/sae/cfg.json", "intents.md", "explanations.json"]:
+    for path in [
+        "stage.json",
+        "item_embeddings.safetensors",
+        "index.faiss",
+        "index.faiss.meta.json",
+        "vocabulary/intents.json",
+        "vocabulary/directions.safetensors",
+        "vocabulary/sae/sae.safetensors",
+        "vocabulary/sae/cfg.json",
+        "intents.md",
+        "explanations.json",
+    ]:
         assert os.path.isfile(os.path.join(folder, path)), path
     explanations = json.load(open(os.path.join(folder, "explanations.json")))
     users = explanations["users"]
@@ -136,8 +157,9 @@ def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_da
     import shutil
 
     shutil.rmtree(tmp_path / "cache")
-    config, model, *_, test_data = load_data_and_model(result["run_dir"], expected_model="SAERec",
-                                                        config_dict={"intent_cache_dir": str(empty)})
+    config, model, *_, test_data = load_data_and_model(
+        result["run_dir"], expected_model="SAERec", config_dict={"intent_cache_dir": str(empty)}
+    )
     again = Trainer(config, model).evaluate(test_data, load_best_model=False)
     # RecBole's own Trainer ranks with seen items kept
     assert {k: round(float(v), 6) for k, v in again.items()} == result["seen_kept"]["test"]
@@ -170,8 +192,11 @@ def test_precomputed_personal_intents_give_the_same_loss(saerec):
     model, _, _ = saerec()
     seq = torch.tensor([[3, 8, 13, 18, 0], [5, 10, 15, 20, 25]])
     lengths = torch.tensor([4, 5])
-    fields = {"item_id_list": seq, "item_length": lengths,
-              "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]])}
+    fields = {
+        "item_id_list": seq,
+        "item_length": lengths,
+        "target_id_list": torch.tensor([[8, 13, 18, 23, 0], [10, 15, 20, 25, 30]]),
+    }
     with torch.no_grad():
         plain = model.calculate_loss(Interaction(fields))
         pre = model.precompute_rows(seq, lengths)

@@ -165,7 +165,11 @@ def test_the_layer_equals_the_reference_for_every_memory_form(built):
     keep = torch.rand(2, 4, 3, generator=gen) > 0.3
     keep[0, 0] = False  # a position with nothing kept: zero weights
     with torch.no_grad():
-        for memory, dense in ((IndexedMemory(table, ids), table[ids]), (table[ids], table[ids]), (table[:3], table[:3])):
+        for memory, dense in (
+            (IndexedMemory(table, ids), table[ids]),
+            (table[ids], table[ids]),
+            (table[:3], table[:3]),
+        ):
             for mask in (None, keep):
                 out, weights = layer(x, memory, mask)
                 ref_out, ref_weights = reference_layer(layer, x, dense, mask)

@@ -31,8 +31,9 @@ def _train_steps(model, steps=3):
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(steps):
         opt.zero_grad()
-        model.calculate_loss(Interaction({"item_id_list": SEQ, "item_length": LENGTHS,
-                                          "target_id_list": TARGETS})).backward()
+        model.calculate_loss(
+            Interaction({"item_id_list": SEQ, "item_length": LENGTHS, "target_id_list": TARGETS})
+        ).backward()
         opt.step()
     return model.eval()
 
@@ -111,7 +112,7 @@ def test_paper_personal_intents_rank_by_tf_times_idf(built):
     model.df_updates = torch.tensor(1)
     ids, scores = model.paper_personal_intents(query, torch.ones(1, 1, dtype=torch.bool), intents)
     assert ids[0, 0].tolist() == [1, 2, 0]
-    tf1 = 2.0 / (14.0 ** 0.5)
+    tf1 = 2.0 / (14.0**0.5)
     assert float(scores[0, 0, 0]) == pytest.approx(tf1 * torch.tensor(100.0).log().item(), rel=1e-5)
 
 
@@ -166,8 +167,7 @@ def test_no_personal_and_no_public_drop_one_branch_and_keep_the_other(built):
         torch.testing.assert_close(out, a + x)
     both = built(intent_personal=False, intent_public=False)
     with torch.no_grad():
-        torch.testing.assert_close(both.forward(SEQ, LENGTHS, all_positions=True),
-                                   both.encode(SEQ))
+        torch.testing.assert_close(both.forward(SEQ, LENGTHS, all_positions=True), both.encode(SEQ))
 
 
 def test_random_directions_keep_norms_are_seeded_and_change_nothing_else(built):
@@ -244,9 +244,11 @@ def test_item_text_adds_the_projected_text_embedding_except_to_the_padding_row(b
 
 
 def test_bad_switches_are_clear_errors(built):
-    for key, value, match in (("intent_retrieval", "faiss", "intent_retrieval must be one of"),
-                              ("intent_memory", "items", "intent_memory must be one of"),
-                              ("intent_directions", "pca", "intent_directions must be one of"),
-                              ("idf_momentum", 1.0, "idf_momentum must be in")):
+    for key, value, match in (
+        ("intent_retrieval", "faiss", "intent_retrieval must be one of"),
+        ("intent_memory", "items", "intent_memory must be one of"),
+        ("intent_directions", "pca", "intent_directions must be one of"),
+        ("idf_momentum", 1.0, "idf_momentum must be in"),
+    ):
         with pytest.raises(ConfigError, match=match):
             built(**{key: value})

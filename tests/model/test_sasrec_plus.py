@@ -19,7 +19,7 @@ def _user_sequences(data, data_path):
     seqs = defaultdict(list)
     with open(f"{data_path}/tiny/tiny.inter") as f:
         rows = list(csv.reader(f, delimiter="\t"))[1:]
-    for user, item, t in sorted(rows, key=lambda r: (r[0], float(r[2]))):
+    for user, item, _time in sorted(rows, key=lambda r: (r[0], float(r[2]))):
         seqs[data.token2id("user_id", user)].append(data.token2id("item_id", item))
     return seqs
 
@@ -174,11 +174,21 @@ def test_full_sequence_training_improves_and_is_reproducible(tiny_build):
     from recbole_sae.quick_start import run_recbole_sae
 
     config, *_ = tiny_build("SASRecPlus")
-    args = dict(config_file_list=None, config_dict={"data_path": config["data_path"].rsplit("/", 1)[0],
-                                                   "epochs": 3, "hidden_size": 16, "n_layers": 1,
-                                                   "n_heads": 1, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10,
-                                                   "train_batch_size": 32, "learning_rate": 0.01,
-                                                   "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+    args = dict(
+        config_file_list=None,
+        config_dict={
+            "data_path": config["data_path"].rsplit("/", 1)[0],
+            "epochs": 3,
+            "hidden_size": 16,
+            "n_layers": 1,
+            "n_heads": 1,
+            "inner_size": 32,
+            "MAX_ITEM_LIST_LENGTH": 10,
+            "train_batch_size": 32,
+            "learning_rate": 0.01,
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        },
+    )
     first = run_recbole_sae("SASRecPlus", "tiny", **args)
     second = run_recbole_sae("SASRecPlus", "tiny", **args)
     assert first["test"] == second["test"]

@@ -9,8 +9,16 @@ import torch
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 from recbole_sae.model.sasrec_sae import SASRecSAE
 
-SAE_SMALL = {"sae_expansion": 4, "sae_k": 4, "sae_epochs": 3, "sae_batch_size": 128, "sae_warmup_steps": 5,
-             "sae_log_every": 50, "n_layers": 2, "n_heads": 1}
+SAE_SMALL = {
+    "sae_expansion": 4,
+    "sae_k": 4,
+    "sae_epochs": 3,
+    "sae_batch_size": 128,
+    "sae_warmup_steps": 5,
+    "sae_log_every": 50,
+    "n_layers": 2,
+    "n_heads": 1,
+}
 
 
 def _model(tiny_build, **overrides):
@@ -67,10 +75,17 @@ def test_ablation_writes_the_mean_state_at_the_site(tiny_build):
     assert outputs[-1].shape[-1] == model.hidden_size
 
 
-@pytest.mark.parametrize("key,value,message", [("sae_layer", 7, "out of range"), ("sae_layer", "middle", "sae_layer"),
-                                               ("sae_positions", "first", "positions"), ("sae_k", 999, "SAE"),
-                                               ("sae_matryoshka", [64, 8], "matryoshka"),
-                                               ("sae_matryoshka", "8,x", "list of integers")])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("sae_layer", 7, "out of range"),
+        ("sae_layer", "middle", "sae_layer"),
+        ("sae_positions", "first", "positions"),
+        ("sae_k", 999, "SAE"),
+        ("sae_matryoshka", [64, 8], "matryoshka"),
+        ("sae_matryoshka", "8,x", "list of integers"),
+    ],
+)
 def test_bad_settings_are_clear_errors(tiny_build, key, value, message):
     with pytest.raises(ConfigError, match=message):
         _model(tiny_build, **{key: value})
@@ -80,14 +95,29 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
     from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    cfg = {"data_path": data_path, **SAE_SMALL, "epochs": 2, "hidden_size": 16, "inner_size": 32,
-           "MAX_ITEM_LIST_LENGTH": 10, "train_batch_size": 32, "sae_holdout_frac": 0.25,
-           "interpretation_min_support": 5}
+    cfg = {
+        "data_path": data_path,
+        **SAE_SMALL,
+        "epochs": 2,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "train_batch_size": 32,
+        "sae_holdout_frac": 0.25,
+        "interpretation_min_support": 5,
+    }
     result = run_recbole_sae("SASRecSAE", name, [yaml_file], cfg)
     report = result["sae"]
     run_dir = result["run_dir"]
-    for path in ["sae/sae.safetensors", "sae/cfg.json", "sae_report.json", "interpretation/interpretation.json",
-                 "interpretation/latents.html", "interpretation/interpretation.png", "model.pth"]:
+    for path in [
+        "sae/sae.safetensors",
+        "sae/cfg.json",
+        "sae_report.json",
+        "interpretation/interpretation.json",
+        "interpretation/latents.html",
+        "interpretation/interpretation.png",
+        "model.pth",
+    ]:
         assert os.path.isfile(os.path.join(run_dir, path)), path
     assert 0.0 <= report["fidelity"]["fvu"] < 1.0 and report["fidelity"]["l0"] <= 4 + 1e-6
     test = report["interventions"]["test"]
@@ -95,7 +125,9 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
     rec = report["recovered"]["test"]
     assert rec["original"] == result["test"]["ndcg@10"]
     if rec["recovered"] is not None:
-        assert rec["recovered"] == pytest.approx((rec["spliced"] - rec["ablated"]) / (rec["original"] - rec["ablated"]), abs=1e-4)
+        assert rec["recovered"] == pytest.approx(
+            (rec["spliced"] - rec["ablated"]) / (rec["original"] - rec["ablated"]), abs=1e-4
+        )
     genre = report["interpretation"]["genre"]
     assert genre["n_values"] == 5 and genre["monosemanticity_ratio"] > 0
     split = json.load(open(os.path.join(run_dir, "interpretation/interpretation.json")))["fields"]["genre"]["summary"]
@@ -117,27 +149,43 @@ def test_two_stage_run_reports_and_reloads(tiny_dataset, in_tmp):
     assert torch.equal(model.sae.W_dec, saved.W_dec) and torch.equal(model.sae.norm_scale, saved.norm_scale)
 
     # sae_run: nothing trained, the run's settings adopted (even against other flags), the same reports
-    redo = run_recbole_sae("SASRecSAE", name, [yaml_file],
-                           {**cfg, "sae_run": run_dir, "seed": 7, "sae_k": 2, "hidden_size": 32, "epochs": 5})
+    redo = run_recbole_sae(
+        "SASRecSAE",
+        name,
+        [yaml_file],
+        {**cfg, "sae_run": run_dir, "seed": 7, "sae_k": 2, "hidden_size": 32, "epochs": 5},
+    )
     assert redo["run_dir"] != run_dir and redo["best_epoch"] is None and redo["epochs_run"] == 0
     for key in ("fidelity", "interventions", "recovered", "interpretation", "d_sae", "site"):
         assert redo["sae"][key] == report[key], key
     assert redo["test"] == result["test"]
     plus = run_recbole_sae("SASRecPlus", name, [yaml_file], {**cfg, "epochs": 1})
     with pytest.raises(ConfigError, match="sae_run and sasrec_checkpoint are both set"):
-        run_recbole_sae("SASRecSAE", name, [yaml_file],
-                        {**cfg, "sae_run": run_dir, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")})
+        run_recbole_sae(
+            "SASRecSAE",
+            name,
+            [yaml_file],
+            {**cfg, "sae_run": run_dir, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")},
+        )
     with pytest.raises(CheckpointMismatchError, match="holds a SASRecPlus model; SASRecSAE needs a SASRecSAE run"):
         run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sae_run": plus["run_dir"]})
 
     # stage 1 can be skipped by loading a SASRec checkpoint ...
-    again = run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")})
+    again = run_recbole_sae(
+        "SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(run_dir, "model.pth")}
+    )
     assert again["sae"]["interventions"]["test"]["original"] == test["original"]
     # ... but not a checkpoint of another model
-    other = run_recbole_sae("GRU4Rec", name, [yaml_file], {"data_path": data_path, "epochs": 1, "hidden_size": 16,
-                                                         "embedding_size": 16, "MAX_ITEM_LIST_LENGTH": 10})
+    other = run_recbole_sae(
+        "GRU4Rec",
+        name,
+        [yaml_file],
+        {"data_path": data_path, "epochs": 1, "hidden_size": 16, "embedding_size": 16, "MAX_ITEM_LIST_LENGTH": 10},
+    )
     with pytest.raises(CheckpointMismatchError, match="holds a GRU4Rec model"):
-        run_recbole_sae("SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(other["run_dir"], "model.pth")})
+        run_recbole_sae(
+            "SASRecSAE", name, [yaml_file], {**cfg, "sasrec_checkpoint": os.path.join(other["run_dir"], "model.pth")}
+        )
 
 
 @pytest.mark.parametrize("value", [[8, 32], "[8,32]", "8,32"])

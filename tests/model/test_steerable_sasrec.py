@@ -7,15 +7,24 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import build, write_tiny_dataset
+
 from recbole_sae import checkpoint
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
 from recbole_sae.model.steerable_sasrec import LatentEdit, LatentEdits, SteerableSASRec, parse_steer
 
 # The SAE reads the last block's output, where the logit lens is exact.
-RUN_SETTINGS = {"n_layers": 2, "n_heads": 1, "sae_layer": "last", "sae_positions": "all", "sae_expansion": 4,
-                "sae_k": 4, "hidden_size": 16, "inner_size": 32, "MAX_ITEM_LIST_LENGTH": 10}
+RUN_SETTINGS = {
+    "n_layers": 2,
+    "n_heads": 1,
+    "sae_layer": "last",
+    "sae_positions": "all",
+    "sae_expansion": 4,
+    "sae_k": 4,
+    "hidden_size": 16,
+    "inner_size": 32,
+    "MAX_ITEM_LIST_LENGTH": 10,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,27 +41,45 @@ def sae_run(tmp_path_factory):
         mp.chdir(root)
         folder = write_tiny_dataset(root / "data")
         yaml_file = str(folder / "tiny.yaml")
-        config, data, train_data, valid_data, test_data = build("SASRecSAE", "tiny", str(folder.parent), [yaml_file],
-                                                                **RUN_SETTINGS)
+        config, data, train_data, valid_data, test_data = build(
+            "SASRecSAE", "tiny", str(folder.parent), [yaml_file], **RUN_SETTINGS
+        )
         torch.manual_seed(0)
         model = SASRecSAE(config, train_data.dataset).eval()
         batch = next(iter(test_data))[0]
         states, items, _ = model.site_states(batch["item_id_list"], batch["item_length"])
-        train_sae(model.sae, states, SAETrainConfig(lr=1e-2, batch_size=256, n_steps=40, warmup_steps=2,
-                                                    show_progress=False, log_every=100))
+        train_sae(
+            model.sae,
+            states,
+            SAETrainConfig(lr=1e-2, batch_size=256, n_steps=40, warmup_steps=2, show_progress=False, log_every=100),
+        )
         model.ablation_mean.copy_(states.mean(0))
         run_dir = root / "runs" / "SASRecSAE-tiny"
         run_dir.mkdir(parents=True)
-        checkpoint.save({"config": config, "state_dict": model.state_dict(), "other_parameter": None},
-                        run_dir / "model.pth")
+        checkpoint.save(
+            {"config": config, "state_dict": model.state_dict(), "other_parameter": None}, run_dir / "model.pth"
+        )
         model.sae.save(run_dir / "sae")
         dataset = train_data.dataset
-        result = interpret(model.sae.encode(states), states, items, {"genre": item_attribute_matrix(dataset, "genre")},
-                           titles=item_titles(dataset, config), decoder_directions=model.decoder_directions,
-                           item_embeddings=model.item_embedding.weight.detach(), min_support=2)
+        result = interpret(
+            model.sae.encode(states),
+            states,
+            items,
+            {"genre": item_attribute_matrix(dataset, "genre")},
+            titles=item_titles(dataset, config),
+            decoder_directions=model.decoder_directions,
+            item_embeddings=model.item_embedding.weight.detach(),
+            min_support=2,
+        )
         write_json(result, run_dir / "interpretation" / "interpretation.json")
-    return {"root": root, "run_dir": str(run_dir), "data_path": str(folder.parent), "yaml": yaml_file,
-            "state": {k: v.clone() for k, v in model.state_dict().items()}, "config": config}
+    return {
+        "root": root,
+        "run_dir": str(run_dir),
+        "data_path": str(folder.parent),
+        "yaml": yaml_file,
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "config": config,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +89,15 @@ def steerable(sae_run):
         mp.chdir(sae_run["root"])
         # hidden_size=64 and n_layers=1 must be overridden by the run's 16 and 2
         config, data, train_data, valid_data, test_data = build(
-            "SteerableSASRec", "tiny", sae_run["data_path"], [sae_run["yaml"]],
-            sae_run=sae_run["run_dir"], MAX_ITEM_LIST_LENGTH=10, hidden_size=64, n_layers=1)
+            "SteerableSASRec",
+            "tiny",
+            sae_run["data_path"],
+            [sae_run["yaml"]],
+            sae_run=sae_run["run_dir"],
+            MAX_ITEM_LIST_LENGTH=10,
+            hidden_size=64,
+            n_layers=1,
+        )
         model = SteerableSASRec(config, train_data.dataset).eval()
     return model, config, train_data.dataset, test_data
 
@@ -102,7 +136,9 @@ def test_python_api_through_load_data_and_model(steerable, sae_run, in_tmp):
     from recbole_sae.quick_start import load_data_and_model
 
     run = sae_run["run_dir"]
-    config, model, _, _, _, test_data = load_data_and_model(run, config_dict={"model": "SteerableSASRec", "sae_run": run})
+    config, model, _, _, _, test_data = load_data_and_model(
+        run, config_dict={"model": "SteerableSASRec", "sae_run": run}
+    )
     reference = steerable[0]
     batch = _batch(test_data)
     assert isinstance(model, SteerableSASRec)
@@ -152,14 +188,20 @@ def test_planted_latent_raises_its_item_the_most(steerable):
     torch.testing.assert_close(up, expected.expand_as(up), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec,expect", [("latent=5:clamp=10", lambda f: torch.full_like(f, 10.0)),
-                                         ("latent=5:scale=2", lambda f: 2 * f),
-                                         ("latent=5:-1.5", lambda f: f - 1.5)])
+@pytest.mark.parametrize(
+    "spec,expect",
+    [
+        ("latent=5:clamp=10", lambda f: torch.full_like(f, 10.0)),
+        ("latent=5:scale=2", lambda f: 2 * f),
+        ("latent=5:-1.5", lambda f: f - 1.5),
+    ],
+)
 def test_edit_ops_on_the_latents_seen_by_the_edit(steerable, spec, expect):
     model, _, _, test_data = steerable
     batch = _batch(test_data)
     seen = []
     with torch.no_grad(), model.steer(spec) as fn:
+
         def recorder(f):
             g = fn(f)
             seen.append((f.clone(), g.clone()))
@@ -168,7 +210,7 @@ def test_edit_ops_on_the_latents_seen_by_the_edit(steerable, spec, expect):
         model.intervention = recorder
         with model.site.capture() as states:
             out = model.forward(batch["item_id_list"], batch["item_length"])
-    (f, g), = seen
+    ((f, g),) = seen
     assert f.shape == (len(batch), 64)  # one row per user: the last position
     assert torch.equal(g[:, 5], expect(f[:, 5]))
     assert torch.equal(g[:, :5], f[:, :5]) and torch.equal(g[:, 6:], f[:, 6:])
@@ -186,12 +228,20 @@ def test_several_edits_apply_in_order():
 def test_parse_steer():
     terms = parse_steer("latent=12:+6, latent=3:clamp=10;genre=Western:-4,categories=Hair Care, Styling:scale=0.5")
     assert [(t.field, t.value, t.op, t.strength) for t in terms] == [
-        ("latent", "12", "add", 6.0), ("latent", "3", "clamp", 10.0), ("genre", "Western", "add", -4.0),
-        ("categories", "Hair Care, Styling", "scale", 0.5)]
+        ("latent", "12", "add", 6.0),
+        ("latent", "3", "clamp", 10.0),
+        ("genre", "Western", "add", -4.0),
+        ("categories", "Hair Care, Styling", "scale", 0.5),
+    ]
     assert parse_steer("class=Western", require_strength=False)[0].strength is None
     assert parse_steer("class=Western:clamp", require_strength=False)[0].op == "clamp"
-    for bad, message in [("latent=12", "no strength"), ("latent=x:+1", "integer"), ("genre=Western:boost=3", "boost"),
-                         ("Western:+3", "expected"), ("", "empty")]:
+    for bad, message in [
+        ("latent=12", "no strength"),
+        ("latent=x:+1", "integer"),
+        ("genre=Western:boost=3", "boost"),
+        ("Western:+3", "expected"),
+        ("", "empty"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             parse_steer(bad)
 
@@ -208,9 +258,21 @@ def test_attribute_resolution_picks_the_planted_latent(steerable, sae_run, tmp_p
     for lat in interp["latents"]:
         lat["best_values"] = [bv for bv in lat["best_values"] if bv["value"] != "Western"]
     interp["latents"] = [lat for lat in interp["latents"] if lat["id"] not in (3, 7, 9)] + [
-        {"id": 7, "label": "Western (0.90)", "best_values": [{"field": "genre", "value": "Western", "corr": 0.9, "auc": 0.95, "precision": 0.8}]},
-        {"id": 3, "label": "Western (0.50)", "best_values": [{"field": "genre", "value": "Western", "corr": 0.5, "auc": 0.7, "precision": 0.6}]},
-        {"id": 9, "label": "Drama (0.30)", "best_values": [{"field": "genre", "value": "Western", "corr": -0.2, "auc": 0.4, "precision": 0.1}]},
+        {
+            "id": 7,
+            "label": "Western (0.90)",
+            "best_values": [{"field": "genre", "value": "Western", "corr": 0.9, "auc": 0.95, "precision": 0.8}],
+        },
+        {
+            "id": 3,
+            "label": "Western (0.50)",
+            "best_values": [{"field": "genre", "value": "Western", "corr": 0.5, "auc": 0.7, "precision": 0.6}],
+        },
+        {
+            "id": 9,
+            "label": "Drama (0.30)",
+            "best_values": [{"field": "genre", "value": "Western", "corr": -0.2, "auc": 0.4, "precision": 0.1}],
+        },
     ]
     path.write_text(json.dumps(interp))
     caplog.set_level("INFO")
@@ -248,7 +310,9 @@ def test_checkpoint_of_another_model_is_rejected(steerable, sae_run, tmp_path):
     state = torch.load(run / "model.pth", weights_only=True)
     state["config"]["model"] = "SASRecPlus"
     torch.save(state, run / "model.pth")
-    with pytest.raises(CheckpointMismatchError, match="holds a SASRecPlus model; SteerableSASRec needs a SASRecSAE run"):
+    with pytest.raises(
+        CheckpointMismatchError, match="holds a SASRecPlus model; SteerableSASRec needs a SASRecSAE run"
+    ):
         _model_on(steerable, run)
 
 
@@ -315,10 +379,20 @@ def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
     from recbole_sae.quick_start import run_recbole_sae
 
     # the sweep as on the command line (its '=' values as typed there), the edit in config_dict
-    result = run_recbole_sae("SteerableSASRec", "tiny", [sae_run["yaml"]], {
-        "data_path": sae_run["data_path"], "sae_run": sae_run["run_dir"], "MAX_ITEM_LIST_LENGTH": 10,
-        "steer": "genre=Western:+4", "show_progress": False, "steer_examples": 2},
-        cmd_args=parse_args(["--steer_sweep=genre=Western", "--strengths=-4,0,4"]))
+    result = run_recbole_sae(
+        "SteerableSASRec",
+        "tiny",
+        [sae_run["yaml"]],
+        {
+            "data_path": sae_run["data_path"],
+            "sae_run": sae_run["run_dir"],
+            "MAX_ITEM_LIST_LENGTH": 10,
+            "steer": "genre=Western:+4",
+            "show_progress": False,
+            "steer_examples": 2,
+        },
+        cmd_args=parse_args(["--steer_sweep=genre=Western", "--strengths=-4,0,4"]),
+    )
     test = result["test"]
     sweep = result["steering"]
     assert [row["strength"] for row in sweep["table"]] == [-4.0, 0.0, 4.0]
@@ -345,7 +419,9 @@ def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
     assert steer["steered"]["ndcg@10"] == row4["ndcg@10"]
     share = steer["target_share"]["genre=Western"]
     assert (share["unsteered"], share["steered"]) == (zero["target_share"], row4["target_share"])
-    assert share["change"] == pytest.approx(row4["share_change"]) and share["noise"] == pytest.approx(row4["share_noise"])
+    assert share["change"] == pytest.approx(row4["share_change"]) and share["noise"] == pytest.approx(
+        row4["share_noise"]
+    )
     assert share["verdict"] == row4["verdict"] and share["expected"] == 1 and share["n_users"] == 80
     assert zero["verdict"] == "no_edit" and sweep["unsteered_share"] == zero["target_share"]
     # a warning exactly when the edit did not do its job, recorded in the RESULT and in the files
@@ -376,9 +452,20 @@ def test_steering_lists_rank_as_the_headline_protocol(sae_run, in_tmp, filter_se
     and HR follow) no list may hold an item the user saw before; with RecBole's protocol they may."""
     from recbole_sae.quick_start import run_recbole_sae
 
-    result = run_recbole_sae("SteerableSASRec", "tiny", [sae_run["yaml"]], {
-        "data_path": sae_run["data_path"], "sae_run": sae_run["run_dir"], "MAX_ITEM_LIST_LENGTH": 10,
-        "steer": "genre=Western:+4", "show_progress": False, "steer_examples": 80, "filter_seen": filter_seen})
+    result = run_recbole_sae(
+        "SteerableSASRec",
+        "tiny",
+        [sae_run["yaml"]],
+        {
+            "data_path": sae_run["data_path"],
+            "sae_run": sae_run["run_dir"],
+            "MAX_ITEM_LIST_LENGTH": 10,
+            "steer": "genre=Western:+4",
+            "show_progress": False,
+            "steer_examples": 80,
+            "filter_seen": filter_seen,
+        },
+    )
     seen = _seen_titles(sae_run["data_path"])
     examples = result["steer"]["examples"]
     assert len(examples) == 80

@@ -14,8 +14,18 @@ def test_defaults_and_aux_k_resolution():
 
 
 def test_round_trip_through_json():
-    cfg = SAEConfig(d_in=8, d_sae=32, activation="batchtopk", k=4, aux_k=6, normalize="none",
-                    b_dec_init="mean", tied_init=False, seed=7, dead_tokens_threshold=123)
+    cfg = SAEConfig(
+        d_in=8,
+        d_sae=32,
+        activation="batchtopk",
+        k=4,
+        aux_k=6,
+        normalize="none",
+        b_dec_init="mean",
+        tied_init=False,
+        seed=7,
+        dead_tokens_threshold=123,
+    )
     again = SAEConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
 

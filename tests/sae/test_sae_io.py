@@ -15,8 +15,9 @@ def trained(activation="topk", dtype=torch.float32):
     return sae, x
 
 
-@pytest.mark.parametrize("activation, dtype", [("topk", torch.float32), ("batchtopk", torch.float32),
-                                               ("relu", torch.float64)])
+@pytest.mark.parametrize(
+    "activation, dtype", [("topk", torch.float32), ("batchtopk", torch.float32), ("relu", torch.float64)]
+)
 def test_round_trip_is_bit_exact(tmp_path, activation, dtype):
     sae, x = trained(activation, dtype)
     assert sae.n_rows_seen.item() == 20 * 64  # training statistics hold state worth saving
@@ -43,7 +44,7 @@ def test_no_pickle_in_files(tmp_path):
     sae.save(tmp_path)
     raw = (tmp_path / "sae.safetensors").read_bytes()
     header_len = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + header_len])
+    header = json.loads(raw[8 : 8 + header_len])
     assert "W_dec" in header and header["W_dec"]["shape"] == [32, 8]
     assert json.loads((tmp_path / "cfg.json").read_text())["d_sae"] == 32
 

@@ -34,8 +34,8 @@ def test_evaluate_matches_manual_computation():
 def test_dead_latents_and_firing_rate():
     sae, x = setup("relu")
     with torch.no_grad():
-        sae.b_enc[:5] = -1e6   # never fire
-        sae.b_enc[5:7] = 1e6   # always fire
+        sae.b_enc[:5] = -1e6  # never fire
+        sae.b_enc[5:7] = 1e6  # always fire
     rate = latent_firing_rate(sae, x, batch_size=50)
     assert rate.shape == (24,)
     assert torch.equal(rate[:5], torch.zeros(5))

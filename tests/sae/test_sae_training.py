@@ -32,7 +32,8 @@ def planted_run():
     sae = SparseAutoencoder(SAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, dead_tokens_threshold=2000, seed=0))
     logs = []
     history = train_sae(
-        sae, x,
+        sae,
+        x,
         SAETrainConfig(lr=4e-3, batch_size=256, n_steps=600, warmup_steps=30, log_every=100, show_progress=False),
         log_fn=logs.append,
     )
@@ -68,8 +69,9 @@ def test_same_seed_gives_identical_weights():
 
     def run(seed):
         sae = SparseAutoencoder(SAEConfig(d_in=D_IN, d_sae=32, k=3, dead_tokens_threshold=100, seed=seed))
-        train_sae(sae, x, SAETrainConfig(lr=3e-3, batch_size=100, n_steps=40, warmup_steps=5, seed=seed,
-                                         show_progress=False))
+        train_sae(
+            sae, x, SAETrainConfig(lr=3e-3, batch_size=100, n_steps=40, warmup_steps=5, seed=seed, show_progress=False)
+        )
         return sae.state_dict()
 
     a, b, c = run(0), run(0), run(1)
@@ -87,16 +89,14 @@ def test_nan_data_raises_floating_point_error():
     # without the data-driven init the bad batch is caught by the loss check
     sae = SparseAutoencoder(SAEConfig(d_in=D_IN, d_sae=32, k=3))
     with pytest.raises(FloatingPointError, match="input batch"):
-        train_sae(sae, x, SAETrainConfig(n_steps=5, batch_size=256, init_from_data=False,
-                                         show_progress=False))
+        train_sae(sae, x, SAETrainConfig(n_steps=5, batch_size=256, init_from_data=False, show_progress=False))
 
 
 def test_divergence_message_mentions_lr():
     x, _ = planted(n=256)
     sae = SparseAutoencoder(SAEConfig(d_in=D_IN, d_sae=32, k=3, normalize="none"))
     with pytest.raises(FloatingPointError, match="learning rate"):
-        train_sae(sae, x * 1e30, SAETrainConfig(n_steps=5, batch_size=64, lr=1e30, warmup_steps=0,
-                                                 show_progress=False))
+        train_sae(sae, x * 1e30, SAETrainConfig(n_steps=5, batch_size=64, lr=1e30, warmup_steps=0, show_progress=False))
 
 
 def test_iterable_and_callable_sources():
@@ -112,8 +112,11 @@ def test_iterable_and_callable_sources():
     assert hist[-1]["step"] == 4  # the generator ran out after 4 batches
 
     g = torch.Generator().manual_seed(0)
-    hist = train_sae(sae, lambda: x[torch.randint(0, 512, (64,), generator=g)],
-                     SAETrainConfig(n_steps=5, log_every=5, show_progress=False))
+    hist = train_sae(
+        sae,
+        lambda: x[torch.randint(0, 512, (64,), generator=g)],
+        SAETrainConfig(n_steps=5, log_every=5, show_progress=False),
+    )
     assert [h["step"] for h in hist] == [5]
 
     with pytest.raises(ValueError, match="n_steps"):
