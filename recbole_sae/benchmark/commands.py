@@ -146,12 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--baseline", help="model to compare against (default: the sweep's baseline, else SASRec)")
     report.add_argument("--sweep", help="only the records of this sweep name")
-    report.add_argument(
-        "--by_grid_point",
-        "--by-grid-point",
-        action="store_true",
-        help="a row per model and grid point (an ablation table) instead of each model's best point",
-    )
+    by_point = "a row per model and grid point (an ablation table) instead of each model's best point"
+    report.add_argument("--by_grid_point", "--by-grid-point", action="store_true", help=by_point)
     sweep = sub.add_parser("sweep", help="run a sweep file (same as run_recbole_sae.py --sweep=FILE)")
     sweep.add_argument("file")
     sweep.add_argument("--results")
