@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,14 @@ def sweep_file(tiny_dataset, in_tmp):
         return path
 
     return write
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt during the test, as Ctrl-C in a terminal does. A process that a
+    shell without job control starts in the background (``cmd &`` in a script) inherits SIGINT
+    ignored; Python then keeps it ignored, and neither a SIGINT nor ``_thread.interrupt_main()``
+    reaches the code under test."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -491,7 +491,7 @@ def _sleeping_python(folder: Path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, signum):
+def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, signum, ctrl_c):
     """Ctrl-C, and SIGTERM (which used to end the sweep at once and leave its run processes running)."""
     fake_python, started = _sleeping_python(in_tmp)
     monkeypatch.setattr(sys, "executable", str(fake_python))

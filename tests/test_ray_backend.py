@@ -129,7 +129,7 @@ MEASURED = ("best_valid", "test", "best_epoch", "epochs_run", "key", "model", "d
 
 
 def test_a_ray_sweep_records_what_the_pool_records_and_resumes_after_an_interrupt(
-    local_ray, sweep_file, in_tmp, monkeypatch
+    local_ray, sweep_file, in_tmp, monkeypatch, ctrl_c
 ):
     path = sweep_file(seeds=[1, 2])
     for name in ("pool", "ray"):  # each its own run folders (checkpoint_dir is relative)
