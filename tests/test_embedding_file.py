@@ -11,8 +11,9 @@ from recbole_sae.data.item_text import item_texts
 from recbole_sae.errors import ConfigError
 from recbole_sae.intents import embedding_file
 from recbole_sae.intents.embedding_file import load_item_embeddings, save_item_embeddings
-from recbole_sae.intents.encoder import TextEncoder, save_safetensors_atomic
+from recbole_sae.intents.encoder import TextEncoder
 from recbole_sae.intents.pipeline import build_intents
+from recbole_sae.sae.io import save_tensors
 
 # Intent settings for this file's planted item vectors (5 clusters in dimension 12, 40 items) in place
 # of text embeddings: a smaller SAE than conftest's INTENT_SMALL, and the coherence filter off, so that
@@ -149,7 +150,7 @@ def test_missing_items_and_missing_file_say_what_to_do(tiny_saerec, tmp_path):
 )
 def test_malformed_files_are_config_errors(tmp_path, tensors, metadata, match):
     path = tmp_path / "bad.safetensors"
-    save_safetensors_atomic(tensors, path, metadata)
+    save_tensors(tensors, path, metadata)
     with pytest.raises(ConfigError, match=match):
         load_item_embeddings(path)
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")

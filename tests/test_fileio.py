@@ -16,8 +16,8 @@ from recbole_sae.fileio import (
     write_json_atomic,
     write_text_atomic,
 )
-from recbole_sae.intents.encoder import save_safetensors_atomic
 from recbole_sae.sae import SAEConfig, SparseAutoencoder, save_sae
+from recbole_sae.sae.io import save_tensors
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_written_files_follow_the_umask(umask, tmp_path, mask, expected):
         write_text_atomic("<p>x</p>", tmp_path / "page.html"),
         save_sae(SparseAutoencoder(SAEConfig(d_in=4, d_sae=8, k=2)), tmp_path / "sae") / "sae.safetensors",
     ]
-    save_safetensors_atomic({"embeddings": torch.zeros(3, 2)}, tmp_path / "emb.safetensors", {"model": "m"})
+    save_tensors({"embeddings": torch.zeros(3, 2)}, tmp_path / "emb.safetensors", {"model": "m"})
     paths.append(tmp_path / "emb.safetensors")
     assert {p.name: _mode(p) for p in paths} == {p.name: expected for p in paths}
     assert sorted(f.name for f in tmp_path.iterdir()) == [
@@ -94,12 +94,15 @@ def test_an_interrupted_save_sae_keeps_the_previous_sae(tmp_path, monkeypatch, b
     new = SparseAutoencoder(SAEConfig(d_in=4, d_sae=16, k=3))
     if broken == "weights":
 
-        def save_file(tensors, path, metadata=None):
-            with open(path, "wb") as f:
-                f.write(b"partial")
-            raise Interrupted
+        def write_bytes_atomic(data, path):  # the weights' write dies half-way through the file
+            def partial(tmp):
+                with open(tmp, "wb") as f:
+                    f.write(data[: len(data) // 2])
+                raise Interrupted
 
-        monkeypatch.setattr(sae_io, "save_file", save_file)
+            return write_atomic(partial, path)
+
+        monkeypatch.setattr(sae_io, "write_bytes_atomic", write_bytes_atomic)
     else:
 
         def write_json_atomic(obj, path, **dumps):

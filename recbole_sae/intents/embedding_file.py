@@ -31,7 +31,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from recbole_sae.errors import ConfigError
-from recbole_sae.intents.encoder import save_safetensors_atomic
+from recbole_sae.sae.io import save_tensors
 
 __all__ = ["save_item_embeddings", "load_item_embeddings", "dataset_item_embeddings", "export_item_embeddings", "main"]
 
@@ -57,7 +57,7 @@ def save_item_embeddings(
     if model is not None:
         metadata[MODEL] = str(model)
     path = Path(path).expanduser()
-    save_safetensors_atomic({EMBEDDINGS: embeddings.detach().cpu().contiguous()}, path, metadata)
+    save_tensors({EMBEDDINGS: embeddings.detach().cpu().contiguous()}, path, metadata)
     return path
 
 

@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 
-from recbole_sae.fileio import write_atomic
+from recbole_sae.sae.io import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +105,6 @@ def _weights_fingerprint(model_dir: str) -> List[List[Any]]:
                 h.update(fh.read())
         out.append([str(f.relative_to(root)), size, h.hexdigest()])
     return out
-
-
-def save_safetensors_atomic(
-    tensors: Dict[str, torch.Tensor], path: Union[str, os.PathLike], metadata: Dict[str, str]
-) -> None:
-    """Write ``tensors`` and ``metadata`` to ``path`` through a temporary file (never half-written)."""
-    from safetensors.torch import save_file
-
-    write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), path)
 
 
 def _texts_digest(texts: Sequence[str]) -> str:
@@ -426,7 +417,7 @@ class TextEncoder:
             "max_length": str(self.max_length),
             "normalize": str(self.normalize),
         }
-        save_safetensors_atomic({"embeddings": emb}, path, meta)
+        save_tensors({"embeddings": emb}, path, meta)
 
     def encode_cached(self, texts: Sequence[str], cache_dir: Union[str, os.PathLike]) -> torch.Tensor:
         """Like :meth:`encode`, but reuse/store the result in ``cache_dir``."""

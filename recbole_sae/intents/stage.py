@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from recbole_sae import runfiles
 from recbole_sae.data.rows import last_row_mask
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
-from recbole_sae.fileio import write_atomic
 from recbole_sae.intents.index import IntentIndex
 from recbole_sae.intents.vocabulary import IntentVocabulary
+from recbole_sae.sae.io import save_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class IntentStage:
         self.index.save(folder / runfiles.INTENT_INDEX)
         tensors = {"item_embeddings": self.item_embeddings.contiguous(), "directions": self.directions.contiguous()}
         metadata = {"format_version": str(FORMAT_VERSION)}
-        write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), folder / runfiles.INTENT_ITEM_EMBEDDINGS)
+        save_tensors(tensors, folder / runfiles.INTENT_ITEM_EMBEDDINGS, metadata)
         # last: marks the folder complete
         with open(folder / runfiles.INTENT_STAGE_MANIFEST, "w", encoding="utf-8") as fh:
             json.dump(self.settings, fh, indent=1)

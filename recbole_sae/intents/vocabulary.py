@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from recbole_sae.fileio import umask_mode
 from recbole_sae.intents.labels import STOPWORDS, attribute_labels, label_text, text_words, word_labels
 from recbole_sae.progress import Progress
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
 from recbole_sae.sae.config import reject_unknown_fields
+from recbole_sae.sae.io import save_tensors
 
 __all__ = [
     "IntentRules",
@@ -258,8 +258,7 @@ class IntentVocabulary:
             "code_cols": cols.cpu().contiguous(),
             "code_vals": vals.cpu().contiguous(),
         }
-        save_file(tensors, str(directory / TENSORS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
-        umask_mode(directory / TENSORS_NAME)
+        save_tensors(tensors, directory / TENSORS_NAME, {"format_version": str(FORMAT_VERSION)})
         meta = {
             "format_version": FORMAT_VERSION,
             "n_items": self.n_items,

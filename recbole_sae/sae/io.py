@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Union
+from typing import Dict, Optional, Union
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from recbole_sae.fileio import write_atomic, write_json_atomic
+from recbole_sae.fileio import write_bytes_atomic, write_json_atomic
 
 from .config import SAEConfig
 from .model import SparseAutoencoder
@@ -27,13 +27,27 @@ CONFIG_NAME = "cfg.json"
 FORMAT_VERSION = "1"
 
 
+def save_tensors(
+    tensors: Dict[str, torch.Tensor], path: Union[str, Path], metadata: Optional[Dict[str, str]] = None
+) -> Path:
+    """Write ``tensors`` (and string ``metadata``) as a safetensors file, atomically, with its header's
+    keys sorted: safetensors orders them differently on every save, and then the same tensors would
+    give another file, and another digest, each time. Returns the path."""
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    if len(header) > size:  # the same keys and values in another order: never longer
+        raise ValueError("safetensors header grew when its keys were sorted")
+    return write_bytes_atomic(data[:8] + header.ljust(size, b" ") + data[8 + size :], path)
+
+
 def save_sae(sae: SparseAutoencoder, directory: Union[str, Path]) -> Path:
     """Write ``sae`` into ``directory`` (created if needed); returns the path. Each file is written
     atomically: a save interrupted mid-way leaves the previous file (or none), never part of one."""
     directory = Path(directory)
     tensors = {name: t.detach().cpu().contiguous() for name, t in sae.state_dict().items()}
     metadata = {"format": "pt", "sae_format_version": FORMAT_VERSION}
-    write_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), directory / WEIGHTS_NAME)
+    save_tensors(tensors, directory / WEIGHTS_NAME, metadata)
     write_json_atomic(sae.cfg.to_dict(), directory / CONFIG_NAME, indent=2, sort_keys=True)
     return directory
 

@@ -90,3 +90,28 @@ def test_round_trip_keeps_matryoshka_sizes(tmp_path):
     sae.save(tmp_path / "sae")
     assert json.loads((tmp_path / "sae" / "cfg.json").read_text())["matryoshka"] == [4, 12]
     assert SparseAutoencoder.load(tmp_path / "sae").cfg.matryoshka == [4, 12]
+
+
+def test_a_safetensors_file_is_the_same_bytes_every_time_it_is_written(tmp_path):
+    """safetensors orders the header's keys differently on every save (10 saves, 10 orders): the
+    project's files get one canonical header, so that the same tensors give the same file digest
+    (a text_embeddings file's SHA-256 is part of sweep run keys)."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from recbole_sae.sae.io import save_tensors
+
+    tensors = {"b": torch.ones(2, dtype=torch.int64), "a": torch.arange(3.0), "c": torch.ones(4)}
+    metadata = {f"k{i}": str(i) for i in range(8)}
+    digests = set()
+    for i in range(10):
+        path = save_tensors(tensors, tmp_path / f"t{i}.safetensors", metadata)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
+    loaded = load_file(str(tmp_path / "t0.safetensors"))
+    assert set(loaded) == set(tensors) and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "t0.safetensors"), "pt") as f:
+        assert f.metadata() == metadata
