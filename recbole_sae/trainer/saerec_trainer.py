@@ -63,5 +63,8 @@ class SAERecTrainer(SequenceTrainer):
         intents = extra.get("intents") or {}
         faith = intents.get("faithfulness") or {}
         summary = {key: intents.get(key) for key in ("n_latents", "n_alive", "n_kept", "retrieval")}
+        # the ratio of mean drops is undefined (None) when removing a random intent raises the score on
+        # average; the share of items whose top-attributed intent drops it more is always defined
         summary["faithfulness_ratio"] = faith.get("ratio")
+        summary["faithfulness_share"] = faith.get("share_top_above_random")
         return {"intents": summary}

@@ -203,3 +203,14 @@ def test_precomputed_personal_intents_give_the_same_loss(saerec):
         cached = model.calculate_loss(Interaction({**fields, **pre}))
     assert pre[PERSONAL_FIELD].shape == (2, 5, 3)
     assert cached.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_the_result_line_gives_the_faithfulness_share_when_the_ratio_is_undefined():
+    """A random intent's removal raised the scores on average (ratio None): the summary still says how
+    often the top-attributed intent's removal dropped the score more."""
+    from recbole_sae.trainer.saerec_trainer import SAERecTrainer
+
+    faith = {"ratio": None, "share_top_above_random": 0.97, "mean_drop_top": 0.1, "mean_drop_random": -0.01}
+    extra = {"intents": {"n_latents": 8, "n_alive": 7, "n_kept": 5, "retrieval": "text", "faithfulness": faith}}
+    summary = SAERecTrainer.result_summary(None, extra)["intents"]
+    assert summary["faithfulness_ratio"] is None and summary["faithfulness_share"] == 0.97
