@@ -27,6 +27,7 @@ from recbole_sae.analysis.best_units import best_per_value, label_latents, top_v
 from recbole_sae.analysis.checks import DEFAULT_ELEMENT_BUDGET, both_parities, check_acts, check_attr
 from recbole_sae.analysis.latent_items import logit_lens, top_items_by_activation
 from recbole_sae.analysis.monosemanticity import held_out_best_corr, linear_probe_corr, monosemanticity_summary
+from recbole_sae.tables import round_float, round_tree
 
 __all__ = [
     "DEFAULT_ELEMENT_BUDGET",
@@ -43,26 +44,13 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- serialisation
-def _r(x: Optional[float], nd: int = 4) -> Optional[float]:
-    if x is None:
-        return None
-    x = float(x)
-    return round(x, nd) if math.isfinite(x) else None
+def _r(x) -> Optional[float]:
+    return round_float(x, 4)
 
 
 def _round_record(d: dict) -> dict:
+    """The record's own floats rounded (nested values as they are)."""
     return {key: (_r(val) if isinstance(val, float) else val) for key, val in d.items()}
-
-
-def _round_tree(obj):
-    """Floats rounded (non-finite -> None) throughout nested dicts and lists."""
-    if isinstance(obj, float):
-        return _r(obj)
-    if isinstance(obj, dict):
-        return {key: _round_tree(val) for key, val in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_round_tree(val) for val in obj]
-    return obj
 
 
 def _value_slice(stats: Mapping[str, torch.Tensor], lo: int, hi: int) -> Dict[str, torch.Tensor]:
@@ -137,7 +125,7 @@ def _held_out_baselines(sae_acts, raw_acts, item_ids, joint_matrix, chunk):
 
 def _field_report(st_sae, st_raw, values: List[str], min_support: int, probe, held_out) -> dict:
     """One field's rounded summary and its values' best units (SAE and raw, by |corr| and by AUC)."""
-    summary = _round_tree(
+    summary = round_tree(
         monosemanticity_summary(st_sae, st_raw, values, min_support=min_support, probe=probe, held_out=held_out)
     )
     per_value = []
