@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 from recbole_sae import runfiles
 from recbole_sae.data.rows import last_row_mask
 from recbole_sae.errors import CheckpointMismatchError, ConfigError
+from recbole_sae.fileio import write_json_atomic
 from recbole_sae.intents.index import IntentIndex
 from recbole_sae.intents.vocabulary import IntentVocabulary
 from recbole_sae.sae.io import save_tensors
@@ -161,9 +162,8 @@ class IntentStage:
         tensors = {"item_embeddings": self.item_embeddings.contiguous(), "directions": self.directions.contiguous()}
         metadata = {"format_version": str(FORMAT_VERSION)}
         save_tensors(tensors, folder / runfiles.INTENT_ITEM_EMBEDDINGS, metadata)
-        # last: marks the folder complete
-        with open(folder / runfiles.INTENT_STAGE_MANIFEST, "w", encoding="utf-8") as fh:
-            json.dump(self.settings, fh, indent=1)
+        # last, and whole or not at all: it marks the folder complete
+        write_json_atomic(self.settings, folder / runfiles.INTENT_STAGE_MANIFEST, indent=1)
         self.folder = folder
         logger.info(f"intent stage written to {folder}")
         return folder

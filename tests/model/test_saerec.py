@@ -186,6 +186,21 @@ def test_stage_round_trip_and_item_check(tiny_build, tmp_path):
         IntentStage.load(tmp_path / "intents", train_data.dataset)
 
 
+def test_a_stage_save_that_fails_writing_its_manifest_leaves_no_manifest(tiny_build, tmp_path):
+    """The manifest marks the stage folder complete: written straight into the file, a save that
+    failed half-way left a truncated manifest, which the next run took for a finished stage."""
+    from recbole_sae import runfiles
+    from recbole_sae.intents.stage import IntentStage
+
+    config, data, train_data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"), **INTENT_SMALL)
+    stage = IntentStage.build(config, train_data.dataset)
+    stage.settings = {**stage.settings, "zz_unwritable": object()}  # json fails after the other keys
+    with pytest.raises(TypeError):
+        stage.save(tmp_path / "intents")
+    assert not (tmp_path / "intents" / runfiles.INTENT_STAGE_MANIFEST).exists()
+    assert [p.name for p in (tmp_path / "intents").iterdir() if p.name.endswith(".tmp")] == []
+
+
 def test_precomputed_personal_intents_give_the_same_loss(saerec):
     from recbole_sae.model.saerec import PERSONAL_FIELD
 
