@@ -106,19 +106,28 @@ def test_two_processes_train_as_one(tiny_dataset, in_tmp):
     assert log.count("epoch 1 training") == 1  # rank 0 only
 
 
+def _two_process_argv(tiny_dataset, *extra: str, model: str = "SASRecPlus") -> list:
+    """The command line of a two-process run of ``model`` on the tiny data, run folders under ./runs."""
+    data_path, name, yaml_file = tiny_dataset
+    return [
+        f"--model={model}",
+        f"--dataset={name}",
+        f"--config_files={yaml_file}",
+        f"--data_path={data_path}",
+        "--nproc=2",
+        *extra,
+        "--checkpoint_dir=runs",
+    ]
+
+
 def test_an_error_in_the_processes_is_one_error_line(tiny_dataset, in_tmp, capsys):
     """Bad input found inside the processes (after the data is built) ends as from one process: one
     'error:' line, exit 2, the run folder marked failed."""
     from recbole_sae.cli import main
 
-    data_path, name, yaml_file = tiny_dataset
     code = main(
-        [
-            "--model=SASRecPlus",
-            f"--dataset={name}",
-            f"--config_files={yaml_file}",
-            f"--data_path={data_path}",
-            "--nproc=2",
+        _two_process_argv(
+            tiny_dataset,
             "--epochs=1",
             "--hidden_size=16",
             "--inner_size=16",
@@ -126,8 +135,7 @@ def test_an_error_in_the_processes_is_one_error_line(tiny_dataset, in_tmp, capsy
             "--n_heads=1",
             "--MAX_ITEM_LIST_LENGTH=10",
             "--full_sequence_stride=50",
-            "--checkpoint_dir=runs",
-        ]
+        )
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
@@ -140,17 +148,7 @@ def test_an_error_in_the_processes_is_one_error_line(tiny_dataset, in_tmp, capsy
 def test_models_with_one_process_stages_refuse_several(model, tiny_dataset, in_tmp, capsys):
     from recbole_sae.cli import main
 
-    data_path, name, yaml_file = tiny_dataset
-    code = main(
-        [
-            f"--model={model}",
-            f"--dataset={name}",
-            f"--config_files={yaml_file}",
-            f"--data_path={data_path}",
-            "--nproc=2",
-            "--checkpoint_dir=runs",
-        ]
-    )
+    code = main(_two_process_argv(tiny_dataset, model=model))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0].startswith(f"error: --nproc=2: {model} trains in one process")
@@ -160,18 +158,7 @@ def test_models_with_one_process_stages_refuse_several(model, tiny_dataset, in_t
 def test_training_across_machines_is_refused(tiny_dataset, in_tmp, capsys):
     from recbole_sae.cli import main
 
-    data_path, name, yaml_file = tiny_dataset
-    code = main(
-        [
-            "--model=SASRecPlus",
-            f"--dataset={name}",
-            f"--config_files={yaml_file}",
-            f"--data_path={data_path}",
-            "--nproc=2",
-            "--world_size=4",
-            "--checkpoint_dir=runs",
-        ]
-    )
+    code = main(_two_process_argv(tiny_dataset, "--world_size=4"))
     assert code == 2
     assert "training across machines is not supported" in capsys.readouterr().err
 

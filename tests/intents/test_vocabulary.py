@@ -47,21 +47,21 @@ TRAIN_CFG = dict(lr=3e-3, batch_size=40, n_steps=150, warmup_steps=10, show_prog
 RULES = IntentRules(min_items=5, max_items_frac=0.5, min_coherence=0.6, top_items=10)
 
 
+def _build_planted(emb, texts, attributes):
+    """The vocabulary of the planted items with this file's SAE, training and rules."""
+    titles = [""] + [f"Item {i}" for i in range(N_ITEMS)]
+    return build_intent_vocabulary(
+        emb, texts, attributes, SAEConfig(**SAE_CFG), SAETrainConfig(**TRAIN_CFG), RULES, titles=titles
+    )
+
+
 @pytest.fixture(scope="module")
 def trained():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         emb, texts, attributes, basis, group = planted()
-        vocab = build_intent_vocabulary(
-            emb,
-            texts,
-            attributes,
-            SAEConfig(**SAE_CFG),
-            SAETrainConfig(**TRAIN_CFG),
-            RULES,
-            titles=[""] + [f"Item {i}" for i in range(N_ITEMS)],
-        )
+        vocab = _build_planted(emb, texts, attributes)
     finally:
         torch.set_num_threads(before)
     return vocab, emb, texts, attributes, basis, group
@@ -138,15 +138,7 @@ def test_table(trained):
 
 def test_same_seed_same_vocabulary(trained):
     vocab, emb, texts, attributes, *_ = trained
-    again = build_intent_vocabulary(
-        emb,
-        texts,
-        attributes,
-        SAEConfig(**SAE_CFG),
-        SAETrainConfig(**TRAIN_CFG),
-        RULES,
-        titles=[""] + [f"Item {i}" for i in range(N_ITEMS)],
-    )
+    again = _build_planted(emb, texts, attributes)
     assert again.labels == vocab.labels and again.top_items == vocab.top_items
     assert torch.equal(again.directions, vocab.directions) and torch.equal(again.kept, vocab.kept)
 

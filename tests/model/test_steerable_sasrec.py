@@ -374,24 +374,26 @@ def test_explain_lists_top_items_and_their_latents(steerable):
 
 
 # --------------------------------------------------------------------------- the pipeline
-def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
-    from recbole_sae.cli import parse_args
+def _steered_run(sae_run, config: dict, cmd_args=None) -> dict:
+    """SteerableSASRec on the tiny data through the pipeline, steering ``genre=Western:+4``."""
     from recbole_sae.quick_start import run_recbole_sae
 
+    base = {
+        "data_path": sae_run["data_path"],
+        "sae_run": sae_run["run_dir"],
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "steer": "genre=Western:+4",
+        "show_progress": False,
+    }
+    return run_recbole_sae("SteerableSASRec", "tiny", [sae_run["yaml"]], {**base, **config}, cmd_args=cmd_args)
+
+
+def test_steer_and_sweep_through_the_pipeline(sae_run, in_tmp, monkeypatch):
+    from recbole_sae.cli import parse_args
+
     # the sweep as on the command line (its '=' values as typed there), the edit in config_dict
-    result = run_recbole_sae(
-        "SteerableSASRec",
-        "tiny",
-        [sae_run["yaml"]],
-        {
-            "data_path": sae_run["data_path"],
-            "sae_run": sae_run["run_dir"],
-            "MAX_ITEM_LIST_LENGTH": 10,
-            "steer": "genre=Western:+4",
-            "show_progress": False,
-            "steer_examples": 2,
-        },
-        cmd_args=parse_args(["--steer_sweep=genre=Western", "--strengths=-4,0,4"]),
+    result = _steered_run(
+        sae_run, {"steer_examples": 2}, cmd_args=parse_args(["--steer_sweep=genre=Western", "--strengths=-4,0,4"])
     )
     test = result["test"]
     sweep = result["steering"]
@@ -450,22 +452,8 @@ def _seen_titles(data_path):
 def test_steering_lists_rank_as_the_headline_protocol(sae_run, in_tmp, filter_seen):
     """The steering lists ignored filter_seen: with seen items removed (the default headline, which NDCG
     and HR follow) no list may hold an item the user saw before; with RecBole's protocol they may."""
-    from recbole_sae.quick_start import run_recbole_sae
 
-    result = run_recbole_sae(
-        "SteerableSASRec",
-        "tiny",
-        [sae_run["yaml"]],
-        {
-            "data_path": sae_run["data_path"],
-            "sae_run": sae_run["run_dir"],
-            "MAX_ITEM_LIST_LENGTH": 10,
-            "steer": "genre=Western:+4",
-            "show_progress": False,
-            "steer_examples": 80,
-            "filter_seen": filter_seen,
-        },
-    )
+    result = _steered_run(sae_run, {"steer_examples": 80, "filter_seen": filter_seen})
     seen = _seen_titles(sae_run["data_path"])
     examples = result["steer"]["examples"]
     assert len(examples) == 80
