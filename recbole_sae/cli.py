@@ -88,7 +88,8 @@ HELP_FLAGS = ("-h", "--help")
 
 def parse_args(argv: list[str]) -> dict:
     """``--key=value`` pairs, split at the first '=' (``--help``/``-h`` as ``help: True``); a key given
-    twice takes its last value; anything else is a usage error."""
+    twice with different values, or anything else, is a usage error (a key twice with the same value is
+    that value)."""
     args = {}
     for arg in argv:
         if arg in HELP_FLAGS:
@@ -97,6 +98,8 @@ def parse_args(argv: list[str]) -> dict:
         if not arg.startswith("--") or "=" not in arg:
             raise UsageError(f"unrecognised argument '{arg}' (expected --key=value; --help lists the options)")
         key, value = arg[2:].split("=", 1)
+        if key in args and args[key] != value:
+            raise UsageError(f"--{key} is given twice with different values ({args[key]!r}, {value!r}): keep one")
         args[key] = value
     return args
 

@@ -176,8 +176,7 @@ def test_a_run_takes_its_arguments_from_main_and_records_its_command(tmp_path, m
         "--dataset=tiny",
         "--data_path=data",
         "--config_files=data/tiny/tiny.yaml",
-        *(f"--{k}={v}" for k, v in SMALL.items()),
-        "--epochs=2",
+        *(f"--{k}={v}" for k, v in {**SMALL, "epochs": 2}.items()),
         "--run_name=r",
     ]
     assert main(args) == 0

@@ -158,8 +158,15 @@ def test_command_line_values_may_hold_equal_signs(in_tmp):
     assert config["steer"] == "latent=12:+6" and config["epochs"] == 4
 
 
-def test_a_key_given_twice_on_the_command_line_takes_its_last_value(in_tmp):
-    # the command line reaches the Config as a dict: the CLI's parser decides, and an override appended
-    # to a command wins (as it always did through the CLI)
-    config = Config("SASRec", "ml-100k", cmd_args=parse_args(["--epochs=4", "--epochs=5"]))
-    assert config["epochs"] == 5
+def test_conflicting_command_line_values_are_an_error(capsys):
+    """The Config read the process's arguments and refused a key given twice with different values (as
+    RecBole does); since the CLI alone parses the command line, its parser keeps that rule."""
+    from recbole_sae.cli import UsageError, main
+
+    with pytest.raises(UsageError, match="--epochs is given twice with different values"):
+        parse_args(["--epochs=4", "--epochs=5"])
+    assert parse_args(["--epochs=4", "--epochs=4"]) == {"epochs": "4"}
+    assert main(["--model=SASRec", "--epochs=4", "--epochs=5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --epochs is given twice with different values ('4', '5'): keep one"
+    ]

@@ -48,13 +48,14 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
     return code, err
 
 
-def _tiny_args(tiny_dataset, model="SASRec", **keys) -> list[str]:
+def _tiny_args(tiny_dataset, model="SASRec", config_files=(), **keys) -> list[str]:
+    """The command line of a tiny run; ``config_files`` are layered over the tiny data's yaml."""
     data_path, name, yaml_file = tiny_dataset
     settings = {**SMALL, **keys}
     return [
         f"--model={model}",
         f"--dataset={name}",
-        f"--config_files={yaml_file}",
+        "--config_files=" + ",".join(map(str, [yaml_file, *config_files])),
         f"--data_path={data_path}",
         *[f"--{k}={v}" for k, v in settings.items()],
     ]
@@ -187,7 +188,7 @@ def test_config_files_are_read_safely_and_named_in_errors(tiny_dataset, in_tmp, 
     for file_name, text in cases.items():
         path = in_tmp / file_name
         path.write_text(text)
-        code, err = _cli([*_tiny_args(tiny_dataset), f"--config_files={path}"], capsys)
+        code, err = _cli(_tiny_args(tiny_dataset, config_files=[path]), capsys)
         assert code == 2 and f"config file {path}" in _one_error_line(err), err
     assert not marker.exists()
 
