@@ -17,7 +17,9 @@ what changes is how it is fed and a few per-op costs:
   position), optionally with ``length_bucketing``.
 * every batch is trimmed to its longest sequence (RecBole pads all rows to MAX_ITEM_LIST_LENGTH);
 * in full_sequence mode the item logits are computed only at real positions;
-* attention through ``scaled_dot_product_attention`` (``recbole_sae.model.layers``).
+* attention through ``scaled_dot_product_attention`` (``recbole_sae.model.layers``);
+* ``transformer_block: query_pre_ln`` swaps RecBole's post-LayerNorm blocks for the published SASRec
+  code's (``recbole_sae.model.query_pre_ln``: normalised query, final LayerNorm, scaled embeddings).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from recbole.model.sequential_recommender.sasrec import SASRec
+from torch import nn
 
 from recbole_sae import compat
 from recbole_sae.contracts import TARGETS_FIELD, FullSequenceModel
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim, use_sdpa_attention
+from recbole_sae.model.query_pre_ln import BLOCKS, query_pre_ln_layers, xavier_init
 
 compat.apply()
 
@@ -54,6 +58,19 @@ class SASRecPlus(SASRec, FullSequenceModel):
         self.positions = config["positions"] or "from_start"
         if self.positions not in POSITIONS:
             raise ConfigError(f"positions must be one of {POSITIONS}, got '{self.positions}'")
+        self.block = config["transformer_block"] or "post_ln"
+        if self.block not in BLOCKS:
+            raise ConfigError(f"transformer_block must be one of {BLOCKS}, got '{self.block}'")
+        if self.block == "query_pre_ln":
+            self._use_query_pre_ln()
+
+    def _use_query_pre_ln(self) -> None:
+        """The published SASRec code's blocks, final LayerNorm, embedding scale and initialisation."""
+        self.trm_encoder.layer = query_pre_ln_layers(self)
+        self.final_norm = nn.LayerNorm(self.hidden_size, eps=self.layer_norm_eps)
+        del self.LayerNorm  # no LayerNorm on the embeddings
+        for module in (self.item_embedding, self.position_embedding, self.trm_encoder, self.final_norm):
+            module.apply(xavier_init)
 
     # -- encoder ---------------------------------------------------------------------------------
     def position_ids(self, item_seq: torch.Tensor) -> torch.Tensor:
@@ -72,9 +89,12 @@ class SASRecPlus(SASRec, FullSequenceModel):
         return self.item_embedding(item_seq)
 
     def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Item + position embeddings, LayerNorm and dropout: the transformer's input [B, L, H]."""
-        emb = self.item_vectors(item_seq) + self.position_embedding(self.position_ids(item_seq))
-        return self.dropout(self.LayerNorm(emb))
+        """Item + position embeddings, LayerNorm and dropout: the transformer's input [B, L, H]
+        (``query_pre_ln``: the item vectors scaled by sqrt(hidden_size), no LayerNorm)."""
+        positions = self.position_embedding(self.position_ids(item_seq))
+        if self.block == "query_pre_ln":
+            return self.dropout(self.item_vectors(item_seq) * self.hidden_size**0.5 + positions)
+        return self.dropout(self.LayerNorm(self.item_vectors(item_seq) + positions))
 
     def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Hidden states of the last layer at every position [B, L, H]."""
@@ -82,7 +102,7 @@ class SASRecPlus(SASRec, FullSequenceModel):
         mask = self.get_attention_mask(item_seq)
         for layer in self.trm_encoder.layer:
             hidden = layer(hidden, mask)
-        return hidden
+        return self.final_norm(hidden) if self.block == "query_pre_ln" else hidden
 
     def forward(self, item_seq, item_seq_len, all_positions: bool = False):
         """The sequence representation at the last real position [B, H] (or all positions)."""

@@ -468,8 +468,9 @@ class SteerableSASRec(SASRecSAE):
 
     @property
     def contributions_exact(self) -> bool:
-        """True when the SAE reads the last block's output (the logit lens is then exact)."""
-        return self.site.module is self.trm_encoder.layer[-1]
+        """True when the SAE reads the last block's output and that output is the sequence state (the
+        logit lens is then exact; ``query_pre_ln`` has a final LayerNorm after it)."""
+        return self.block == "post_ln" and self.site.module is self.trm_encoder.layer[-1]
 
     @torch.no_grad()
     def logit_contributions(self, interaction, items: Optional[torch.Tensor] = None) -> dict:

@@ -214,3 +214,59 @@ def test_positions_from_end_put_each_rows_last_item_at_the_last_position(tiny_bu
     with pytest.raises(Exception, match="positions must be one of"):
         bad, *_ = tiny_build("SASRecPlus", positions="middle")
         SASRecPlus(bad, train_data.dataset)
+
+
+def _query_pre_ln_by_hand(layer, x, mask):
+    """One query-pre-LN block written out with explicit softmax attention (1 head, no dropout)."""
+    q = layer.query(layer.attn_norm(x))
+    k, v = layer.key(x), layer.value(x)
+    scores = q @ k.transpose(-1, -2) / x.size(-1) ** 0.5 + mask[:, 0]
+    x = x + layer.dense(torch.softmax(scores, -1) @ v)
+    y = layer.ffn_norm(x)
+    return y + layer.ffn_out(torch.relu(layer.ffn_in(y)))
+
+
+def test_query_pre_ln_block_is_the_published_formula(tiny_build):
+    config, _, train_data, _, _ = tiny_build(
+        "SASRecPlus", transformer_block="query_pre_ln", n_heads=1, hidden_size=8, inner_size=8, hidden_act="relu"
+    )
+    model = SASRecPlus(config, train_data.dataset).eval()
+    assert not hasattr(model, "LayerNorm")  # no LayerNorm on the embeddings
+    seq = torch.tensor([[3, 5, 7, 0], [2, 4, 6, 8]])
+    mask = model.get_attention_mask(seq)
+    with torch.no_grad():
+        emb = model.embed(seq)
+        # items scaled by sqrt(hidden_size), positions added, nothing normalised
+        torch.testing.assert_close(
+            emb[1, 0], model.item_embedding.weight[2] * 8**0.5 + model.position_embedding.weight[0]
+        )
+        hidden = emb
+        for layer in model.trm_encoder.layer:
+            hidden = _query_pre_ln_by_hand(layer, hidden, mask)
+        torch.testing.assert_close(model.encode(seq), model.final_norm(hidden))
+        # causal: a later item changes nothing before it
+        changed = seq.clone()
+        changed[1, 3] = 9
+        torch.testing.assert_close(model.encode(changed)[:, :3], model.encode(seq)[:, :3])
+    # xavier-normal init: the item table's spread is sqrt(2 / (n_items + hidden)), not RecBole's 0.02
+    expected_std = (2 / sum(model.item_embedding.weight.shape)) ** 0.5
+    assert abs(model.item_embedding.weight.std().item() - expected_std) < 0.25 * expected_std
+
+
+def test_query_pre_ln_trains_and_rejects_unknown_blocks(tiny_build):
+    config, _, train_data, _, _ = tiny_build("SASRecPlus", transformer_block="query_pre_ln", MAX_ITEM_LIST_LENGTH=8)
+    torch.manual_seed(0)
+    model = SASRecPlus(config, train_data.dataset)
+    batch = next(iter(LengthBatches(train_data.dataset, config, full_sequence=True, bucketing=True).epoch(0)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss = model.calculate_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    with pytest.raises(Exception, match="transformer_block must be one of"):
+        bad, *_ = tiny_build("SASRecPlus", transformer_block="pre_ln")
+        SASRecPlus(bad, train_data.dataset)
