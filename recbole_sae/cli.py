@@ -216,11 +216,28 @@ def command_text(args: dict) -> str:
     return " ".join([sys.argv[0], *(f"--{key}={value}" for key, value in args.items())])
 
 
+# Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The command line ``argv`` (default: the process's arguments); the exit code."""
+    """The command line ``argv`` (default: the process's arguments); the exit code. Ctrl-C ends a run
+    with one line that says how to go on and exit code 130, not a traceback (a sweep says its own)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if any(arg.startswith("--run_name") for arg in argv):
+            hint = "the same command again resumes the run from its last validation"
+        else:
+            hint = "the same command with --resume=<the run folder under runs/> goes on from its last validation"
+        print(f"interrupted: {hint}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     from recbole_sae.paths import anchor_environment, resolve_cli_args
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         return SUBCOMMANDS[argv[0]](argv[1:])
     try:

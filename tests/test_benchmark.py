@@ -526,12 +526,15 @@ def test_an_interrupt_kills_the_running_runs(sweep_file, in_tmp, monkeypatch, si
     assert sum(" started | " in m for m in messages) == 2 and not any(" finished, " in m for m in messages)
 
 
-def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, in_tmp):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, in_tmp, signum):
+    """SIGTERM, and Ctrl-C (which used to end the command with a KeyboardInterrupt traceback)."""
     fake_python, started = _sleeping_python(in_tmp)
     path = sweep_file(seeds=[1, 2, 3], workers=2)
     driver = in_tmp / "driver.py"
     driver.write_text(
-        "import sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal (see ctrl_c)
         f"sys.path.insert(0, {str(sweep_spec.PACKAGE_ROOT)!r})\n"
         "from recbole_sae.benchmark import process\n"
         "from recbole_sae.cli import main\n"
@@ -543,9 +546,11 @@ def test_sigterm_to_the_sweep_command_leaves_no_run_process_behind(sweep_file, i
     deadline = time.monotonic() + 60
     while len(started()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM and "sweep stopped by SIGTERM" in err
+    by = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    assert proc.returncode == 128 + signum and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"sweep stopped by {by}: its running runs were killed")
     for pid in started():
         with pytest.raises(ProcessLookupError):  # the run processes died with the sweep
             os.kill(pid, 0)

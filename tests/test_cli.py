@@ -256,3 +256,43 @@ def test_config_path_keys_are_absolute_so_a_saved_config_reloads_from_anywhere(t
     assert config["sae_run"] == str(tmp_path / "runs" / "a") and config["checkpoint_dir"] == str(tmp_path / "out")
     assert config["intent_cache_dir"] == os.path.expanduser("~/cache")
     assert config["sasrec_checkpoint"] is None  # unset stays unset
+
+
+def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during training used to end the command with a KeyboardInterrupt traceback."""
+    from recbole_sae.trainer.sequence_trainer import SequenceTrainer
+
+    write_tiny_dataset(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--model=SASRecPlus",
+        "--dataset=tiny",
+        "--data_path=data",
+        "--config_files=data/tiny/tiny.yaml",
+        *(f"--{k}={v}" for k, v in {**SMALL, "epochs": 3}.items()),
+        "--run_name=r",
+    ]
+    train_epoch = SequenceTrainer._train_epoch
+
+    def interrupted_at_epoch_2(self, train_data, epoch_idx, *rest, **kwargs):
+        if epoch_idx == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self, train_data, epoch_idx, *rest, **kwargs)
+
+    monkeypatch.setattr(SequenceTrainer, "_train_epoch", interrupted_at_epoch_2)
+    capsys.readouterr()
+    assert main(args) == cli.INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1] == "interrupted: the same command again resumes the run from its last validation"
+    )
+    monkeypatch.setattr(SequenceTrainer, "_train_epoch", train_epoch)
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.split("RESULT ", 1)[1])
+    assert result["epochs_run"] == 3
+    assert "training goes on at epoch 2" in (tmp_path / "runs" / "r" / "run.log").read_text()
+    without_name = [a for a in args if not a.startswith("--run_name")]
+    monkeypatch.setattr(SequenceTrainer, "_train_epoch", interrupted_at_epoch_2)
+    assert main(without_name) == 130
+    assert "--resume=<the run folder under runs/>" in capsys.readouterr().err

@@ -121,13 +121,14 @@ def main(args: dict) -> int:
     except RecboleSAEError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Terminated:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (Terminated)
+        by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
         print(
-            "sweep stopped by SIGTERM: its running runs were killed and not recorded; run the same command "
+            f"sweep stopped by {by}: its running runs were killed and not recorded; run the same command "
             "again to go on (finished runs are skipped, killed ones resume from their last validation)",
             file=sys.stderr,
         )
-        return 128 + signal.SIGTERM
+        return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
     return 0 if summary["errors"] == 0 else 1
 
 
