@@ -24,6 +24,8 @@ import re
 
 import torch
 
+from recbole_sae.fileio import write_text_atomic
+
 __all__ = ["explanation_records", "faithfulness", "write_html", "history_exclusion"]
 
 
@@ -189,6 +191,5 @@ Fusion weights: personal {record["fusion"]["personal"]:.3f}, public {record["fus
 </body></html>
 """
     path = os.path.join(folder, f"user-{_safe(name)}.html")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(page)
+    write_text_atomic(page, path)
     return path

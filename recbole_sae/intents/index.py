@@ -35,6 +35,8 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from recbole_sae.fileio import write_atomic, write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -408,11 +410,9 @@ class IntentIndex:
     # ------------------------------------------------------------------ io
     def save(self, path: Union[str, Path]) -> Path:
         """Write the CPU index to ``path`` (``faiss.write_index``) and ``path + '.meta.json'``
-        (center, public intents)."""
+        (center, public intents), each atomically; the meta is serialised before either is written."""
         faiss = _faiss()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.cpu_index, str(path))
         meta = {
             "format_version": FORMAT_VERSION,
             "dim": self.dim,
@@ -420,8 +420,9 @@ class IntentIndex:
             "center": None if self.center is None else [float(v) for v in self.center.tolist()],
             "public_ids": None if self.public_ids is None else [int(v) for v in self.public_ids.tolist()],
         }
-        with open(str(path) + META_SUFFIX, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh)
+        meta_text = json.dumps(meta)
+        write_atomic(lambda tmp: faiss.write_index(self.cpu_index, tmp), path)
+        write_text_atomic(meta_text, str(path) + META_SUFFIX)
         return path
 
     @classmethod

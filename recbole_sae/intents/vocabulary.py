@@ -47,6 +47,7 @@ from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Un
 import torch
 from safetensors.torch import load_file
 
+from recbole_sae.fileio import write_json_atomic
 from recbole_sae.intents.labels import STOPWORDS, attribute_labels, label_text, text_words, word_labels
 from recbole_sae.progress import Progress
 from recbole_sae.sae import SAEConfig, SAETrainConfig, SparseAutoencoder, train_sae
@@ -282,9 +283,7 @@ class IntentVocabulary:
                 for i in range(self.n_kept)
             ],
         }
-        with open(directory / INTENTS_NAME, "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
+        write_json_atomic(meta, directory / INTENTS_NAME, indent=1, ensure_ascii=False)
         return directory
 
     @classmethod

@@ -6,6 +6,7 @@ import os
 
 from recbole_sae import runfiles
 from recbole_sae.analysis.report import write_json
+from recbole_sae.fileio import write_text_atomic
 from recbole_sae.trainer.sequence_trainer import SequenceTrainer
 
 
@@ -23,8 +24,7 @@ class SAERecTrainer(SequenceTrainer):
         if not os.path.isfile(os.path.join(folder, runfiles.INTENT_STAGE_MANIFEST)):
             model.stage.save(folder)
         table = model.vocabulary.table(n=int(self.config["intent_table_rows"] or 20))
-        with open(os.path.join(folder, "intents.md"), "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        write_text_atomic(table + "\n", os.path.join(folder, "intents.md"))
         dataset = train_data.dataset
         titles = item_titles(dataset, self.config)
         batch = next(iter(test_data))

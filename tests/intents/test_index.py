@@ -216,3 +216,26 @@ def test_public_intents_are_the_lowest_idf():
     assert index.public_ids.tolist() == [7, 3]
     with pytest.raises(ValueError, match="only 5 intents"):
         public_intents(ids, 5, k=2)
+
+
+def test_a_save_that_fails_keeps_the_previous_index_and_meta(toy, tmp_path, monkeypatch):
+    """The index and its meta json were written in place: a failed save left half of them."""
+    from recbole_sae.intents import index as index_module
+
+    directions, _ = toy
+    index = IntentIndex(directions, use_gpu=False)
+    index.set_public_intents(torch.tensor([[3, 4], [3, 5], [3, 4]]), k=2)
+    path = index.save(tmp_path / "intents.faiss")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def failing_dumps(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(index_module.json, "dumps", failing_dumps)
+    other = IntentIndex(directions[:10], use_gpu=False)
+    with pytest.raises(RuntimeError, match="disk full"):
+        other.save(path)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # both files as they were, no temp file
+    loaded = IntentIndex.load(path, use_gpu=False)
+    assert loaded.ntotal == 40 and loaded.public_ids.tolist() == [3, 4]

@@ -219,3 +219,19 @@ def test_text_words_and_argument_checks():
     with pytest.raises(ValueError, match="max_items_frac"):
         IntentRules(max_items_frac=0.0)
     assert math.isclose(IntentRules.from_dict(RULES.to_dict()).min_coherence, 0.6)
+
+
+def test_a_save_that_fails_keeps_the_previous_intents_json(trained, tmp_path):
+    """intents.json was written in place: a save that failed while serialising left it empty."""
+    vocab = trained[0]
+    vocab.save(tmp_path / "vocab")
+    before = (tmp_path / "vocab" / "intents.json").read_bytes()
+    words = vocab.words[0]
+    vocab.words[0] = object()  # an intent whose words do not serialise
+    try:
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            vocab.save(tmp_path / "vocab")
+    finally:
+        vocab.words[0] = words
+    assert (tmp_path / "vocab" / "intents.json").read_bytes() == before
+    assert IntentVocabulary.load(tmp_path / "vocab").labels == vocab.labels
