@@ -3,7 +3,11 @@
 An intent's *attribution* to a recommended item is the item's score drop when that intent is masked
 out of its branch's cross-attention (personal or public; every intent layer and the fusion
 recomputed), :meth:`recbole_sae.model.saerec.SAERec.attribute`. So an explanation names the intents
-that raised the item's score most, not merely those that were retrieved.
+that raised the item's score most, not merely those that were retrieved. With ``item_intent_codes``
+each item's vector also holds its own intents (its SAE codes); their attributions are exact: the
+code weight times the sequence state's dot product with the intent's embedding, what the score loses
+when the intent leaves the item's vector (:meth:`~recbole_sae.model.saerec.SAERec.item_code_contributions`).
+An item's explanation names the largest attributions of either kind (``branch`` 'item' for its own).
 
 :func:`faithfulness` measures over test users whether removing the top-attributed intent lowers the
 item's score more than removing another retrieved intent drawn at random (seeded). Because the
@@ -39,14 +43,8 @@ def history_exclusion(batch, n_rows: int, n_items: int, device) -> torch.Tensor 
     return mask
 
 
-def _slot_info(model, att, row: int, slot: int) -> dict:
-    n_k = att["n_personal"]
-    ident = int(att["slot_ids"][row, slot])
-    branch = "personal" if slot < n_k else "public"
-    if branch == "personal" and model.memory == "history_text":
-        return {"branch": branch, "item": ident, "label": f"history item {ident}"}
+def _intent_info(model, ident: int) -> dict:
     return {
-        "branch": branch,
         "intent": ident,
         "latent": int(model.vocabulary.kept[ident])
         if model.intent_directions.size(0) == model.vocabulary.n_kept
@@ -55,13 +53,43 @@ def _slot_info(model, att, row: int, slot: int) -> dict:
     }
 
 
+def _slot_info(model, att, row: int, slot: int) -> dict:
+    ident = int(att["slot_ids"][row, slot])
+    branch = "personal" if slot < att["n_personal"] else "public"
+    if branch == "personal" and model.memory == "history_text":
+        return {"branch": branch, "item": ident, "label": f"history item {ident}"}
+    return {"branch": branch, **_intent_info(model, ident)}
+
+
+def _item_codes(model, att):
+    """``item_intent_codes``: each top item's own intents and their exact score terms
+    (:meth:`~recbole_sae.model.saerec.SAERec.item_code_contributions`), else None."""
+    if not getattr(model, "item_codes", False):
+        return None
+    return model.item_code_contributions(att["state"], att["top_items"])
+
+
+def _candidates(att, codes):
+    """Per top item, every intent whose removal is measured: the memory's slots (drops [B, k, S]) then
+    the item's own intents (drops [B, k, C]); (drops [B, k, S + C], valid [B, k, S + C])."""
+    drops = att["drops"]
+    valid = torch.ones_like(drops, dtype=torch.bool)
+    if codes is not None:
+        ids, contributions = codes
+        drops, valid = torch.cat([drops, contributions], -1), torch.cat([valid, ids >= 0], -1)
+    return drops, valid
+
+
 def explanation_records(model, interaction, k: int = 10, n_intents: int = 3, exclude=None) -> list[dict]:
-    """One record per row: its top-``k`` items with their ``n_intents`` most-attributed intents, the
+    """One record per row: its top-``k`` items with their ``n_intents`` most-attributed intents (from
+    the memory, and with ``item_intent_codes`` from the item's own intents: ``branch`` 'item'), the
     retrieved personal and public intents with their attention, and the fusion weights."""
     seq, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
     att = model.attribute(seq, lengths, k=k, exclude=exclude)
     users = interaction[model.USER_ID].tolist() if model.USER_ID in interaction.interaction else [None] * len(seq)
     n_k, n_slots = att["n_personal"], att["slot_ids"].size(1)
+    codes = _item_codes(model, att)
+    drops, valid = _candidates(att, codes)
     records = []
     for row, user in enumerate(users):
         slots = []
@@ -72,13 +100,21 @@ def explanation_records(model, interaction, k: int = 10, n_intents: int = 3, exc
             slots.append(info)
         items = []
         for i in range(k):
-            drops = att["drops"][row, i]
-            order = torch.sort(drops, descending=True, stable=True).indices[:n_intents].tolist()
+            found = slots + (
+                []
+                if codes is None
+                else [
+                    {"branch": "item", **_intent_info(model, int(j))} if j >= 0 else None
+                    for j in codes[0][row, i].tolist()
+                ]
+            )
+            order = torch.sort(drops[row, i].masked_fill(~valid[row, i], -torch.inf), descending=True, stable=True)
+            chosen = [c for c in order.indices.tolist() if valid[row, i, c]][:n_intents]
             items.append(
                 {
                     "item": int(att["top_items"][row, i]),
                     "score": round(float(att["top_scores"][row, i]), 4),
-                    "intents": [{**slots[s], "attribution": round(float(drops[s]), 4)} for s in order],
+                    "intents": [{**found[c], "attribution": round(float(drops[row, i, c]), 4)} for c in chosen],
                 }
             )
         fusion = att["fusion"][row]
@@ -96,10 +132,31 @@ def explanation_records(model, interaction, k: int = 10, n_intents: int = 3, exc
     return records
 
 
+def _top_and_random(drops, valid, generator):
+    """Per item: the top-attributed candidate and one other valid candidate drawn at random, and
+    which items have two candidates to compare. When every candidate is valid the draw is
+    ``randint(0, n - 1)`` as it always was (the same figures for memory-only models)."""
+    n_valid = valid.sum(-1)
+    if drops.size(-1) < 2:
+        nothing = torch.zeros(drops.shape[:-1], dtype=torch.long)
+        return nothing, nothing, n_valid >= 2
+    top = drops.masked_fill(~valid, -torch.inf).argmax(-1)
+    if bool(valid.all()):
+        other = torch.randint(0, max(drops.size(-1) - 1, 1), top.shape, generator=generator)
+    else:
+        u = torch.rand(top.shape, generator=generator)
+        other = (u * (n_valid - 1).clamp_min(1)).long()
+    others = valid & (torch.arange(drops.size(-1)) != top.unsqueeze(-1))
+    pick = (torch.cumsum(others.long(), -1) == (other + 1).unsqueeze(-1)) & others
+    return top, pick.long().argmax(-1), n_valid >= 2
+
+
 @torch.no_grad()
 def faithfulness(model, data, n_users: int = 1000, k: int = 10, seed: int = 0) -> dict:
-    """Top-attributed vs random retrieved intent removal over the first ``n_users`` rows of ``data``
-    (a RecBole evaluation loader, or an iterable of interactions)."""
+    """Top-attributed vs random intent removal over the first ``n_users`` rows of ``data`` (a
+    RecBole evaluation loader, or an iterable of interactions). The candidates of an item are the
+    retrieved intents and, with ``item_intent_codes``, the item's own; items with fewer than two
+    are left out."""
     generator = torch.Generator().manual_seed(int(seed))
     top_drops, random_drops, attention_drops, agree = [], [], [], []
     users = 0
@@ -111,31 +168,29 @@ def faithfulness(model, data, n_users: int = 1000, k: int = 10, seed: int = 0) -
         seq = interaction[model.ITEM_SEQ][:take]
         lengths = interaction[model.ITEM_SEQ_LEN][:take]
         att = model.attribute(seq, lengths, k=k, exclude=None if exclude is None else exclude[:take])
-        drops = att["drops"].cpu()  # [B, k, S]
-        n_slots = drops.size(-1)
-        if n_slots < 2:
-            return {"users": 0, "note": "fewer than two intents in the memory: nothing to compare"}
-        best, top = drops.max(-1)
-        other = torch.randint(0, n_slots - 1, top.shape, generator=generator)
-        other = other + (other >= top).long()  # a retrieved slot other than the top one
-        rand = drops.gather(-1, other.unsqueeze(-1)).squeeze(-1)
-        weight = att["attention"].cpu().clone()
-        fusion = att["fusion"].cpu()
-        weight[:, : att["n_personal"]] *= fusion[:, :1]
-        weight[:, att["n_personal"] :] *= fusion[:, 1:]
-        by_attention = weight.argmax(-1)  # [B]: the same slot for all items of a row
-        att_drop = drops.gather(-1, by_attention.view(-1, 1, 1).expand(-1, drops.size(1), 1)).squeeze(-1)
-        top_drops.append(best.flatten())
-        random_drops.append(rand.flatten())
-        attention_drops.append(att_drop.flatten())
-        agree.append((by_attention.unsqueeze(1) == top).flatten())
+        drops, valid = (x.cpu() for x in _candidates(att, _item_codes(model, att)))
+        top, other, compared = _top_and_random(drops, valid, generator)
+        if not bool(compared.any()):
+            return {"users": 0, "note": "fewer than two intents to remove per item: nothing to compare"}
+        top_drops.append(drops.gather(-1, top.unsqueeze(-1)).squeeze(-1)[compared])
+        random_drops.append(drops.gather(-1, other.unsqueeze(-1)).squeeze(-1)[compared])
+        n_slots = att["drops"].size(-1)
+        if n_slots:
+            weight = att["attention"].cpu().clone()
+            fusion = att["fusion"].cpu()
+            weight[:, : att["n_personal"]] *= fusion[:, :1]
+            weight[:, att["n_personal"] :] *= fusion[:, 1:]
+            by_attention = weight.argmax(-1)  # [B]: the same slot for all items of a row
+            slot_drops = att["drops"].cpu()
+            index = by_attention.view(-1, 1, 1).expand(-1, slot_drops.size(1), 1)
+            attention_drops.append(slot_drops.gather(-1, index).squeeze(-1)[compared])
+            agree.append((by_attention.unsqueeze(1) == top)[compared])
         users += take
         if users >= n_users:
             break
     if not users:
         return {"users": 0}
     top_d, rand_d = torch.cat(top_drops).double(), torch.cat(random_drops).double()
-    att_d = torch.cat(attention_drops).double()
     mean_top, mean_rand = float(top_d.mean()), float(rand_d.mean())
     return {
         "users": users,
@@ -144,10 +199,10 @@ def faithfulness(model, data, n_users: int = 1000, k: int = 10, seed: int = 0) -
         "seed": int(seed),
         "mean_drop_top": round(mean_top, 6),
         "mean_drop_random": round(mean_rand, 6),
-        "mean_drop_attention_top": round(float(att_d.mean()), 6),
+        "mean_drop_attention_top": round(float(torch.cat(attention_drops).double().mean()), 6) if agree else None,
         "ratio": round(mean_top / mean_rand, 4) if mean_rand > 0 else None,
         "share_top_above_random": round(float((top_d > rand_d).double().mean()), 4),
-        "share_attention_agrees": round(float(torch.cat(agree).double().mean()), 4),
+        "share_attention_agrees": round(float(torch.cat(agree).double().mean()), 4) if agree else None,
     }
 
 
@@ -164,8 +219,9 @@ def write_html(record: dict, titles, folder, history_shown: int = 20) -> str:
     rows = []
     for rank, item in enumerate(record["items"], 1):
         intents = "<br>".join(
-            f"{e(it['label'])} <small>({it['branch']}, attribution {it['attribution']:+.4f}, "
-            f"attention {it['attention']:.3f})</small>"
+            f"{e(it['label'])} <small>({it['branch']}, attribution {it['attribution']:+.4f}"
+            + (f", attention {it['attention']:.3f}" if "attention" in it else "")
+            + ")</small>"
             for it in item["intents"]
         )
         rows.append(
@@ -183,7 +239,8 @@ padding:4px 8px;vertical-align:top;text-align:left}}table{{border-collapse:colla
 <h2>History (last {len(history)} of {len(record["history"])}, oldest first)</h2>
 <ol>{"".join(f"<li>{e(titles[i])}</li>" for i in history)}</ol>
 <h2>Recommended, with the intents that raised each score most</h2>
-<p>Attribution: the item's score drop when the intent is removed from the cross-attention memory.
+<p>Attribution: the item's score drop when the intent is removed from the cross-attention memory
+(personal, public) or, for the item's own intents (item), from the item's vector.
 Fusion weights: personal {record["fusion"]["personal"]:.3f}, public {record["fusion"]["public"]:.3f}.</p>
 <table><tr><th>#</th><th>item</th><th>score</th><th>intents (attribution)</th></tr>
 {"".join(rows)}</table>

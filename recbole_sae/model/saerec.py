@@ -535,6 +535,7 @@ class SAERec(SASRecPlus, StagedModel):
             slot_ids.append(mem["public_ids"].expand(batch, -1))
         attention = [x[:, 0].mean(1) for x in (personal_attention, public_attention) if x is not None]
         return {
+            "state": out.squeeze(1),
             "top_items": top.indices,
             "top_scores": top.values,
             "drops": drops,
@@ -545,6 +546,25 @@ class SAERec(SASRecPlus, StagedModel):
             "personal_scores": None if mem["personal_scores"] is None else mem["personal_scores"][:, 0],
             "fusion": fusion[:, 0],
         }
+
+    @torch.no_grad()
+    def item_code_contributions(self, state, items):
+        """``item_intent_codes``: the exact intent terms of items' scores. For sequence states [B, H]
+        and items [B, k]: (intent ids [B, k, C], contributions [B, k, C]), C the most intents an item
+        has (id -1, contribution 0 where it has fewer); contribution = the intent's code weight x
+        state . intent embedding, what the score loses when the intent leaves the item's vector."""
+        if getattr(self, "_padded_codes", None) is None or self._padded_codes[0].device != state.device:
+            counts = torch.bincount(self.code_rows, minlength=self.n_items)
+            starts = torch.cumsum(counts, 0) - counts
+            slot = torch.arange(self.code_rows.numel(), device=self.code_rows.device) - starts[self.code_rows]
+            width = max(int(counts.max()), 1) if counts.numel() else 1
+            ids = torch.full((self.n_items, width), -1, dtype=torch.long, device=self.code_rows.device)
+            vals = torch.zeros(self.n_items, width, device=self.code_rows.device)
+            ids[self.code_rows, slot], vals[self.code_rows, slot] = self.code_cols, self.code_vals
+            self._padded_codes = (ids.to(state.device), vals.to(state.device))
+        ids, vals = (x[items] for x in self._padded_codes)
+        dots = torch.einsum("bh,bkch->bkc", state, self.intent_embeddings()[ids.clamp_min(0)])
+        return ids, torch.where(ids >= 0, vals * dots, torch.zeros_like(dots))
 
     @torch.no_grad()
     def explain(self, interaction, k: int = 10, n_intents: int = 3) -> list[dict]:

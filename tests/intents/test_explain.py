@@ -115,3 +115,60 @@ def test_history_text_memory_is_explained_by_history_items(model_of):
     records = explanation_records(model, Interaction({"item_id_list": SEQ, "item_length": LENGTHS}), k=2)
     assert [s["item"] for s in records[0]["personal_intents"]] == [25, 20, 15]
     assert all("intent" in s for s in records[0]["public_intents"])
+
+
+def test_item_code_attributions_are_exact_and_name_each_items_own_intents(model_of, tmp_path):
+    """item_intent_codes with both branches off: no memory, so the explanations used to be empty
+    ("fewer than two intents in the memory"); now each item is explained by its own intents."""
+    model = model_of(item_intent_codes=True, intent_personal=False, intent_public=False)
+    att = model.attribute(SEQ, LENGTHS, k=5)
+    assert att["drops"].size(-1) == 0  # no memory
+    ids, contributions = model.item_code_contributions(att["state"], att["top_items"])
+    codes = model.vocabulary.item_codes()
+    weights = codes / codes.sum(1, keepdim=True).clamp_min(1e-12)
+    intents = model.intent_embeddings().detach()
+    items = model.item_matrix().detach()
+    for row in range(2):
+        state = att["state"][row]
+        for rank, item in enumerate(att["top_items"][row].tolist()):
+            own = ids[row, rank][ids[row, rank] >= 0].tolist()
+            assert sorted(own) == codes[item].nonzero().flatten().tolist()
+            for slot, j in enumerate(own):  # removing intent j from the item's vector loses exactly its term
+                without = items[item] - weights[item, j] * intents[j]
+                dropped = float(state @ items[item] - state @ without)
+                assert contributions[row, rank, slot].item() == pytest.approx(dropped, abs=1e-5)
+            mix = items[item] - model.item_embedding.weight[item].detach()
+            assert float(contributions[row, rank].sum()) == pytest.approx(float(state @ mix), abs=1e-5)
+    inter = Interaction({"item_id_list": SEQ, "item_length": LENGTHS, "user_id": torch.tensor([1, 2])})
+    records = explanation_records(model, inter, k=5, n_intents=3)
+    for row, record in enumerate(records):
+        for rank, item in enumerate(record["items"]):
+            own = set(codes[item["item"]].nonzero().flatten().tolist())
+            assert item["intents"] and all(it["branch"] == "item" and it["intent"] in own for it in item["intents"])
+            assert len(item["intents"]) == min(3, len(own))
+            attributions = [it["attribution"] for it in item["intents"]]
+            assert attributions == sorted(attributions, reverse=True)
+            assert attributions[0] == round(float(contributions[row, rank].max()), 4)
+    figure = faithfulness(model, [inter], n_users=2, k=5)
+    assert figure["users"] == 2 and figure["items"] > 0
+    assert figure["mean_drop_top"] >= figure["mean_drop_random"]
+    assert figure["share_attention_agrees"] is None and figure["mean_drop_attention_top"] is None
+    page = open(write_html({**records[0], "user": 1}, {i: f"item {i}" for i in range(model.n_items)}, tmp_path)).read()
+    assert "(item, attribution" in page
+
+
+def test_with_a_memory_and_item_codes_both_kinds_compete(model_of):
+    model = model_of(item_intent_codes=True)
+    inter = Interaction({"item_id_list": SEQ, "item_length": LENGTHS, "user_id": torch.tensor([1, 2])})
+    att = model.attribute(SEQ, LENGTHS, k=5)
+    ids, contributions = model.item_code_contributions(att["state"], att["top_items"])
+    records = explanation_records(model, inter, k=5, n_intents=50)
+    for row, record in enumerate(records):
+        for rank, item in enumerate(record["items"]):
+            n_own = int((ids[row, rank] >= 0).sum())
+            assert len(item["intents"]) == att["drops"].size(-1) + n_own  # every candidate, ranked
+            assert {it["branch"] for it in item["intents"]} <= {"personal", "public", "item"}
+            attributions = [it["attribution"] for it in item["intents"]]
+            assert attributions == sorted(attributions, reverse=True)
+    figure = faithfulness(model, [inter], n_users=2, k=5)
+    assert figure["items"] == 10 and figure["share_top_above_random"] > 0.5
