@@ -8,7 +8,8 @@ command as typed, for the run's log and lock); nothing below reads the arguments
 model's keys with their defaults and the comments of its yaml. Every path given on the command line
 (and ``$RECBOLE_SAE_DATA``) is made absolute here, against the caller's working directory
 (:mod:`recbole_sae.paths`); a key nothing reads is an error (:mod:`recbole_sae.known_keys`).
-``export-embeddings`` (first argument) exports SAERec's item embeddings (:func:`export_main`).
+``export-embeddings`` (first argument) exports SAERec's item embeddings (:func:`export_main`);
+``explain`` writes a finished SAERec run's explanations again (:func:`explain_main`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from recbole_sae.errors import RecboleSAEError
 USAGE = """usage: run_recbole_sae.py --model=MODEL --dataset=DATASET [--config_files=a.yaml,b.yaml] [--key=value ...]
        run_recbole_sae.py --sweep=SWEEP.yaml [--results=RESULTS.jsonl] [--key=value ...]
        run_recbole_sae.py --help [--model=MODEL] [--dataset=DATASET]
-       run_recbole_sae.py export-embeddings --dataset=DATASET --out=FILE [--key=value ...]"""
+       run_recbole_sae.py export-embeddings --dataset=DATASET --out=FILE [--key=value ...]
+       run_recbole_sae.py explain --run=RUN_FOLDER [--key=value ...]"""
 
 OPTIONS = """
 A run:
@@ -327,4 +329,55 @@ def export_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-SUBCOMMANDS = {"export-embeddings": export_main}
+# ------------------------------------------------------------------------------------------------
+# explain: a finished SAERec run's explanations and faithfulness, written again with this code
+
+EXPLAIN_USAGE = """usage: recbole-sae explain --run=RUN_FOLDER [--explain_users=N] [--faithfulness_users=N] [--key=value ...]
+       (the same: run_recbole_sae.py explain ...)
+
+Reloads a finished SAERec run (its model.pth and the intent stage in its folder) and writes its
+intents/ again: intents.md, explanations.json (example test users: each recommended item with the
+intents that raised its score most; the faithfulness figure) and one HTML page per example user.
+Prints one EXPLAINED line (JSON: the folder and the faithfulness figure).
+
+  --run=RUN_FOLDER           the run folder (or its model.pth)
+  --explain_users=N          example users in explanations.json (default: the run's)
+  --faithfulness_users=N     test users the faithfulness figure is measured over (default: the run's)
+  --key=value                any other config key over the run's own (e.g. --data_path on another machine)"""
+
+
+def explain_main(argv: list[str] | None = None) -> int:
+    """``explain`` with the arguments after it (default: the process's arguments); the exit code."""
+    from recbole_sae.paths import anchor_environment, resolve_cli_args
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    except UsageError as err:
+        return _error(str(err))
+    if args.get("help"):
+        print(EXPLAIN_USAGE)
+        return 0
+    if not args.get("run"):
+        return _error("--run=RUN_FOLDER is required (explain --help lists the options)")
+    anchor_environment()
+    args = resolve_cli_args(args)
+    run = Path(str(args.pop("run")))
+    if not (run / "model.pth").is_file() and not (run.is_file() and run.name.endswith(".pth")):
+        return _error(f"{run} is not a finished run: no model.pth there (pass a run folder of a SAERec run)")
+    try:
+        from recbole_sae import runlock
+        from recbole_sae.intents.explain import write_run_explanations
+        from recbole_sae.quick_start import load_data_and_model
+
+        config, model, _, train_data, _, test_data = load_data_and_model(str(run), "SAERec", config_dict=args)
+        with runlock.lock_run_dir(config["run_dir"], " ".join(["explain", *(argv or [])])):
+            summary, _ = write_run_explanations(
+                config, model, train_data, test_data, config["device"], config["run_dir"]
+            )
+    except RecboleSAEError as err:
+        return _error(str(err))
+    print("EXPLAINED " + json.dumps({"intents_dir": summary["intents_dir"], "faithfulness": summary["faithfulness"]}))
+    return 0
+
+
+SUBCOMMANDS = {"export-embeddings": export_main, "explain": explain_main}

@@ -16,6 +16,7 @@ from recbole_sae import checkpoint as checkpoint_format
 from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.contracts import is_epoch_trainer, run_view
+from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import (
     CheckpointMismatchError,
     ConfigError,
@@ -350,6 +351,8 @@ def load_data_and_model(
             f"pass a checkpoint of a {expected_model} run"
         )
     config = checkpoint_format.restore_config(saved, config_dict)
+    if config["dataset"] not in BUNDLED:  # the saved folder, or the data on this machine: the same lookup as a run's
+        config["data_path"] = locate_dataset(config["dataset"], config["data_path"])
     init_seed(config["seed"], config["reproducibility"])
     console.silence_noise()
     data = create_dataset(config)

@@ -30,7 +30,7 @@ import torch
 
 from recbole_sae.fileio import write_text_atomic
 
-__all__ = ["explanation_records", "faithfulness", "write_html", "history_exclusion"]
+__all__ = ["explanation_records", "faithfulness", "write_html", "history_exclusion", "write_run_explanations"]
 
 
 def history_exclusion(batch, n_rows: int, n_items: int, device) -> torch.Tensor | None:
@@ -250,3 +250,48 @@ Fusion weights: personal {record["fusion"]["personal"]:.3f}, public {record["fus
     path = os.path.join(folder, f"user-{_safe(name)}.html")
     write_text_atomic(page, path)
     return path
+
+
+def write_run_explanations(config, model, train_data, test_data, device, run_dir) -> tuple[dict, str]:
+    """Write ``intents/`` in the run folder ``run_dir``: the stage (when not yet there), ``intents.md``,
+    ``explanations.json`` (``explain_users`` example test users and the faithfulness figure over
+    ``faithfulness_users``) and one HTML page per example user. Returns (the summary the run's
+    result holds, the intent table)."""
+    from recbole_sae import runfiles
+    from recbole_sae.analysis.report import write_json
+    from recbole_sae.data.item_text import item_titles
+    from recbole_sae.intents.stage import stage_folder
+
+    folder = str(stage_folder(run_dir))
+    if not os.path.isfile(os.path.join(folder, runfiles.INTENT_STAGE_MANIFEST)):
+        model.stage.save(folder)
+    table = model.vocabulary.table(n=int(config["intent_table_rows"] or 20))
+    write_text_atomic(table + "\n", os.path.join(folder, "intents.md"))
+    dataset = train_data.dataset
+    titles = item_titles(dataset, config)
+    batch = next(iter(test_data))
+    n = int(config["explain_users"] or 3)
+    interaction = batch[0].to(device)
+    exclude = history_exclusion(batch, len(interaction), model.n_items, device)
+    records = explanation_records(model, interaction[:n], k=10, exclude=None if exclude is None else exclude[:n])
+    pages = os.path.join(folder, "explanations")
+    for record in records:
+        record["top_titles"] = [titles[i] for i in record["top_items"]]
+        record["history_titles"] = [titles[i] for i in record["history"]]
+        if record["user"] is not None:
+            record["user_token"] = str(dataset.id2token(dataset.uid_field, record["user"]))
+        record["page"] = os.path.relpath(write_html(record, titles, pages), folder)
+    faith = faithfulness(model, test_data, n_users=int(config["faithfulness_users"] or 1000), seed=int(config["seed"]))
+    write_json({"faithfulness": faith, "users": records}, os.path.join(folder, "explanations.json"))
+    public = [{"intent": int(i), "label": model.intent_labels[i]} for i in model.current_public_ids().tolist()]
+    summary = {
+        "n_latents": model.vocabulary.n_latents,
+        "n_alive": model.vocabulary.n_alive,
+        "n_kept": model.vocabulary.n_kept,
+        "retrieval": model.retrieval,
+        "public_intents": public,
+        "faithfulness": faith,
+        "faiss_on_gpu": bool(model.index.on_gpu),
+        "intents_dir": folder,
+    }
+    return summary, table

@@ -229,3 +229,46 @@ def test_the_result_line_gives_the_faithfulness_share_when_the_ratio_is_undefine
     extra = {"intents": {"n_latents": 8, "n_alive": 7, "n_kept": 5, "retrieval": "text", "faithfulness": faith}}
     summary = SAERecTrainer.result_summary(None, extra)["intents"]
     assert summary["faithfulness_ratio"] is None and summary["faithfulness_share"] == 0.97
+
+
+def test_explain_writes_a_finished_runs_explanations_again(tiny_dataset, in_tmp, tmp_path, capsys):
+    """`recbole-sae explain --run=RUN`: a run's explanations with the code of today (e.g. the item-code
+    attributions of item_intent_codes runs trained before they existed), without training again."""
+    from recbole_sae.cli import main
+    from recbole_sae.quick_start import run_recbole_sae
+
+    data_path, name, yaml_file = tiny_dataset
+    cfg = {
+        "data_path": data_path,
+        **INTENT_SMALL,
+        "epochs": 1,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "intent_cache_dir": str(tmp_path / "cache"),
+        "item_intent_codes": True,
+        "intent_personal": False,
+        "intent_public": False,
+    }
+    result = run_recbole_sae("SAERec", name, [yaml_file], cfg)
+    folder = result["intents"]["intents_dir"]
+    before = json.load(open(os.path.join(folder, "explanations.json")))
+    os.remove(os.path.join(folder, "explanations.json"))
+    capsys.readouterr()
+    # --data_path may name the dataset's parent folder, as for a run (it used to be taken as the folder itself)
+    assert main(["explain", f"--run={result['run_dir']}", "--faithfulness_users=7", f"--data_path={data_path}"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("EXPLAINED ")
+    printed = json.loads(line.split(" ", 1)[1])
+    again = json.load(open(os.path.join(folder, "explanations.json")))
+    assert printed == {"intents_dir": folder, "faithfulness": again["faithfulness"]}
+    assert again["faithfulness"]["users"] == 7 and again["faithfulness"]["items"] > 0
+    assert [u["top_items"] for u in again["users"]] == [u["top_items"] for u in before["users"]]
+    assert all(it["branch"] == "item" for u in again["users"] for item in u["items"] for it in item["intents"])
+    # bad input: one error line, exit code 2
+    assert main(["explain", f"--run={tmp_path / 'nothing'}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nothing'} is not a finished run")
+    assert main(["explain"]) == 2 and "--run=RUN_FOLDER is required" in capsys.readouterr().err
+    assert main(["explain", f"--run={result['run_dir']}", f"--data_path={tmp_path / 'elsewhere'}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: dataset '{name}' not found")
