@@ -292,6 +292,27 @@ rows of the items in a .safetensors file that SAERec reads with --text_embedding
   --config_files=A,B    yaml files layered over the project's defaults, in order
   --key=value           any config key (text_encoder, text_pooling, intent_cache_dir, data_path, filters, ...)"""
 
+
+def _subcommand_args(argv, usage: str, required: tuple, name: str) -> dict | int:
+    """A subcommand's ``--key=value`` arguments with their paths made absolute, or its exit code
+    (after ``--help``'s usage, or one error line: a bad argument, a required one missing)."""
+    from recbole_sae.paths import anchor_environment, resolve_cli_args
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    except UsageError as err:
+        return _error(str(err))
+    if args.get("help"):
+        print(usage)
+        return 0
+    missing = [f"--{key}" for key in required if not args.get(key)]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        return _error(f"{' and '.join(missing)} {verb} required ({name} --help lists the options)")
+    anchor_environment()
+    return resolve_cli_args(args)
+
+
 # Keys of the export's command line that are not config keys.
 EXPORT_ONLY_KEYS = ("out", "model")
 
@@ -300,19 +321,9 @@ def export_main(argv: list[str] | None = None) -> int:
     """``export-embeddings`` with the arguments after it (default: the process's arguments); the exit code."""
     import logging
 
-    from recbole_sae.paths import anchor_environment, resolve_cli_args
-
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    except UsageError as err:
-        return _error(str(err))
-    if args.get("help"):
-        print(EXPORT_USAGE)
-        return 0
-    if not args.get("dataset") or not args.get("out"):
-        return _error("--dataset and --out are required (export-embeddings --help lists the options)")
-    anchor_environment()
-    args = resolve_cli_args(args)
+    args = _subcommand_args(argv, EXPORT_USAGE, ("dataset", "out"), "export-embeddings")
+    if isinstance(args, int):
+        return args
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         from recbole_sae.intents.embedding_file import export_item_embeddings
@@ -348,19 +359,9 @@ Prints one EXPLAINED line (JSON: the folder and the faithfulness figure).
 
 def explain_main(argv: list[str] | None = None) -> int:
     """``explain`` with the arguments after it (default: the process's arguments); the exit code."""
-    from recbole_sae.paths import anchor_environment, resolve_cli_args
-
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else list(argv))
-    except UsageError as err:
-        return _error(str(err))
-    if args.get("help"):
-        print(EXPLAIN_USAGE)
-        return 0
-    if not args.get("run"):
-        return _error("--run=RUN_FOLDER is required (explain --help lists the options)")
-    anchor_environment()
-    args = resolve_cli_args(args)
+    args = _subcommand_args(argv, EXPLAIN_USAGE, ("run",), "explain")
+    if isinstance(args, int):
+        return args
     run = Path(str(args.pop("run")))
     if not (run / "model.pth").is_file() and not (run.is_file() and run.name.endswith(".pth")):
         return _error(f"{run} is not a finished run: no model.pth there (pass a run folder of a SAERec run)")

@@ -198,7 +198,9 @@ def test_export_writes_the_encoder_embeddings(export, tiny_saerec, tiny_dataset,
 
 def test_export_usage_errors(capsys):
     assert embedding_file.main(["--dataset=tiny"]) == 2
-    assert "--dataset and --out are required" in capsys.readouterr().err
+    assert "error: --out is required (export-embeddings --help" in capsys.readouterr().err
+    assert embedding_file.main([]) == 2
+    assert "error: --dataset and --out are required" in capsys.readouterr().err
     assert embedding_file.main(["tiny"]) == 2
 
 
@@ -209,7 +211,7 @@ def test_export_is_a_subcommand_of_the_cli(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: recbole-sae export-embeddings --dataset=DATASET --out=FILE") and "--key=value" in out
     for argv, message in [
-        (["--dataset=tiny"], "error: --dataset and --out are required"),
+        (["--dataset=tiny"], "error: --out is required"),
         (["tiny", "--out=x"], "error: unrecognised argument 'tiny'"),
     ]:
         assert main(["export-embeddings", *argv]) == 2

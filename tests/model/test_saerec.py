@@ -101,6 +101,20 @@ def test_bad_fusion_is_a_clear_error(saerec):
         saerec(fusion="sum")
 
 
+def _tiny_run(data_path, tmp_path, **keys) -> dict:
+    """A small SAERec run's config on the tiny dataset (its intent cache under tmp_path)."""
+    return {
+        "data_path": data_path,
+        **INTENT_SMALL,
+        "hidden_size": 16,
+        "inner_size": 32,
+        "n_layers": 1,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "intent_cache_dir": str(tmp_path / "cache"),
+        **keys,
+    }
+
+
 def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_dataset, in_tmp, tmp_path, monkeypatch):
     from recbole.trainer import Trainer
 
@@ -108,17 +122,7 @@ def test_run_writes_intents_and_reloads_them_without_cache_or_text_model(tiny_da
     from recbole_sae.quick_start import load_data_and_model, run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    cfg = {
-        "data_path": data_path,
-        **INTENT_SMALL,
-        "epochs": 2,
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_layers": 1,
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "intent_cache_dir": str(tmp_path / "cache"),
-    }
-    result = run_recbole_sae("SAERec", name, [yaml_file], cfg)
+    result = run_recbole_sae("SAERec", name, [yaml_file], _tiny_run(data_path, tmp_path, epochs=2))
     intents = result["intents"]
     assert intents["n_kept"] <= intents["n_alive"] <= intents["n_latents"] == 64
     folder = intents["intents_dir"]
@@ -238,20 +242,8 @@ def test_explain_writes_a_finished_runs_explanations_again(tiny_dataset, in_tmp,
     from recbole_sae.quick_start import run_recbole_sae
 
     data_path, name, yaml_file = tiny_dataset
-    cfg = {
-        "data_path": data_path,
-        **INTENT_SMALL,
-        "epochs": 1,
-        "hidden_size": 16,
-        "inner_size": 32,
-        "n_layers": 1,
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "intent_cache_dir": str(tmp_path / "cache"),
-        "item_intent_codes": True,
-        "intent_personal": False,
-        "intent_public": False,
-    }
-    result = run_recbole_sae("SAERec", name, [yaml_file], cfg)
+    codes_only = {"item_intent_codes": True, "intent_personal": False, "intent_public": False}
+    result = run_recbole_sae("SAERec", name, [yaml_file], _tiny_run(data_path, tmp_path, epochs=1, **codes_only))
     folder = result["intents"]["intents_dir"]
     before = json.load(open(os.path.join(folder, "explanations.json")))
     os.remove(os.path.join(folder, "explanations.json"))
@@ -269,6 +261,6 @@ def test_explain_writes_a_finished_runs_explanations_again(tiny_dataset, in_tmp,
     # bad input: one error line, exit code 2
     assert main(["explain", f"--run={tmp_path / 'nothing'}"]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'nothing'} is not a finished run")
-    assert main(["explain"]) == 2 and "--run=RUN_FOLDER is required" in capsys.readouterr().err
+    assert main(["explain"]) == 2 and "--run is required (explain --help" in capsys.readouterr().err
     assert main(["explain", f"--run={result['run_dir']}", f"--data_path={tmp_path / 'elsewhere'}"]) == 2
     assert capsys.readouterr().err.startswith(f"error: dataset '{name}' not found")
