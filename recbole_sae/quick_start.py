@@ -271,7 +271,12 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     if is_epoch_trainer(trainer):  # its fit calls callback_fn after every validation
         fit_options["callback_fn"] = save_state
     trainer.both_protocols = False  # validation while training: the headline protocol only
-    _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
+    if resumed_at is not None and resumed_at >= trainer.epochs:
+        # training had ended before the run died (in its test or reports): RecBole's fit would save the
+        # resumed last-epoch weights over the best checkpoint, so the best is evaluated as it is
+        best_valid_result = trainer.best_valid_result
+    else:
+        _, best_valid_result = trainer.fit(train_data, valid_data, **fit_options)
     distributed.barrier(config)  # the best checkpoint is written before any process loads it
     trainer.both_protocols = True  # the best checkpoint, under both protocols
     if best_valid_result:

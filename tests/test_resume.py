@@ -65,6 +65,33 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_
     assert not resume.state_file(folder).exists()
 
 
+def test_a_run_that_died_after_training_tests_its_best_checkpoint_when_resumed(tiny_dataset, in_tmp, monkeypatch):
+    """A run whose training had ended (early stopping) and that died in its reports was resumed at
+    'epoch 200': RecBole's fit then saved the resumed last-epoch weights over the best checkpoint,
+    and the result was the last epoch's (validation and test)."""
+    from recbole_sae import quick_start
+
+    data_path, name, yaml_file = tiny_dataset
+    settings = {"data_path": data_path, **SMALL, "epochs": 40, "stopping_step": 2}
+    unbroken = run_recbole_sae("SASRecPlus", name, [yaml_file], settings)
+    assert unbroken["best_epoch"] < unbroken["epochs_run"] - 1  # stopped early: the best is not the last
+
+    def die_in_reports(trainer):
+        raise Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(quick_start, "run_view", die_in_reports)
+        with pytest.raises(Killed):
+            run_recbole_sae("SASRecPlus", name, [yaml_file], {**settings, "run_name": "r"})
+    folder = in_tmp / "runs" / "r"
+    best = (folder / "model.pth").read_bytes()
+    resumed = run_recbole_sae("SASRecPlus", name, [yaml_file], {**settings, "run_name": "r"})
+    assert resumed["resumed_at_epoch"] == 40  # nothing left to train
+    for key in ("best_valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == unbroken[key], key
+    assert (folder / "model.pth").read_bytes() == best
+
+
 def test_sasrecsae_resumes_its_sasrec_and_trains_the_same_sae(tiny_dataset, in_tmp, monkeypatch):
     data_path, name, yaml_file = tiny_dataset
     settings = {
