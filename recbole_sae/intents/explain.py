@@ -6,7 +6,7 @@ recomputed), :meth:`recbole_sae.model.saerec.SAERec.attribute`. So an explanatio
 that raised the item's score most, not merely those that were retrieved. With ``item_intent_codes``
 each item's vector also holds its own intents (its SAE codes); their attributions are exact: the
 code weight times the sequence state's dot product with the intent's embedding, what the score loses
-when the intent leaves the item's vector (:meth:`~recbole_sae.model.saerec.SAERec.item_code_contributions`).
+when the intent leaves the item's vector (:func:`item_code_contributions`).
 An item's explanation names the largest attributions of either kind (``branch`` 'item' for its own).
 
 :func:`faithfulness` measures over test users whether removing the top-attributed intent lowers the
@@ -30,7 +30,14 @@ import torch
 
 from recbole_sae.fileio import write_text_atomic
 
-__all__ = ["explanation_records", "faithfulness", "write_html", "history_exclusion", "write_run_explanations"]
+__all__ = [
+    "explanation_records",
+    "faithfulness",
+    "write_html",
+    "history_exclusion",
+    "item_code_contributions",
+    "write_run_explanations",
+]
 
 
 def history_exclusion(batch, n_rows: int, n_items: int, device) -> torch.Tensor | None:
@@ -61,12 +68,29 @@ def _slot_info(model, att, row: int, slot: int) -> dict:
     return {"branch": branch, **_intent_info(model, ident)}
 
 
+@torch.no_grad()
+def item_code_contributions(model, state, items):
+    """``item_intent_codes``: the exact intent terms of items' scores. For sequence states [B, H]
+    and items [B, k]: (intent ids [B, k, C], contributions [B, k, C]), C the most intents an item
+    has (id -1, contribution 0 where it has fewer); contribution = the intent's code weight x
+    state . intent embedding, what the score loses when the intent leaves the item's vector."""
+    rows, cols, vals = model.code_rows, model.code_cols, model.code_vals  # row-major: rows ascending
+    counts = torch.bincount(rows, minlength=model.n_items)
+    slot = torch.arange(rows.numel(), device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
+    width = max(int(counts.max()), 1) if counts.numel() else 1
+    ids = torch.full((model.n_items, width), -1, dtype=torch.long, device=rows.device)
+    weights = torch.zeros(model.n_items, width, device=rows.device)
+    ids[rows, slot], weights[rows, slot] = cols, vals
+    ids, weights = ids[items.to(rows.device)].to(state.device), weights[items.to(rows.device)].to(state.device)
+    dots = torch.einsum("bh,bkch->bkc", state, model.intent_embeddings()[ids.clamp_min(0)])
+    return ids, torch.where(ids >= 0, weights * dots, torch.zeros_like(dots))
+
+
 def _item_codes(model, att):
-    """``item_intent_codes``: each top item's own intents and their exact score terms
-    (:meth:`~recbole_sae.model.saerec.SAERec.item_code_contributions`), else None."""
+    """``item_intent_codes``: each top item's own intents and their exact score terms, else None."""
     if not getattr(model, "item_codes", False):
         return None
-    return model.item_code_contributions(att["state"], att["top_items"])
+    return item_code_contributions(model, att["state"], att["top_items"])
 
 
 def _candidates(att, codes):

@@ -50,6 +50,7 @@ a faithfulness figure and HTML pages.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -434,27 +435,61 @@ class SAERec(SASRecPlus, StagedModel):
         return out, weights
 
     # -- item representations (item_intent_codes, item_text) -----------------------------------------
+    def _code_mix(self):
+        """The items' code-weighted mixes of the intent directions, C @ D [n_items, d], and their code
+        weight sums [n_items] (1 for an item with codes, 0 without). Both factors are fixed, so it is
+        computed once (again only when the directions change: a reload, a test's planted values)."""
+        directions = self.intent_directions
+        key = (directions.device, directions.data_ptr(), directions._version)
+        if getattr(self, "_code_mix_cache", (None,))[0] != key:
+            with torch.no_grad():
+                codes = torch.sparse_coo_tensor(
+                    torch.stack([self.code_rows, self.code_cols]),
+                    self.code_vals,
+                    (self.n_items, directions.size(0)),
+                    check_invariants=True,
+                )
+                sums = torch.zeros(self.n_items, device=directions.device).index_add(0, self.code_rows, self.code_vals)
+                self._code_mix_cache = (key, torch.sparse.mm(codes, directions), sums)
+        return self._code_mix_cache[1:]
+
     def item_matrix(self) -> torch.Tensor:
         """Every item's representation [n_items, H]: its ID embedding (+ its SAE-code intent mix,
-        + the projection of its text embedding)."""
+        + the projection of its text embedding). The code mix sum_j c_ij (W d_j + b) is computed as
+        W (C D)_i + b sum_j c_ij: one projection of a fixed matrix, no gradient through the codes."""
         weight = self.item_embedding.weight
         if self.item_codes:
-            intents = self.intent_embeddings()
-            weight = weight + torch.zeros_like(weight).index_add(
-                0, self.code_rows, self.code_vals[:, None] * intents[self.code_cols]
-            )
+            mix, sums = self._code_mix()
+            weight = weight + F.linear(mix, self.intent_proj.weight) + sums[:, None] * self.intent_proj.bias
         if self.item_text:
             weight = weight + self.item_text_proj(self.item_text_embeddings) * self.item_text_rows
         return weight
 
+    @contextlib.contextmanager
+    def _one_item_matrix(self):
+        """Within the block the input side (``item_vectors``) and the output side share one item
+        matrix: it is computed from every item, once per forward pass rather than twice."""
+        self._items = self.item_matrix()
+        try:
+            yield self._items
+        finally:
+            self._items = None
+
     def item_vectors(self, item_seq):
         if not self.items_enriched:
             return super().item_vectors(item_seq)
-        return self.item_matrix()[item_seq]
+        items = getattr(self, "_items", None)
+        return (items if items is not None else self.item_matrix())[item_seq]
 
     def full_sequence_loss(self, interaction):
         """Cross-entropy at the positions with a target; the intent branches and the fusion (which
         act on each position alone) run only there: the loss of ``sequence_states`` at a lower cost."""
+        if self.items_enriched:
+            with self._one_item_matrix() as items:
+                return self._full_sequence_loss(interaction, items)
+        return self._full_sequence_loss(interaction, self.item_embedding.weight)
+
+    def _full_sequence_loss(self, interaction, items):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         item_seq = trim(interaction[self.ITEM_SEQ], item_seq_len)
         a = self.encode(item_seq)
@@ -463,26 +498,28 @@ class SAERec(SASRecPlus, StagedModel):
         personal = interaction[PERSONAL_FIELD] if PERSONAL_FIELD in interaction.interaction else None
         mem = self.memories(a, item_seq, item_seq_len, True, personal, positions=real)
         out = self.branches(a[real].unsqueeze(1), mem)[0].squeeze(1)
-        items = self.item_matrix() if self.items_enriched else self.item_embedding.weight
         return F.cross_entropy(out @ items.t(), targets[real])
 
     def calculate_loss(self, interaction):
         if not self.items_enriched or TARGETS_FIELD in interaction.interaction:
             return super().calculate_loss(interaction)
-        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return F.cross_entropy(out @ self.item_matrix().t(), interaction[self.POS_ITEM_ID])
+        with self._one_item_matrix() as items:
+            out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            return F.cross_entropy(out @ items.t(), interaction[self.POS_ITEM_ID])
 
     def predict(self, interaction):
         if not self.items_enriched:
             return super().predict(interaction)
-        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (out * self.item_matrix()[interaction[self.ITEM_ID]]).sum(-1)
+        with self._one_item_matrix() as items:
+            out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            return (out * items[interaction[self.ITEM_ID]]).sum(-1)
 
     def full_sort_predict(self, interaction):
         if not self.items_enriched:
             return super().full_sort_predict(interaction)
-        out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return out @ self.item_matrix().t()
+        with self._one_item_matrix() as items:
+            out = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+            return out @ items.t()
 
     # -- explanations --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -546,25 +583,6 @@ class SAERec(SASRecPlus, StagedModel):
             "personal_scores": None if mem["personal_scores"] is None else mem["personal_scores"][:, 0],
             "fusion": fusion[:, 0],
         }
-
-    @torch.no_grad()
-    def item_code_contributions(self, state, items):
-        """``item_intent_codes``: the exact intent terms of items' scores. For sequence states [B, H]
-        and items [B, k]: (intent ids [B, k, C], contributions [B, k, C]), C the most intents an item
-        has (id -1, contribution 0 where it has fewer); contribution = the intent's code weight x
-        state . intent embedding, what the score loses when the intent leaves the item's vector."""
-        if getattr(self, "_padded_codes", None) is None or self._padded_codes[0].device != state.device:
-            counts = torch.bincount(self.code_rows, minlength=self.n_items)
-            starts = torch.cumsum(counts, 0) - counts
-            slot = torch.arange(self.code_rows.numel(), device=self.code_rows.device) - starts[self.code_rows]
-            width = max(int(counts.max()), 1) if counts.numel() else 1
-            ids = torch.full((self.n_items, width), -1, dtype=torch.long, device=self.code_rows.device)
-            vals = torch.zeros(self.n_items, width, device=self.code_rows.device)
-            ids[self.code_rows, slot], vals[self.code_rows, slot] = self.code_cols, self.code_vals
-            self._padded_codes = (ids.to(state.device), vals.to(state.device))
-        ids, vals = (x[items] for x in self._padded_codes)
-        dots = torch.einsum("bh,bkch->bkc", state, self.intent_embeddings()[ids.clamp_min(0)])
-        return ids, torch.where(ids >= 0, vals * dots, torch.zeros_like(dots))
 
     @torch.no_grad()
     def explain(self, interaction, k: int = 10, n_intents: int = 3) -> list[dict]:

@@ -6,7 +6,7 @@ from conftest import INTENT_SMALL
 from recbole.data.interaction import Interaction
 from torch import nn
 
-from recbole_sae.intents.explain import explanation_records, faithfulness, write_html
+from recbole_sae.intents.explain import explanation_records, faithfulness, item_code_contributions, write_html
 from recbole_sae.intents.stage import IntentStage
 from recbole_sae.model.saerec import SAERec
 
@@ -123,7 +123,7 @@ def test_item_code_attributions_are_exact_and_name_each_items_own_intents(model_
     model = model_of(item_intent_codes=True, intent_personal=False, intent_public=False)
     att = model.attribute(SEQ, LENGTHS, k=5)
     assert att["drops"].size(-1) == 0  # no memory
-    ids, contributions = model.item_code_contributions(att["state"], att["top_items"])
+    ids, contributions = item_code_contributions(model, att["state"], att["top_items"])
     codes = model.vocabulary.item_codes()
     weights = codes / codes.sum(1, keepdim=True).clamp_min(1e-12)
     intents = model.intent_embeddings().detach()
@@ -161,7 +161,7 @@ def test_with_a_memory_and_item_codes_both_kinds_compete(model_of):
     model = model_of(item_intent_codes=True)
     inter = Interaction({"item_id_list": SEQ, "item_length": LENGTHS, "user_id": torch.tensor([1, 2])})
     att = model.attribute(SEQ, LENGTHS, k=5)
-    ids, contributions = model.item_code_contributions(att["state"], att["top_items"])
+    ids, contributions = item_code_contributions(model, att["state"], att["top_items"])
     records = explanation_records(model, inter, k=5, n_intents=50)
     for row, record in enumerate(records):
         for rank, item in enumerate(record["items"]):
