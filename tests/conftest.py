@@ -34,6 +34,12 @@ INTENT_SMALL = {
     "n_public_intents": 2,
     "intent_layers": 1,
     "n_heads": 1,
+    # the paper's architecture (the tests exercise its branches; the shipped default adds the items'
+    # text and intents and leaves the branches off: tests/model/test_saerec.py checks that default)
+    "intent_personal": True,
+    "intent_public": True,
+    "item_text": False,
+    "item_intent_codes": False,
 }
 
 # A small model for pipeline tests: fast on a 2-core CPU.

@@ -264,3 +264,24 @@ def test_explain_writes_a_finished_runs_explanations_again(tiny_dataset, in_tmp,
     assert main(["explain"]) == 2 and "--run is required (explain --help" in capsys.readouterr().err
     assert main(["explain", f"--run={result['run_dir']}", f"--data_path={tmp_path / 'elsewhere'}"]) == 2
     assert capsys.readouterr().err.startswith(f"error: dataset '{name}' not found")
+
+
+def test_the_default_saerec_puts_text_and_intents_in_the_items_and_leaves_the_branches_off(tiny_build, tmp_path):
+    """The shipped defaults are the configuration measured best at the paper's size (BENCHMARKS.md);
+    the tests elsewhere pin the paper's architecture (conftest.INTENT_SMALL)."""
+    small = {
+        k: v
+        for k, v in INTENT_SMALL.items()
+        if k not in ("intent_personal", "intent_public", "item_text", "item_intent_codes")
+    }
+    config, _, train_data, *_ = tiny_build("SAERec", intent_cache_dir=str(tmp_path / "cache"), **small)
+    assert (config["item_text"], config["item_intent_codes"]) == (True, True)
+    assert (config["intent_personal"], config["intent_public"]) == (False, False)
+    model = SAERec(config, train_data.dataset)
+    assert model.item_text and model.item_codes and not model.use_personal and not model.use_public
+    inter = Interaction({"item_id_list": torch.tensor([[3, 8, 13, 0]]), "item_length": torch.tensor([3])})
+    with torch.no_grad():
+        scores = model.eval().full_sort_predict(inter)
+        state = model.forward(inter["item_id_list"], inter["item_length"])
+        torch.testing.assert_close(scores, state @ model.item_matrix().t())  # the fusion passes the state through
+    assert model.explain(inter, k=5)[0]["items"][0]["intents"][0]["branch"] == "item"
