@@ -359,12 +359,16 @@ Prints one EXPLAINED line (JSON: the folder and the faithfulness figure).
 
 def explain_main(argv: list[str] | None = None) -> int:
     """``explain`` with the arguments after it (default: the process's arguments); the exit code."""
+    from recbole_sae import runfiles
+
     args = _subcommand_args(argv, EXPLAIN_USAGE, ("run",), "explain")
     if isinstance(args, int):
         return args
     run = Path(str(args.pop("run")))
-    if not (run / "model.pth").is_file() and not (run.is_file() and run.name.endswith(".pth")):
-        return _error(f"{run} is not a finished run: no model.pth there (pass a run folder of a SAERec run)")
+    if not (run / runfiles.CHECKPOINT).is_file() and not (run.is_file() and run.name.endswith(".pth")):
+        return _error(
+            f"{run} is not a finished run: no {runfiles.CHECKPOINT} there (pass a run folder of a SAERec run)"
+        )
     try:
         from recbole_sae import runlock
         from recbole_sae.intents.explain import write_run_explanations

@@ -205,9 +205,8 @@ def faithfulness(model, data, n_users: int = 1000, k: int = 10, seed: int = 0) -
             weight[:, : att["n_personal"]] *= fusion[:, :1]
             weight[:, att["n_personal"] :] *= fusion[:, 1:]
             by_attention = weight.argmax(-1)  # [B]: the same slot for all items of a row
-            slot_drops = att["drops"].cpu()
-            index = by_attention.view(-1, 1, 1).expand(-1, slot_drops.size(1), 1)
-            attention_drops.append(slot_drops.gather(-1, index).squeeze(-1)[compared])
+            index = by_attention.view(-1, 1, 1).expand(-1, drops.size(1), 1)  # the memory's slots come first
+            attention_drops.append(drops.gather(-1, index).squeeze(-1)[compared])
             agree.append((by_attention.unsqueeze(1) == top)[compared])
         users += take
         if users >= n_users:

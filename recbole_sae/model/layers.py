@@ -7,6 +7,20 @@ import torch.nn.functional as F
 from recbole.model.layers import MultiHeadAttention
 
 
+def multi_head_context(query, key, value, heads: int, attention_mask, dropout_p: float) -> torch.Tensor:
+    """Scaled dot-product attention over ``heads`` heads of already projected ``query``, ``key`` and
+    ``value`` [B, L, H] with an additive ``attention_mask``; the heads' contexts side by side [B, L, H]."""
+    batch, length, width = query.shape
+
+    def split(x):
+        return x.view(batch, length, heads, width // heads).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(
+        split(query), split(key), split(value), attn_mask=attention_mask.to(query.dtype), dropout_p=dropout_p
+    )
+    return context.transpose(1, 2).reshape(batch, length, width)
+
+
 class SDPAMultiHeadAttention(MultiHeadAttention):
     """RecBole's MultiHeadAttention computed with ``scaled_dot_product_attention``.
 
@@ -18,20 +32,14 @@ class SDPAMultiHeadAttention(MultiHeadAttention):
     """
 
     def forward(self, input_tensor, attention_mask):
-        batch, length, _ = input_tensor.shape
-        heads, size = self.num_attention_heads, self.attention_head_size
-
-        def split(x):
-            return x.view(batch, length, heads, size).transpose(1, 2)
-
-        query = split(self.query(input_tensor))
-        key = split(self.key(input_tensor))
-        value = split(self.value(input_tensor))
-        dropout = self.attn_dropout.p if self.training else 0.0
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask.to(query.dtype), dropout_p=dropout
+        context = multi_head_context(
+            self.query(input_tensor),
+            self.key(input_tensor),
+            self.value(input_tensor),
+            self.num_attention_heads,
+            attention_mask,
+            self.attn_dropout.p if self.training else 0.0,
         )
-        context = context.transpose(1, 2).reshape(batch, length, heads * size)
         hidden = self.out_dropout(self.dense(context))
         return self.LayerNorm(hidden + input_tensor)
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_sae.errors import ConfigError
+from recbole_sae.model.layers import multi_head_context
 
 BLOCKS = ("post_ln", "query_pre_ln")
 # RecBole's hidden_act names (its gelu is the erf form, F.gelu's default)
@@ -51,21 +52,15 @@ class QueryPreLNLayer(nn.Module):
         self.dropout = nn.Dropout(hidden_dropout)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        batch, length, width = hidden.shape
-
-        def split(x):
-            return x.view(batch, length, self.n_heads, width // self.n_heads).transpose(1, 2)
-
-        query = split(self.query(self.attn_norm(hidden)))
-        key, value = split(self.key(hidden)), split(self.value(hidden))
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask.to(query.dtype),
-            dropout_p=self.attn_dropout if self.training else 0.0,
+        context = multi_head_context(
+            self.query(self.attn_norm(hidden)),
+            self.key(hidden),
+            self.value(hidden),
+            self.n_heads,
+            attention_mask,
+            self.attn_dropout if self.training else 0.0,
         )
-        hidden = hidden + self.dense(context.transpose(1, 2).reshape(batch, length, width))
+        hidden = hidden + self.dense(context)
         normed = self.ffn_norm(hidden)
         return normed + self.dropout(self.ffn_out(self.dropout(self.act(self.ffn_in(normed)))))
 
