@@ -14,7 +14,7 @@
 # A results file carried back in .carry/full_gpu_removed.jsonl (from an earlier call's $OUT) is the
 # starting point: its runs are skipped (same run keys), so a second call goes on where the first ended.
 # MODELS defaults to the baselines that fit a short lease (BERT4Rec needs ~15 GPU minutes a run with
-# its patience of 40, so it is left out unless named).
+# the profile's patience of 45 epochs, so it is left out unless named).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=.carry/full_gpu_removed.jsonl
