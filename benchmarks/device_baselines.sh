@@ -13,8 +13,8 @@
 #   then copies the results file, the sweep's log and a report to $OUT.
 # A results file carried back in .carry/full_gpu_removed.jsonl (from an earlier call's $OUT) is the
 # starting point: its runs are skipped (same run keys), so a second call goes on where the first ended.
-# MODELS defaults to the baselines that fit a short lease (BERT4Rec needs ~15 GPU minutes a run with
-# the profile's patience of 45 epochs, so it is left out unless named).
+# MODELS defaults to the baselines that fit a short lease (BERT4Rec needs ~35 GPU minutes a run for
+# the profile's 200 epochs, so it is left out unless named).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=.carry/full_gpu_removed.jsonl

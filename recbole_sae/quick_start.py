@@ -90,11 +90,13 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
 
 
 def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int | None:
-    """The (0-based) training epoch whose validation gave the best score; first one on ties."""
+    """The (0-based) training epoch whose validation gave the best score: the last one on ties, as
+    RecBole's early stopping (``value >= best``) saves that checkpoint, the one tested."""
     if not scores:
         return None
     best = max(scores) if bigger else min(scores)
-    return (scores.index(best) + 1) * eval_step - 1
+    last = len(scores) - 1 - scores[::-1].index(best)
+    return (last + 1) * eval_step - 1
 
 
 # RecBole's Trainer._check_nan raises a bare ValueError with this text.

@@ -115,3 +115,24 @@ def test_nan_in_training_is_a_clear_error(tiny_dataset, in_tmp, capsys, model, o
     with pytest.raises(TrainingDivergedError) as caught:  # the Python API raises it too
         run_recbole_sae(model, name, [yaml_file], {"data_path": data_path, **settings})
     assert isinstance(caught.value, FloatingPointError)
+
+
+@pytest.mark.parametrize("bigger", [True, False])
+def test_best_epoch_is_the_epoch_recbole_kept_on_ties(bigger):
+    """RecBole keeps the last of tied validation scores (its scores are rounded to 4 decimals, so ties
+    happen): the reported best epoch is the checkpoint's, the one the test metrics come from."""
+    from recbole.utils import early_stopping
+
+    from recbole_sae.quick_start import _best_epoch
+
+    scores = [0.0100, 0.0708, 0.0703, 0.0708, 0.0701, 0.0708, 0.0690]
+    if not bigger:
+        scores = [-s for s in scores]
+    best, cur, kept = -float("inf") if bigger else float("inf"), 0, None
+    for i, score in enumerate(scores):
+        best, cur, _, update = early_stopping(score, best, cur, max_step=10, bigger=bigger)
+        kept = i if update else kept
+    assert kept == 5
+    assert _best_epoch(scores, eval_step=5, bigger=bigger) == (kept + 1) * 5 - 1 == 29
+    assert _best_epoch(scores, eval_step=1, bigger=bigger) == 5
+    assert _best_epoch([], eval_step=1) is None
