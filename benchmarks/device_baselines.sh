@@ -13,8 +13,10 @@
 #   then copies the results file, the sweep's log and a report to $OUT.
 # A results file carried back in .carry/full_gpu_removed.jsonl (from an earlier call's $OUT) is the
 # starting point: its runs are skipped (same run keys), so a second call goes on where the first ended.
-# MODELS defaults to the baselines that fit a short lease (BERT4Rec needs ~35 GPU minutes a run for
-# the profile's 200 epochs, so it is left out unless named).
+# MODELS defaults to RecBole's baselines without BERT4Rec (~35 GPU minutes a run for the profile's 200
+# epochs). Since the profile runs all 200 epochs (the published schedule), one run of RecBole's SASRec
+# needs ~13 minutes of an H100 shared by 8-10 runs (4 s an epoch there): SECONDS must allow that, more
+# than a 15-minute lease leaves after the start; a run stopped by the limit is not recorded.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=.carry/full_gpu_removed.jsonl
