@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recbole_sae.benchmark import commands
+from recbole_sae.benchmark import results as sweep_results
 from recbole_sae.benchmark import spec as sweep_spec
 from recbole_sae.errors import ConfigError
 
@@ -130,13 +133,10 @@ def test_unknown_model_stops_the_sweep_before_any_run(in_tmp, capsys):
 
 def test_the_earlier_full_profile_keeps_the_keys_of_its_committed_runs():
     """`full_lr1e-3.yaml` plans the very runs measured with it, so the same command resumes or skips them."""
-    import json
-    from pathlib import Path
-
     sweep = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml"))
     planned = {run.key for run in sweep_spec.plan_runs(sweep)}
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     for name in ("full_cpu_baselines.jsonl", "backbone_recipe.jsonl"):
-        keys = {json.loads(line)["key"] for line in open(results / name)}
+        keys = {record["key"] for record in sweep_results.read_results(results / name)}
         assert keys and keys <= planned, name
     assert sweep.config["stopping_step"] == 10 and "learning_rate" not in sweep.config
