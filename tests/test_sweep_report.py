@@ -211,3 +211,31 @@ def test_every_grid_point_gets_a_row_against_the_baselines_chosen_point(tmp_path
     results.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     assert commands.cli(["report", str(results), "--by_grid_point", "--baseline", "Base"]) == 0
     assert "| Var (a=1) |" in (tmp_path / "r.md").read_text()
+
+
+def test_runs_of_one_grid_point_with_other_overrides_are_rows_of_their_own(tmp_path):
+    """Two runs of one model, grid point and seed with another ``--key=value`` in one results file: the
+    report showed one of them as the only run (the other silently dropped), and runs of one point with
+    other settings on other seeds were averaged as seeds of one setting."""
+    records = []
+    for seed, value, test in ((1, 0.0, 0.10), (1, 0.5, 0.20), (2, 0.0, 0.12), (2, 0.5, 0.22)):
+        record = _record("SAERec", seed, test=test, valid=test, label="dropout=0.5")
+        record["key"] += f"-{value}"
+        record["overrides"] = {"seed": seed, "lr": 1, "item_feature_dropout": value}
+        records.append(record)
+    rows = report_stats.summarize(records, "Base", every_point=True)["d"]
+    assert [(row["grid_label"], row["n"], row["metrics"]["ndcg@10"][0]) for row in rows] == [
+        ("dropout=0.5 [item_feature_dropout=0.0]", 2, pytest.approx(0.11)),
+        ("dropout=0.5 [item_feature_dropout=0.5]", 2, pytest.approx(0.21)),
+    ]
+    # a key set on some runs only reads 'default' on the others; runs without a grid get the bracket alone
+    del records[0]["overrides"]["item_feature_dropout"]
+    for record in records:
+        record["grid_label"] = ""
+    labels = report_stats._settings_labels(records)
+    assert labels[:2] == ["[item_feature_dropout=default]", "[item_feature_dropout=0.5]"]
+    # the same settings on every run: the labels are the grid labels, as before
+    same = [_record("SAERec", s, test=0.1, label="dropout=0.5") for s in (1, 2)]
+    for record in same:
+        record["overrides"] = {"seed": record["seed"], "lr": 1}
+    assert report_stats._settings_labels(same) == ["dropout=0.5", "dropout=0.5"]

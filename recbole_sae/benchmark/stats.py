@@ -56,12 +56,33 @@ def paired_pvalue(values: dict, base_values: dict) -> float | None:
     return None if math.isnan(p) else p
 
 
+def _settings_labels(records: list[dict]) -> list[str]:
+    """Each record's grid label, extended by the settings in which the records of its dataset, model
+    and grid label differ (seed aside): runs of one grid point with other ``--key=value`` overrides,
+    written to one results file, are rows of their own rather than seeds of one row (or one run
+    silently replacing another of the same seed)."""
+    labels = [r.get("grid_label") or "" for r in records]
+    point = [(r["dataset"], r["model"], label) for r, label in zip(records, labels)]
+    settings = [{k: v for k, v in (r.get("overrides") or {}).items() if k != "seed"} for r in records]
+    for group in set(point):
+        members = [i for i, p in enumerate(point) if p == group]
+        keys = {k for i in members for k in settings[i]}
+        differ = sorted(k for k in keys if len({repr(settings[i].get(k)) for i in members}) > 1)
+        for i in members:
+            if differ:
+                extra = ", ".join(f"{k}={settings[i].get(k, 'default')}" for k in differ)
+                labels[i] = f"{labels[i]} [{extra}]" if labels[i] else f"[{extra}]"
+    return labels
+
+
 def _groups(records: list[dict]) -> dict:
-    """``{dataset: {model: {grid_label: {seed: record}}}}`` of the last ok record per run."""
+    """``{dataset: {model: {grid_label: {seed: record}}}}`` of the last ok record per run (the grid
+    label extended by the settings that tell runs of one point apart, :func:`_settings_labels`)."""
     groups: dict = {}
-    for record in latest_records(records, "ok"):
+    ok = latest_records(records, "ok")
+    for record, label in zip(ok, _settings_labels(ok)):
         by_label = groups.setdefault(record["dataset"], {}).setdefault(record["model"], {})
-        by_label.setdefault(record.get("grid_label") or "", {})[record["seed"]] = record
+        by_label.setdefault(label, {})[record["seed"]] = record
     return groups
 
 

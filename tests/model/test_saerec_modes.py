@@ -243,6 +243,42 @@ def test_item_text_adds_the_projected_text_embedding_except_to_the_padding_row(b
         torch.testing.assert_close(model.full_sort_predict(inter), plain.full_sort_predict(inter))
 
 
+def test_item_feature_dropout_drops_the_enrichments_inputs_in_training_only(built):
+    both = {"item_intent_codes": True, "item_text": True}
+    model, plain = built(**both, item_feature_dropout=0.5), built(**both)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        # evaluation: no mask, the model without the key
+        torch.testing.assert_close(model.item_matrix(), plain.item_matrix(), rtol=0, atol=0)
+        model.train()
+        torch.manual_seed(1)
+        dropped = model.item_matrix()
+        # the mask is drawn on the fixed inputs (kept elements scaled by 1 / (1 - p)), then projected
+        torch.manual_seed(1)
+        mix, sums = model._code_mix()
+        mix = torch.nn.functional.dropout(mix, 0.5)
+        text = torch.nn.functional.dropout(model.item_text_embeddings, 0.5)
+        expected = (
+            model.item_embedding.weight
+            + mix @ model.intent_proj.weight.t()
+            + sums[:, None] * model.intent_proj.bias
+            + (text @ model.item_text_proj.weight.t()) * model.item_text_rows
+        )
+        torch.testing.assert_close(dropped, expected)
+        assert not torch.allclose(dropped, plain.item_matrix())
+        # the padding row keeps its ID embedding alone; the ID embeddings are never dropped
+        torch.testing.assert_close(dropped[0], model.item_embedding.weight[0])
+        # 0 draws no mask: training with the key at 0 leaves the random stream untouched
+        off = built(**both, item_feature_dropout=0.0).train()
+        torch.manual_seed(2)
+        off.item_matrix()
+        after = torch.rand(3)
+        torch.manual_seed(2)
+        torch.testing.assert_close(after, torch.rand(3))
+    with pytest.raises(ConfigError, match="item_feature_dropout must be in"):
+        built(**both, item_feature_dropout=1.0)
+
+
 def test_bad_switches_are_clear_errors(built):
     for key, value, match in (
         ("intent_retrieval", "faiss", "intent_retrieval must be one of"),
