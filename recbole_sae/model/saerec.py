@@ -204,9 +204,9 @@ class SAERec(SASRecPlus, StagedModel):
         self.items_enriched = self.item_codes or self.item_text
         if self.items_enriched and self.loss_type != "CE":
             raise ConfigError("item_intent_codes and item_text need loss_type=CE")
-        self.item_feature_dropout = float(config["item_feature_dropout"] or 0.0)
-        if not 0.0 <= self.item_feature_dropout < 1.0:
-            raise ConfigError(f"item_feature_dropout must be in [0, 1), got {self.item_feature_dropout}")
+        if not 0.0 <= (p := float(config["item_feature_dropout"] or 0.0)) < 1.0:
+            raise ConfigError(f"item_feature_dropout must be in [0, 1), got {p}")
+        self.item_feature_dropout = p
         self.n_personal = int(config["n_personal_intents"])
         self.n_public = int(config["n_public_intents"])
         self.recency_decay = float(config["recency_decay"])
@@ -460,9 +460,7 @@ class SAERec(SASRecPlus, StagedModel):
         """Every item's representation [n_items, H]: its ID embedding (+ its SAE-code intent mix,
         + the projection of its text embedding). The code mix sum_j c_ij (W d_j + b) is computed as
         W (C D)_i + b sum_j c_ij: one projection of a fixed matrix, no gradient through the codes.
-        In training, ``item_feature_dropout`` drops elements of the fixed inputs of both projections
-        (the code mixes and the text embeddings), one mask per forward pass shared by the input and
-        output sides; with 0 no mask is drawn, so the random stream is that of the model without it."""
+        ``item_feature_dropout`` (training): a mask on both fixed inputs; 0 draws none."""
         weight = self.item_embedding.weight
         p = self.item_feature_dropout if self.training else 0.0
         if self.item_codes:
@@ -470,8 +468,7 @@ class SAERec(SASRecPlus, StagedModel):
             mix = F.dropout(mix, p) if p > 0 else mix
             weight = weight + F.linear(mix, self.intent_proj.weight) + sums[:, None] * self.intent_proj.bias
         if self.item_text:
-            text = self.item_text_embeddings
-            text = F.dropout(text, p) if p > 0 else text
+            text = F.dropout(self.item_text_embeddings, p) if p > 0 else self.item_text_embeddings
             weight = weight + self.item_text_proj(text) * self.item_text_rows
         return weight
 
