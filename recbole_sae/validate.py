@@ -1,7 +1,8 @@
 """Checks of a run's settings and data that turn a deep traceback into one clear error.
 
 :func:`check_numbers` runs when the config is built, before a run folder exists or any data is
-read: the common size, count and rate keys must have the type and range they need.
+read: the common size, count and rate keys must have the type and range they need, and a switch
+(a key whose shipped default is true or false) must be true or false.
 :func:`check_splits` runs after the data is split: a split with no row would mean a run that trains
 or evaluates nothing (RecBole would train and report ``{}`` or fail deep in a trainer).
 """
@@ -55,6 +56,7 @@ def check_numbers(config) -> None:
         value = config[key]
         if value is not None and not (_is_number(value) and value > 0):
             raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
+    check_switches(config)
     if config["model"] in MODEL_MINIMUMS:
         key, least, why = MODEL_MINIMUMS[config["model"]]
         if config[key] is not None and config[key] < least:
@@ -62,6 +64,16 @@ def check_numbers(config) -> None:
                 f"{config['model']} needs {key} >= {least} ({why}); got {key}={config[key]}: "
                 f"pass --{key}={least} or more"
             )
+
+
+def check_switches(config) -> None:
+    """A key whose default (RecBole's or this project's yaml layers) is true or false must stay so:
+    ``--filter_seen=maybe`` would otherwise be the text 'maybe', which Python takes as true."""
+    defaults = getattr(config, "internal_config_dict", None) or {}
+    for key, default in defaults.items():
+        value = config.final_config_dict.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: it must be true or false (e.g. --{key}={str(not default).lower()})")
 
 
 def check_splits(config, train_data, valid_data, test_data) -> None:

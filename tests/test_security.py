@@ -315,9 +315,11 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
         ("n_layers", "1.5"),
         ("hidden_dropout_prob", "2"),
         ("learning_rate", "0"),
+        ("filter_seen", "maybe"),  # was the text 'maybe', taken as true: seen items silently removed
+        ("show_progress", "1"),
     ],
 )
-def test_bad_numbers_are_refused_before_any_data_or_run_folder(tiny_dataset, in_tmp, capsys, key, value):
+def test_bad_numbers_and_switches_are_refused_before_any_data_or_run_folder(tiny_dataset, in_tmp, capsys, key, value):
     runs = in_tmp / "runs"
     code, err = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, **{key: value}), capsys)
     assert code == 2 and _one_error_line(err).startswith(f"error: {key}=")
