@@ -44,7 +44,7 @@ from recbole_sae.known_keys import check_config_keys
 from recbole_sae.paths import resolve_config_paths
 from recbole_sae.registry import PLUGIN_FAMILIES, get_model
 from recbole_sae.textlist import split_list
-from recbole_sae.validate import check_numbers
+from recbole_sae.validate import check_metric_names, check_numbers
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
@@ -190,7 +190,14 @@ class Config(RecBoleConfig):
         check_config_keys(self)  # a key nothing reads (a typo) is an error that names the closest key
 
     def _set_default_parameters(self):
-        super()._set_default_parameters()
+        metrics = self.final_config_dict.get("metrics")
+        if isinstance(metrics, str):  # --metrics=NDCG,Hit or [NDCG, Hit] (RecBole takes one name or a list)
+            self.final_config_dict["metrics"] = split_list(metrics)
+        check_metric_names(self.final_config_dict.get("metrics"))
+        try:
+            super()._set_default_parameters()  # RecBole's checks of metrics, topk, eval_args, loss
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as err:
+            raise ConfigError(f"{err}: fix that setting (--key=value or a config file)") from None
         if self.dataset not in BUNDLED:
             explicit = self.external_config_dict.get("data_path")
             self.final_config_dict["data_path"] = locate_dataset(self.dataset, explicit)

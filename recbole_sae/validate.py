@@ -57,6 +57,7 @@ def check_numbers(config) -> None:
         if value is not None and not (_is_number(value) and value > 0):
             raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
     check_switches(config)
+    check_valid_metric(config)
     if config["model"] in MODEL_MINIMUMS:
         key, least, why = MODEL_MINIMUMS[config["model"]]
         if config[key] is not None and config[key] < least:
@@ -74,6 +75,33 @@ def check_switches(config) -> None:
         value = config.final_config_dict.get(key)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: it must be true or false (e.g. --{key}={str(not default).lower()})")
+
+
+def check_metric_names(metrics) -> None:
+    """Every name in ``metrics`` is one of RecBole's metrics (RecBole raised NotImplementedError)."""
+    from recbole.evaluator.register import metric_types
+
+    unknown = [m for m in (metrics or []) if not isinstance(m, str) or m.lower() not in metric_types]
+    if unknown:
+        names = ", ".join(sorted(metric_types))
+        raise ConfigError(f"unknown metric(s) {', '.join(map(str, unknown))}: use RecBole's metric names ({names})")
+
+
+def check_valid_metric(config) -> None:
+    """``valid_metric`` names one of ``metrics`` at one of ``topk`` (``NDCG@10``); else early stopping
+    would look up a figure no evaluation computes, and fail after the first epoch's training."""
+    from recbole.evaluator.register import metric_types
+    from recbole.utils import EvaluatorType
+
+    valid_metric, metrics, topk = config["valid_metric"], config["metrics"] or [], config["topk"] or []
+    computed = [
+        f"{m}@{k}" if metric_types.get(m.lower()) == EvaluatorType.RANKING else m for m in metrics for k in topk
+    ]
+    if not isinstance(valid_metric, str) or valid_metric.lower() not in {c.lower() for c in computed}:
+        raise ConfigError(
+            f"valid_metric={valid_metric}: no evaluation computes it (metrics {metrics}, topk {topk}): "
+            f"choose one of {', '.join(dict.fromkeys(computed))}, or add it to --metrics / --topk"
+        )
 
 
 def check_splits(config, train_data, valid_data, test_data) -> None:

@@ -170,3 +170,11 @@ def test_conflicting_command_line_values_are_an_error(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --epochs is given twice with different values ('4', '5'): keep one"
     ]
+
+
+@pytest.mark.parametrize("text", ["NDCG,Hit", "[NDCG, Hit]", "NDCG;Hit"])
+def test_metrics_as_text_are_a_list_of_names(in_tmp, text):
+    """``--metrics=NDCG,Hit`` used to reach RecBole as one metric named 'NDCG,Hit' (a traceback)."""
+    config = Config(model="SASRec", dataset="ml-100k", config_dict={"metrics": text, "valid_metric": "hit@10"})
+    assert config["metrics"] == ["NDCG", "Hit"]
+    assert config["valid_metric"] == "hit@10"

@@ -326,6 +326,24 @@ def test_bad_numbers_and_switches_are_refused_before_any_data_or_run_folder(tiny
     assert not runs.exists()
 
 
+@pytest.mark.parametrize(
+    "keys, start",
+    [
+        # each was a traceback from RecBole's config (ValueError, NotImplementedError) or, for the
+        # valid_metric, a KeyError after the first epoch's training
+        ({"topk": "[0]"}, "error: topk must be a positive integer"),
+        ({"metrics": "[Foo]"}, "error: unknown metric(s) Foo: use RecBole's metric names (auc,"),
+        ({"valid_metric": "Foo@10"}, "error: valid_metric=Foo@10: no evaluation computes it"),
+        ({"valid_metric": "NDCG@7", "topk": "[5,10]"}, "error: valid_metric=NDCG@7: no evaluation computes it"),
+    ],
+)
+def test_bad_evaluation_settings_are_refused_before_any_data(tiny_dataset, in_tmp, capsys, keys, start):
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(tiny_dataset, checkpoint_dir=runs, **keys), capsys)
+    assert code == 2 and _one_error_line(err).startswith(start)
+    assert not runs.exists()
+
+
 def test_fearec_with_one_layer_is_refused_before_any_data(tiny_dataset, in_tmp, capsys):
     """RecBole's FEARec divides by n_layers - 1: one layer was a ZeroDivisionError deep in its constructor."""
     runs = in_tmp / "runs"
