@@ -58,6 +58,7 @@ def check_numbers(config) -> None:
             raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
     check_switches(config)
     check_valid_metric(config)
+    check_full_ranking(config)
     if config["model"] in MODEL_MINIMUMS:
         key, least, why = MODEL_MINIMUMS[config["model"]]
         if config[key] is not None and config[key] < least:
@@ -101,6 +102,22 @@ def check_valid_metric(config) -> None:
         raise ConfigError(
             f"valid_metric={valid_metric}: no evaluation computes it (metrics {metrics}, topk {topk}): "
             f"choose one of {', '.join(dict.fromkeys(computed))}, or add it to --metrics / --topk"
+        )
+
+
+def check_full_ranking(config) -> None:
+    """A sequential model evaluates by full ranking: both protocols (``recbole_sae.protocol``) rank
+    every item, as the papers do; sampled candidates (``uni100``, ``pop100``) failed after training."""
+    from recbole.utils import ModelType
+
+    mode = (config["eval_args"] or {}).get("mode") or {}
+    sampled = {split: m for split, m in mode.items() if m != "full"} if isinstance(mode, dict) else {"all": mode}
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL and sampled:
+        raise ConfigError(
+            f"eval_args mode {sampled}: sequential models here are evaluated by ranking every item (both "
+            "protocols, seen items removed and kept, are full rankings, as in the papers; sampled "
+            "candidates give other and less stable figures): set mode to full, e.g. "
+            "--eval_args=\"{'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'mode': 'full'}\""
         )
 
 

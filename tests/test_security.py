@@ -335,6 +335,11 @@ def test_bad_numbers_and_switches_are_refused_before_any_data_or_run_folder(tiny
         ({"metrics": "[Foo]"}, "error: unknown metric(s) Foo: use RecBole's metric names (auc,"),
         ({"valid_metric": "Foo@10"}, "error: valid_metric=Foo@10: no evaluation computes it"),
         ({"valid_metric": "NDCG@7", "topk": "[5,10]"}, "error: valid_metric=NDCG@7: no evaluation computes it"),
+        # sampled candidates: an IndexError from RecBole's collector after training
+        (
+            {"eval_args": "{'split': {'LS': 'valid_and_test'}, 'order': 'TO', 'mode': 'uni100'}"},
+            "error: eval_args mode {'valid': 'uni100', 'test': 'uni100'}: sequential models here",
+        ),
     ],
 )
 def test_bad_evaluation_settings_are_refused_before_any_data(tiny_dataset, in_tmp, capsys, keys, start):
