@@ -174,7 +174,7 @@ def restore_config(values: dict, overrides: dict | None = None):
 
     from recbole_sae.config import Config
     from recbole_sae.registry import get_model
-    from recbole_sae.validate import check_numbers
+    from recbole_sae.validate import check_settings
 
     values = {**values, **(overrides or {})}
     values.pop(FORMAT_KEY, None)
@@ -203,5 +203,5 @@ def restore_config(values: dict, overrides: dict | None = None):
     # a run trained on several processes reloads in this one process
     final.update(single_spec=True, local_rank=0, nproc=1, world_size=-1)
     config.final_config_dict = final
-    check_numbers(config)
+    check_settings(config)
     return config

@@ -44,7 +44,7 @@ from recbole_sae.known_keys import check_config_keys
 from recbole_sae.paths import resolve_config_paths
 from recbole_sae.registry import PLUGIN_FAMILIES, get_model
 from recbole_sae.textlist import split_list
-from recbole_sae.validate import check_metric_names, check_numbers
+from recbole_sae.validate import check_metric_names, check_settings
 
 PROPERTIES = Path(__file__).resolve().parent / "properties"
 RECBOLE_PROPERTIES = Path(sys.modules["recbole"].__file__).resolve().parent / "properties"
@@ -146,7 +146,7 @@ class Config(RecBoleConfig):
         self.command = command
         super().__init__(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
         resolve_config_paths(self)  # relative paths mean the same wherever the run goes on
-        check_numbers(self)  # before a run folder exists or any data is read
+        check_settings(self)  # before a run folder exists or any data is read
 
     def _init_device(self):
         if "local_rank" in self.final_config_dict:  # a process of a multi-process run (--nproc)

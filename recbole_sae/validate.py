@@ -1,8 +1,9 @@
 """Checks of a run's settings and data that turn a deep traceback into one clear error.
 
-:func:`check_numbers` runs when the config is built, before a run folder exists or any data is
-read: the common size, count and rate keys must have the type and range they need, and a switch
-(a key whose shipped default is true or false) must be true or false.
+:func:`check_settings` runs when the config is built, before a run folder exists or any data is
+read: the common size, count and rate keys must have the type and range they need, a switch (a key
+whose shipped default is true or false) must be true or false, the validation metric must be one
+the evaluation computes, and a sequential model must be evaluated by full ranking.
 :func:`check_splits` runs after the data is split: a split with no row would mean a run that trains
 or evaluates nothing (RecBole would train and report ``{}`` or fail deep in a trainer).
 """
@@ -10,27 +11,6 @@ or evaluates nothing (RecBole would train and report ``{}`` or fail deep in a tr
 from __future__ import annotations
 
 from recbole_sae.errors import ConfigError
-
-# Keys that must be integers >= 1, and an example value for the message.
-POSITIVE_INTS = {
-    "hidden_size": 64,
-    "inner_size": 256,
-    "n_layers": 2,
-    "n_heads": 2,
-    "embedding_size": 64,
-    "epochs": 50,
-    "train_batch_size": 256,
-    "eval_batch_size": 4096,
-    "MAX_ITEM_LIST_LENGTH": 50,
-}
-# Keys that must be numbers in [0, 1).
-PROBABILITIES = ("hidden_dropout_prob", "attn_dropout_prob", "dropout_prob")
-# Keys that must be numbers > 0.
-POSITIVE_NUMBERS = ("learning_rate",)
-# RecBole models that need more than one of something: model -> (key, least value, why).
-MODEL_MINIMUMS = {
-    "FEARec": ("n_layers", 2, "its frequency filters divide the spectrum over n_layers - 1 layers"),
-}
 
 
 def _is_int(value) -> bool:
@@ -41,21 +21,52 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_numbers(config) -> None:
-    """Raise :class:`ConfigError` for the first key of the tables above that is set to a value it
-    cannot take (``--hidden_size=abc``, ``--hidden_size=-5``, ``--hidden_dropout_prob=2``)."""
-    for key, example in POSITIVE_INTS.items():
-        value = config[key]
-        if value is not None and not (_is_int(value) and value >= 1):
-            raise ConfigError(f"{key}={value!r}: it must be a whole number of at least 1 (e.g. --{key}={example})")
-    for key in PROBABILITIES:
-        value = config[key]
-        if value is not None and not (_is_number(value) and 0 <= value < 1):
-            raise ConfigError(f"{key}={value!r}: it must be a probability in [0, 1) (e.g. --{key}=0.2)")
-    for key in POSITIVE_NUMBERS:
-        value = config[key]
-        if value is not None and not (_is_number(value) and value > 0):
-            raise ConfigError(f"{key}={value!r}: it must be a number above 0 (e.g. --{key}=0.001)")
+# What a key's value must be: (what the message says, the test, {key: an example value}).
+# eval_step 0 means no validation; stopping_step 0 stops at the first validation without improvement.
+RANGES = (
+    (
+        "a whole number of at least 1",
+        lambda v: _is_int(v) and v >= 1,
+        {
+            "hidden_size": 64,
+            "inner_size": 256,
+            "n_layers": 2,
+            "n_heads": 2,
+            "embedding_size": 64,
+            "epochs": 50,
+            "train_batch_size": 256,
+            "eval_batch_size": 4096,
+            "MAX_ITEM_LIST_LENGTH": 50,
+            "nproc": 2,
+        },
+    ),
+    (
+        "a whole number of at least 0",
+        lambda v: _is_int(v) and v >= 0,
+        {"eval_step": 1, "stopping_step": 10, "seed": 2020},
+    ),
+    (
+        "a probability in [0, 1)",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "dropout_prob": 0.2},
+    ),
+    ("a number above 0", lambda v: _is_number(v) and v > 0, {"learning_rate": 0.001}),
+    ("a number of at least 0", lambda v: _is_number(v) and v >= 0, {"weight_decay": 0.0001}),
+)
+# RecBole models that need more than one of something: model -> (key, least value, why).
+MODEL_MINIMUMS = {
+    "FEARec": ("n_layers", 2, "its frequency filters divide the spectrum over n_layers - 1 layers"),
+}
+
+
+def check_settings(config) -> None:
+    """Raise :class:`ConfigError` for the first setting that cannot work (``--hidden_size=abc``,
+    ``--hidden_size=-5``, ``--hidden_dropout_prob=2``, ``--filter_seen=maybe``, ``--valid_metric=Foo@10``)."""
+    for what, valid, examples in RANGES:
+        for key, example in examples.items():
+            value = config[key]
+            if value is not None and not valid(value):
+                raise ConfigError(f"{key}={value!r}: it must be {what} (e.g. --{key}={example})")
     check_switches(config)
     check_valid_metric(config)
     check_full_ranking(config)

@@ -315,6 +315,11 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
         ("n_layers", "1.5"),
         ("hidden_dropout_prob", "2"),
         ("learning_rate", "0"),
+        # each of the next four was a traceback (nproc, seed, weight_decay) or silent nonsense (stopping_step)
+        ("nproc", "abc"),
+        ("seed", "abc"),
+        ("weight_decay", "-1"),
+        ("stopping_step", "-1"),
         ("filter_seen", "maybe"),  # was the text 'maybe', taken as true: seen items silently removed
         ("show_progress", "1"),
     ],
