@@ -172,11 +172,12 @@ def restore_config(values: dict, overrides: dict | None = None):
     command line is read: the values are the run's own."""
     from recbole.utils import EvaluatorType, InputType
 
-    from recbole_sae.config import Config
+    from recbole_sae.config import Config, literal
     from recbole_sae.registry import get_model
     from recbole_sae.validate import check_settings
 
-    values = {**values, **(overrides or {})}
+    overrides = {key: literal(value) for key, value in (overrides or {}).items()}  # as the command line's
+    values = {**values, **overrides}
     values.pop(FORMAT_KEY, None)
     if not isinstance(values.get("model"), str) or not isinstance(values.get("dataset"), str):
         raise CheckpointMismatchError(
@@ -187,7 +188,7 @@ def restore_config(values: dict, overrides: dict | None = None):
     config._init_parameters_category()
     config.model, config.dataset = values["model"], values["dataset"]
     config.model_class = get_model(config.model)
-    config.internal_config_dict, config.external_config_dict = {}, dict(overrides or {})
+    config.internal_config_dict, config.external_config_dict = {}, dict(overrides)
     config.layer_files = []
     final = {k: v for k, v in values.items() if k not in DERIVED_KEYS}
     final["MODEL_TYPE"] = config.model_class.type

@@ -13,11 +13,11 @@ from __future__ import annotations
 from recbole_sae.errors import ConfigError
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -26,7 +26,7 @@ def _is_number(value) -> bool:
 RANGES = (
     (
         "a whole number of at least 1",
-        lambda v: _is_int(v) and v >= 1,
+        lambda v: is_int(v) and v >= 1,
         {
             "hidden_size": 64,
             "inner_size": 256,
@@ -42,16 +42,16 @@ RANGES = (
     ),
     (
         "a whole number of at least 0",
-        lambda v: _is_int(v) and v >= 0,
+        lambda v: is_int(v) and v >= 0,
         {"eval_step": 1, "stopping_step": 10, "seed": 2020},
     ),
     (
         "a probability in [0, 1)",
-        lambda v: _is_number(v) and 0 <= v < 1,
+        lambda v: is_number(v) and 0 <= v < 1,
         {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "dropout_prob": 0.2},
     ),
-    ("a number above 0", lambda v: _is_number(v) and v > 0, {"learning_rate": 0.001}),
-    ("a number of at least 0", lambda v: _is_number(v) and v >= 0, {"weight_decay": 0.0001}),
+    ("a number above 0", lambda v: is_number(v) and v > 0, {"learning_rate": 0.001}),
+    ("a number of at least 0", lambda v: is_number(v) and v >= 0, {"weight_decay": 0.0001}),
 )
 # RecBole models that need more than one of something: model -> (key, least value, why).
 MODEL_MINIMUMS = {
@@ -59,14 +59,27 @@ MODEL_MINIMUMS = {
 }
 
 
-def check_settings(config) -> None:
-    """Raise :class:`ConfigError` for the first setting that cannot work (``--hidden_size=abc``,
-    ``--hidden_size=-5``, ``--hidden_dropout_prob=2``, ``--filter_seen=maybe``, ``--valid_metric=Foo@10``)."""
-    for what, valid, examples in RANGES:
+def check_ranges(config, ranges=RANGES, choices=None) -> None:
+    """Raise :class:`ConfigError` for the first key of ``ranges`` (as :data:`RANGES`) whose value is
+    set and fails its test, or of ``choices`` (key -> the values it may take) set to another value."""
+    for what, valid, examples in ranges:
         for key, example in examples.items():
             value = config[key]
             if value is not None and not valid(value):
                 raise ConfigError(f"{key}={value!r}: it must be {what} (e.g. --{key}={example})")
+    for key, allowed in (choices or {}).items():
+        if config[key] is not None and config[key] not in allowed:
+            raise ConfigError(f"{key}={config[key]!r}: it must be one of {', '.join(map(str, allowed))}")
+
+
+def check_settings(config) -> None:
+    """Raise :class:`ConfigError` for the first setting that cannot work (``--hidden_size=abc``,
+    ``--hidden_size=-5``, ``--hidden_dropout_prob=2``, ``--filter_seen=maybe``, ``--valid_metric=Foo@10``);
+    a model class with a ``check_config(config)`` checks its own keys here too."""
+    check_ranges(config)
+    own = getattr(getattr(config, "model_class", None), "check_config", None)
+    if callable(own):
+        own(config)
     check_switches(config)
     check_valid_metric(config)
     check_full_ranking(config)

@@ -354,6 +354,42 @@ def test_bad_evaluation_settings_are_refused_before_any_data(tiny_dataset, in_tm
     assert not runs.exists()
 
 
+@pytest.mark.parametrize(
+    "model, key, value, start",
+    [
+        # a bad fusion surfaced from the model's constructor, after the text was embedded and the
+        # intent SAE trained; a bad intent_sae_k was a traceback
+        ("SAERec", "fusion", "sum", "error: fusion='sum': it must be one of attention, gate"),
+        ("SAERec", "intent_sae_k", "abc", "error: intent_sae_k='abc': it must be a whole number of at least 1"),
+        ("SAERec", "recency_decay", "5", "error: recency_decay=5: it must be a number in (0, 1]"),
+        # read only when the SAE stage starts, after the SASRec stage has trained: a traceback then
+        ("SASRecSAE", "sae_lr", "abc", "error: sae_lr='abc': it must be a number above 0"),
+        ("SASRecSAE", "sae_k", "0", "error: bad SAE setting: SAEConfig.k must be a positive integer"),
+    ],
+)
+def test_bad_model_settings_are_refused_before_any_data(tiny_dataset, in_tmp, capsys, model, key, value, start):
+    runs = in_tmp / "runs"
+    code, err = _cli(_tiny_args(tiny_dataset, model=model, checkpoint_dir=runs, **{key: value}), capsys)
+    assert code == 2 and _one_error_line(err).startswith(start)
+    assert not runs.exists()
+
+
+def test_a_sweep_checks_every_runs_settings_before_its_first_run(sweep_file, in_tmp, capsys):
+    """A bad value of the second grid point stopped the sweep only when that run came, after the first
+    had trained; a missing dataset failed every run in turn."""
+    results, runs = in_tmp / "r.jsonl", in_tmp / "runs"
+    bad_point = sweep_file(grid={"hidden_dropout_prob": [0.2, 7]})
+    code, err = _cli([f"--sweep={bad_point}", f"--results={results}", f"--checkpoint_dir={runs}"], capsys)
+    assert code == 2 and _one_error_line(err) == (
+        "error: the sweep's run SASRec tiny seed=1 [hidden_dropout_prob=7]: hidden_dropout_prob=7: "
+        "it must be a probability in [0, 1) (e.g. --hidden_dropout_prob=0.2)"
+    )
+    no_data = sweep_file(datasets=["no-such-data"])
+    code, err = _cli([f"--sweep={no_data}", f"--results={results}", f"--checkpoint_dir={runs}"], capsys)
+    assert code == 2 and _one_error_line(err).startswith("error: dataset 'no-such-data' not found")
+    assert not results.exists() and not runs.exists()
+
+
 def test_fearec_with_one_layer_is_refused_before_any_data(tiny_dataset, in_tmp, capsys):
     """RecBole's FEARec divides by n_layers - 1: one layer was a ZeroDivisionError deep in its constructor."""
     runs = in_tmp / "runs"

@@ -45,6 +45,12 @@ def test_a_killed_writer_leaves_a_readable_file(tmp_path):
     assert [r["key"] for r in records] == ["a", "b", "c"]
     assert results.read_bytes().endswith(b"\n")
 
+    # the report command says so in one line (it used to print the warning's source line under it)
+    command = [sys.executable, "-m", "recbole_sae.benchmark", "report", str(results), "--out", str(tmp_path)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.splitlines()[0] == f"warning: {results}: ignoring unreadable line 3"
+    assert all(line.startswith("warning: ") for line in proc.stderr.splitlines())
+
 
 def test_latest_record_per_key_wins():
     records = [

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from recbole_sae import ray_backend
@@ -19,10 +22,11 @@ from recbole_sae.benchmark.spec import (
     grid_points,
     load_sweep,
     parse_value,
+    plan_runs,
     positive_int,
     resolve_sweep_path,
 )
-from recbole_sae.errors import ConfigError, RecboleSAEError
+from recbole_sae.errors import ConfigError, DatasetNotFoundError, RecboleSAEError
 from recbole_sae.known_keys import check_sweep_keys
 from recbole_sae.textlist import split_list
 
@@ -98,7 +102,38 @@ def _sweep_from_arguments(args: dict) -> tuple[Sweep, str | None, str | None]:
             f"unknown model(s) {', '.join(unknown)} in the sweep's models: use a plugin model ({installed_plugins()}) "
             "or a RecBole model by its class name (e.g. SASRec, BERT4Rec, GRU4Rec)"
         )
+    _check_run_settings(sweep)
     return sweep, results, report_dir
+
+
+def _check_run_settings(sweep: Sweep) -> None:
+    """Build the config of every planned run (one per setting, seeds aside) before the first run
+    starts: a value one grid point cannot take (``hidden_dropout_prob: 7``) or a dataset that is not
+    there stops the sweep now, not when that run's turn comes hours later. On Ray the data may live
+    only on the workers, so a dataset missing here is left to them."""
+    from recbole_sae.config import Config
+
+    checked = set()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config sets it from gpu_id
+    try:
+        for spec in plan_runs(sweep):
+            settings = {k: v for k, v in spec.overrides.items() if k != "seed"}
+            key = (spec.model, spec.dataset, json.dumps(settings, sort_keys=True, default=str))
+            if key in checked:
+                continue
+            checked.add(key)
+            try:
+                Config(spec.model, spec.dataset, spec.config_files or None, settings)
+            except DatasetNotFoundError:
+                if sweep.backend != "ray":
+                    raise
+            except ConfigError as err:
+                raise ConfigError(f"the sweep's run {spec.title}: {err}") from None
+    finally:
+        if visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
 
 def main(args: dict) -> int:
@@ -222,8 +257,13 @@ def _report_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def cli(argv: list[str] | None = None) -> int:
     """``python -m recbole_sae.benchmark {report,sweep,run-one} ...``."""
+    warnings.formatwarning = _one_line_warning  # 'warning: <what>', not the source line that warned
     ns = _parser().parse_args(argv)
     if ns.command == "run-one":
         return run_one(ns.spec, ns.out)

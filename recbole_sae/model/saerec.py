@@ -62,11 +62,9 @@ from torch import nn
 from recbole_sae.contracts import TARGETS_FIELD, StagedModel
 from recbole_sae.errors import ConfigError
 from recbole_sae.model.layers import trim
+from recbole_sae.model.saerec_settings import check_config
 from recbole_sae.model.sasrec_plus import SASRecPlus
 
-FUSIONS = ("attention", "gate")
-RETRIEVALS = ("text", "paper")
-MEMORIES = ("intents", "history_text")
 PERSONAL_FIELD = "personal_intent_ids"  # [B, L, K] precomputed personal intents of every position
 
 
@@ -178,6 +176,7 @@ class SAERec(SASRecPlus, StagedModel):
     """SASRec + personal/public SAE intents through cross-attention + adaptive fusion."""
 
     parent_model = "SASRec"
+    check_config = staticmethod(check_config)  # its keys, checked when the config is built
 
     @classmethod
     def prepare_stage(cls, config, dataset):
@@ -188,31 +187,20 @@ class SAERec(SASRecPlus, StagedModel):
 
     def __init__(self, config, dataset, stage=None):
         super().__init__(config, dataset)
+        self.check_config(config)
         self.fusion = config["fusion"]
-        if self.fusion not in FUSIONS:
-            raise ConfigError(f"fusion must be one of {FUSIONS}, got '{self.fusion}'")
         self.retrieval = config["intent_retrieval"] or "text"
-        if self.retrieval not in RETRIEVALS:
-            raise ConfigError(f"intent_retrieval must be one of {RETRIEVALS}, got '{self.retrieval}'")
         self.memory = config["intent_memory"] or "intents"
-        if self.memory not in MEMORIES:
-            raise ConfigError(f"intent_memory must be one of {MEMORIES}, got '{self.memory}'")
         self.use_personal = config["intent_personal"] is not False
         self.use_public = config["intent_public"] is not False
         self.item_codes = bool(config["item_intent_codes"])
         self.item_text = bool(config["item_text"])
         self.items_enriched = self.item_codes or self.item_text
-        if self.items_enriched and self.loss_type != "CE":
-            raise ConfigError("item_intent_codes and item_text need loss_type=CE")
-        if not 0.0 <= (p := float(config["item_feature_dropout"] or 0.0)) < 1.0:
-            raise ConfigError(f"item_feature_dropout must be in [0, 1), got {p}")
-        self.item_feature_dropout = p
+        self.item_feature_dropout = float(config["item_feature_dropout"] or 0.0)
         self.n_personal = int(config["n_personal_intents"])
         self.n_public = int(config["n_public_intents"])
         self.recency_decay = float(config["recency_decay"])
         self.idf_momentum = float(config["idf_momentum"] if config["idf_momentum"] is not None else 0.9)
-        if not 0.0 <= self.idf_momentum < 1.0:
-            raise ConfigError(f"idf_momentum must be in [0, 1), got {self.idf_momentum}")
 
         if stage is None:  # built directly (tests, notebooks): the stage in memory or the run folder's
             stage = self.prepare_stage(config, dataset)

@@ -33,6 +33,7 @@ from recbole_sae.model.sasrec_plus import SASRecPlus
 from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.sae import SAEConfig, SparseAutoencoder
 from recbole_sae.textlist import split_list
+from recbole_sae.validate import check_ranges, is_int, is_number
 
 logger = getLogger()
 
@@ -49,10 +50,38 @@ def _int_list(value):
         raise ConfigError(f"expected a list of integers such as [32,128], got {value!r}") from None
 
 
+# The SAE stage's training keys (checked with the SAE's own when the config is built: they are read
+# only after the SASRec stage has trained).
+SAE_STAGE_RANGES = (
+    (
+        "a whole number of at least 1",
+        lambda v: is_int(v) and v >= 1,
+        {
+            "sae_expansion": 8,
+            "sae_batch_size": 1024,
+            "sae_epochs": 20,
+            "sae_steps": 20000,
+            "sae_log_every": 500,
+            "sae_max_rows": 2000000,
+            "interpretation_min_support": 10,
+        },
+    ),
+    ("a whole number of at least 0", lambda v: is_int(v) and v >= 0, {"sae_warmup_steps": 200}),
+    ("a number above 0", lambda v: is_number(v) and v > 0, {"sae_lr": 0.001}),
+    ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1, {"sae_holdout_frac": 0.1}),
+)
+
+
+def check_sae_settings(config) -> None:
+    """The SAE's and its stage's keys, before any data is read or the SASRec stage trains."""
+    check_ranges(config, SAE_STAGE_RANGES)
+    sae_config_from(config, config["hidden_size"])
+
+
 def sae_config_from(config, d_in: int) -> SAEConfig:
     """The SAE's config from the model's ``sae_*`` keys."""
-    d_sae = config["sae_d_sae"] or int(config["sae_expansion"]) * d_in
     try:
+        d_sae = config["sae_d_sae"] or int(config["sae_expansion"]) * d_in
         cfg = SAEConfig(
             d_in=d_in,
             d_sae=d_sae,
@@ -79,6 +108,7 @@ class SASRecSAE(SASRecPlus):
     parent_model = "SASRec"
     # Whether the model only exists as a finished SASRecSAE run (sae_run) loaded: SteerableSASRec.
     requires_sae_run = False
+    check_config = staticmethod(check_sae_settings)  # its keys, checked when the config is built
 
     def __init__(self, config, dataset):
         run = None

@@ -97,7 +97,7 @@ def test_a_training_step_lowers_the_loss(saerec):
 
 
 def test_bad_fusion_is_a_clear_error(saerec):
-    with pytest.raises(ConfigError, match="fusion must be one of"):
+    with pytest.raises(ConfigError, match="fusion='sum': it must be one of attention, gate"):
         saerec(fusion="sum")
 
 

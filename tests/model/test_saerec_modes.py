@@ -275,16 +275,16 @@ def test_item_feature_dropout_drops_the_enrichments_inputs_in_training_only(buil
         after = torch.rand(3)
         torch.manual_seed(2)
         torch.testing.assert_close(after, torch.rand(3))
-    with pytest.raises(ConfigError, match="item_feature_dropout must be in"):
+    with pytest.raises(ConfigError, match=r"item_feature_dropout=1.0: it must be a number in \[0, 1\)"):
         built(**both, item_feature_dropout=1.0)
 
 
 def test_bad_switches_are_clear_errors(built):
     for key, value, match in (
-        ("intent_retrieval", "faiss", "intent_retrieval must be one of"),
-        ("intent_memory", "items", "intent_memory must be one of"),
-        ("intent_directions", "pca", "intent_directions must be one of"),
-        ("idf_momentum", 1.0, "idf_momentum must be in"),
+        ("intent_retrieval", "faiss", "intent_retrieval='faiss': it must be one of text, paper"),
+        ("intent_memory", "items", "intent_memory='items': it must be one of intents, history_text"),
+        ("intent_directions", "pca", "intent_directions='pca': it must be one of sae, random"),
+        ("idf_momentum", 1.0, r"idf_momentum=1.0: it must be a number in \[0, 1\)"),
     ):
         with pytest.raises(ConfigError, match=match):
             built(**{key: value})
