@@ -161,6 +161,25 @@ def test_one_report_from_several_results_files(tmp_path, capsys):
     assert "same name" in capsys.readouterr().err
 
 
+def test_runs_with_other_cut_offs_are_reported_or_left_out_with_a_reason(tmp_path):
+    """A run with topk [10] (no @20 metrics) crashed the report with a KeyError; one without NDCG@10
+    (topk [5], or no validation: eval_step 0) did too. Now: n/a where a metric was not computed, and
+    a run the report cannot compare is left out with a warning that says why."""
+    ten = [_record("SASRec", s, 0.1 + s / 100) for s in (1, 2)]
+    for record in ten:
+        for name in ("test", "best_valid"):
+            record[name] = {k: v for k, v in record[name].items() if k.endswith("@10")}
+    five = _record("Other", 1, 0.3)
+    five["test"] = five["best_valid"] = {"ndcg@5": 0.3}
+    with pytest.warns(results_file.ResultsFileWarning, match="lacks best_valid ndcg@10, test ndcg@10 .reports compare"):
+        out = reports.write_report([*ten, five], tmp_path, "cut_offs", baseline="SASRec")
+    rows = [line for line in Path(out["markdown"]).read_text().splitlines() if line.startswith("| SASRec |")]
+    # one row: nothing is bold
+    assert rows == [
+        "| SASRec | 0.1150 ± 0.0071 | n/a | 0.1150 ± 0.0071 | n/a | 0.1150 ± 0.0071 | 2 | 1.00 | baseline | — |"
+    ]
+
+
 def test_paired_test_needs_two_pairs():
     assert report_stats.paired_pvalue({1: 0.2}, {1: 0.1}) is None
     assert report_stats.paired_pvalue({1: 0.2, 2: 0.3}, {2: 0.1, 3: 0.1}) is None  # one common seed

@@ -73,6 +73,7 @@ def finished_keys(path) -> set:
 
 # What a finished run's record must hold for the reports (and the type of each).
 OK_RECORD_FIELDS = {"key": str, "model": str, "dataset": str, "seed": int, "best_valid": dict, "test": dict}
+COMPARED = "ndcg@10"  # the metric reports choose grid points by (validation) and compare models by (test)
 
 
 def lacking_fields(record: dict) -> list[str]:
@@ -85,10 +86,18 @@ def lacking_fields(record: dict) -> list[str]:
         for name, kind in OK_RECORD_FIELDS.items()
         if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)
     ]
+    lacking += [
+        f"{name} {COMPARED}" for name in ("best_valid", "test") if name not in lacking and COMPARED not in record[name]
+    ]
     if lacking:
         warnings.warn(
             f"{record.get('source') or 'results'}: leaving out the record of run {record.get('key')!r}, "
-            f"which lacks {', '.join(lacking)}",
+            f"which lacks {', '.join(lacking)}"
+            + (
+                " (reports compare NDCG@10: run with NDCG in metrics and 10 in topk)"
+                if COMPARED in str(lacking)
+                else ""
+            ),
             ResultsFileWarning,
             stacklevel=3,
         )

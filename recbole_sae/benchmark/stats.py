@@ -7,9 +7,9 @@ import math
 import warnings
 
 from recbole_sae import protocol
-from recbole_sae.benchmark.results import latest_records
+from recbole_sae.benchmark.results import COMPARED, latest_records
 
-SELECT_METRIC = "ndcg@10"  # chooses grid points, on validation only
+SELECT_METRIC = COMPARED  # chooses grid points, on validation only
 # (result key, column title) of the report's tables: test metrics, mean ± std over seeds.
 REPORT_METRICS = [
     ("ndcg@10", "NDCG@10"),
@@ -132,7 +132,12 @@ def summarize(records: list[dict], baseline: str = "SASRec", every_point: bool =
             labels = models[model]
             by_seed = labels[label]
             seeds = sorted(by_seed)
-            metrics = {key: mean_std(by_seed[s]["test"][key] for s in seeds) for key, _ in REPORT_METRICS}
+            metrics = {  # a metric some seed's run did not compute (its topk) is n/a
+                key: mean_std(by_seed[s]["test"][key] for s in seeds)
+                if all(key in by_seed[s]["test"] for s in seeds)
+                else (None, None)
+                for key, _ in REPORT_METRICS
+            }
             per_epoch = [by_seed[s].get("seconds_per_epoch") for s in seeds]
             per_epoch = [v for v in per_epoch if v is not None]
             ndcg = {s: by_seed[s]["test"][SELECT_METRIC] for s in seeds}
