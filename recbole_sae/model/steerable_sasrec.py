@@ -199,6 +199,8 @@ def parse_steer(text: str, require_strength: bool = True) -> List[SteerTerm]:
             op = (m.group("op") or "add").lower()
             number = m.group("s1") or m.group("s2")
             strength = float(number) if number is not None else None
+            if strength is not None and not math.isfinite(strength):
+                raise ConfigError(f"the strength of '{item}' is not a finite number: write e.g. '{target}:scale=2'")
         if require_strength and strength is None:
             raise ConfigError(f"the steering edit '{item}' has no strength: write e.g. '{target}:+6' ({STEER_SYNTAX})")
         terms.append(SteerTerm(field, value, op, strength, item))

@@ -241,6 +241,7 @@ def test_parse_steer():
         ("genre=Western:boost=3", "boost"),
         ("Western:+3", "expected"),
         ("", "empty"),
+        ("latent=1:scale=1e309", "not a finite number"),  # was accepted as inf: NaN scores
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_steer(bad)
