@@ -77,10 +77,10 @@ def check_settings(config) -> None:
     ``--hidden_size=-5``, ``--hidden_dropout_prob=2``, ``--filter_seen=maybe``, ``--valid_metric=Foo@10``);
     a model class with a ``check_config(config)`` checks its own keys here too."""
     check_ranges(config)
+    check_switches(config)
     own = getattr(getattr(config, "model_class", None), "check_config", None)
     if callable(own):
         own(config)
-    check_switches(config)
     check_valid_metric(config)
     check_full_ranking(config)
     if config["model"] in MODEL_MINIMUMS:
