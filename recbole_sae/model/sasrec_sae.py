@@ -108,7 +108,13 @@ class SASRecSAE(SASRecPlus):
     parent_model = "SASRec"
     # Whether the model only exists as a finished SASRecSAE run (sae_run) loaded: SteerableSASRec.
     requires_sae_run = False
-    check_config = staticmethod(check_sae_settings)  # its keys, checked when the config is built
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """The SAE's keys, checked when the config is built, when this run trains the SAE (a loaded
+        ``sae_run`` brings its own)."""
+        if not (cls.requires_sae_run or config["sae_run"]):
+            check_sae_settings(config)
 
     def __init__(self, config, dataset):
         run = None
