@@ -107,11 +107,16 @@ def claim(run_dir) -> str:
                 f"{run_dir} exists and was not made by recbole-sae (no {runfiles.MARKER}, no run files): it is "
                 "left alone; choose another run_name (or checkpoint_dir)"
             )
-    os.makedirs(run_dir, exist_ok=True)
     marker = os.path.join(run_dir, runfiles.MARKER)
-    if not os.path.exists(marker):
-        with open(marker, "w", encoding="utf-8") as f:
-            f.write("a run folder of recbole-sae\n")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        if not os.path.exists(marker):
+            with open(marker, "w", encoding="utf-8") as f:
+                f.write("a run folder of recbole-sae\n")
+    except OSError as err:  # checkpoint_dir is a file, read-only, or under a missing system folder
+        raise ConfigError(
+            f"cannot make the run folder {run_dir} ({err.strerror or err}): pass a --checkpoint_dir you can write to"
+        ) from None
     return run_dir
 
 

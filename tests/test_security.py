@@ -390,6 +390,16 @@ def test_a_sweep_checks_every_runs_settings_before_its_first_run(sweep_file, in_
     assert not results.exists() and not runs.exists()
 
 
+def test_a_checkpoint_dir_that_cannot_hold_run_folders_is_one_error_line(tiny_dataset, in_tmp, capsys):
+    """A file (or an unwritable folder) as checkpoint_dir was a NotADirectoryError traceback."""
+    a_file = in_tmp / "a_file"
+    a_file.write_text("x")
+    code, err = _cli(_tiny_args(tiny_dataset, checkpoint_dir=a_file), capsys)
+    line = _one_error_line(err)
+    assert code == 2 and line.startswith(f"error: cannot make the run folder {a_file}/SASRec-")
+    assert line.endswith("(Not a directory): pass a --checkpoint_dir you can write to")
+
+
 def test_fearec_with_one_layer_is_refused_before_any_data(tiny_dataset, in_tmp, capsys):
     """RecBole's FEARec divides by n_layers - 1: one layer was a ZeroDivisionError deep in its constructor."""
     runs = in_tmp / "runs"
