@@ -42,7 +42,12 @@ class FileLock:
 
     def __init__(self, path, what: str, command: str | None = None):
         self.path = os.fspath(path)
-        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the lock's lifetime
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the lock {self.path} of {what} ({err.strerror or err}): choose a place you can write to"
+            ) from None
         try:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -400,6 +400,24 @@ def test_a_checkpoint_dir_that_cannot_hold_run_folders_is_one_error_line(tiny_da
     assert line.endswith("(Not a directory): pass a --checkpoint_dir you can write to")
 
 
+def test_a_sweep_checks_where_it_writes_before_its_first_run(sweep_file, in_tmp, capsys):
+    """A folder as --results, or a report folder that is a file, failed once every run had trained."""
+    path, runs, a_file = sweep_file(), in_tmp / "runs", in_tmp / "a_file"
+    a_file.write_text("x")
+    code, err = _cli([f"--sweep={path}", f"--results={in_tmp}", f"--checkpoint_dir={runs}"], capsys)
+    assert code == 2 and _one_error_line(err) == (
+        f"error: --results={in_tmp} is a folder: name a file, e.g. {in_tmp / 'results.jsonl'}"
+    )
+    results = in_tmp / "r.jsonl"
+    code, err = _cli(
+        [f"--sweep={path}", f"--results={results}", f"--report_dir={a_file}", f"--checkpoint_dir={runs}"], capsys
+    )
+    assert (
+        code == 2 and _one_error_line(err) == f"error: --report_dir: {a_file} is a file, not a folder: choose a folder"
+    )
+    assert not runs.exists()
+
+
 def test_fearec_with_one_layer_is_refused_before_any_data(tiny_dataset, in_tmp, capsys):
     """RecBole's FEARec divides by n_layers - 1: one layer was a ZeroDivisionError deep in its constructor."""
     runs = in_tmp / "runs"

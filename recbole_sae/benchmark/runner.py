@@ -23,6 +23,7 @@ from recbole_sae.benchmark.report import write_report
 from recbole_sae.benchmark.results import append_record, finished_keys, read_results
 from recbole_sae.benchmark.spec import PACKAGE_ROOT, RunSpec, Sweep, default_results_path, plan_runs
 from recbole_sae.benchmark.stats import SELECT_METRIC
+from recbole_sae.errors import ConfigError
 
 NOT_CODE = (":(exclude)*.jsonl", ":(exclude)*.md", ":(exclude)*.png")
 
@@ -127,11 +128,28 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_outputs(results_path: Path, report_dir) -> None:
+    """The results file's and the report's folders exist or are made, before any run starts: a folder
+    as ``--results`` or a report folder under a file used to fail once every run had trained."""
+    if results_path.is_dir():
+        raise ConfigError(f"--results={results_path} is a folder: name a file, e.g. {results_path / 'results.jsonl'}")
+    for option, folder in (("--results", results_path.parent), ("--report_dir", report_dir)):
+        if folder is not None and Path(folder).is_file():
+            raise ConfigError(f"{option}: {folder} is a file, not a folder: choose a folder")
+        try:
+            if folder is not None:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"{option}: cannot make the folder {folder} ({err.strerror or err}): choose one you can write to"
+            ) from None
+
+
 def run_sweep(sweep: Sweep, results=None, report_dir=None, log=None) -> dict:
     """:func:`run_sweep_locked` while holding the results file's lock: one sweep per results file (a
     second one is a :class:`~recbole_sae.runlock.LockedError`), so that no run is trained or recorded twice."""
     results_path = Path(results) if results else default_results_path(sweep)
-    results_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_outputs(results_path, report_dir)
     with runlock.lock_results(results_path), ray_backend.open_backend(sweep) as backend:
         return run_sweep_locked(sweep, results_path, report_dir, log, backend)
 
