@@ -78,6 +78,7 @@ def check_settings(config) -> None:
     a model class with a ``check_config(config)`` checks its own keys here too."""
     check_ranges(config)
     check_switches(config)
+    check_intervals(config)
     own = getattr(getattr(config, "model_class", None), "check_config", None)
     if callable(own):
         own(config)
@@ -100,6 +101,42 @@ def check_switches(config) -> None:
         value = config.final_config_dict.get(key)
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: it must be true or false (e.g. --{key}={str(not default).lower()})")
+
+
+def _interval_problem(text: str) -> str | None:
+    """Why ``text`` (RecBole's ``[a,b)`` intervals, ';'-separated) is not one; None when it is."""
+    for part in text.split(";"):
+        part = part.strip()
+        ends = part[1:-1].split(",")
+        if len(part) < 2 or part[0] not in "([" or part[-1] not in ")]" or len(ends) != 2:
+            return f"'{part}' is not an interval like [5,inf) or (0,100]"
+        try:
+            low, high = float(ends[0]), float(ends[1])
+        except ValueError:
+            return f"the ends of '{part}' are not numbers"
+        if low > high:
+            return f"'{part}' is empty (its left end is above its right end)"
+    return None
+
+
+def check_intervals(config) -> None:
+    """RecBole's interval filters (``user_inter_num_interval``, ``item_inter_num_interval``,
+    ``val_interval``) are readable intervals: RecBole logs a warning for one it cannot read and
+    filters nothing, so ``--user_inter_num_interval=abc`` ran on unfiltered data."""
+    keys = {key: config[key] for key in ("user_inter_num_interval", "item_inter_num_interval")}
+    val_interval = config["val_interval"]
+    if isinstance(val_interval, dict):
+        keys.update({f"val_interval's {field}": value for field, value in val_interval.items()})
+    elif val_interval is not None:
+        raise ConfigError(
+            f"val_interval={val_interval!r}: it must map fields to intervals, e.g. {{'rating': '[3,inf)'}}"
+        )
+    for key, value in keys.items():
+        if value is None:
+            continue
+        problem = _interval_problem(str(value))
+        if problem:
+            raise ConfigError(f"{key}={value!r}: {problem}; write e.g. '[5,inf)' (RecBole would filter nothing)")
 
 
 def check_metric_names(metrics) -> None:

@@ -320,6 +320,9 @@ def test_sigkill_of_a_sweep_takes_its_run_along_and_a_restart_resumes_alone(swee
         ("seed", "abc"),
         ("weight_decay", "-1"),
         ("stopping_step", "-1"),
+        # RecBole warned and filtered nothing
+        ("user_inter_num_interval", "abc"),
+        ("item_inter_num_interval", "[10,5]"),
         ("filter_seen", "maybe"),  # was the text 'maybe', taken as true: seen items silently removed
         ("show_progress", "1"),
     ],
