@@ -21,12 +21,20 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-# What a key's value must be: (what the message says, the test, {key: an example value}).
+# The kinds of value a key may need to hold: (what the message says it must be, the test). Each
+# table of checks (here, and a model's own in its ``check_config``) pairs a kind with its keys.
+WHOLE_AT_LEAST_1 = ("a whole number of at least 1", lambda v: is_int(v) and v >= 1)
+WHOLE_AT_LEAST_0 = ("a whole number of at least 0", lambda v: is_int(v) and v >= 0)
+ABOVE_0 = ("a number above 0", lambda v: is_number(v) and v > 0)
+AT_LEAST_0 = ("a number of at least 0", lambda v: is_number(v) and v >= 0)
+IN_0_1 = ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1)
+PROBABILITY = ("a probability in [0, 1)", IN_0_1[1])
+
+# (kind, {key: an example value for the message}).
 # eval_step 0 means no validation; stopping_step 0 stops at the first validation without improvement.
 RANGES = (
     (
-        "a whole number of at least 1",
-        lambda v: is_int(v) and v >= 1,
+        WHOLE_AT_LEAST_1,
         {
             "hidden_size": 64,
             "inner_size": 256,
@@ -40,18 +48,10 @@ RANGES = (
             "nproc": 2,
         },
     ),
-    (
-        "a whole number of at least 0",
-        lambda v: is_int(v) and v >= 0,
-        {"eval_step": 1, "stopping_step": 10, "seed": 2020},
-    ),
-    (
-        "a probability in [0, 1)",
-        lambda v: is_number(v) and 0 <= v < 1,
-        {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "dropout_prob": 0.2},
-    ),
-    ("a number above 0", lambda v: is_number(v) and v > 0, {"learning_rate": 0.001}),
-    ("a number of at least 0", lambda v: is_number(v) and v >= 0, {"weight_decay": 0.0001}),
+    (WHOLE_AT_LEAST_0, {"eval_step": 1, "stopping_step": 10, "seed": 2020}),
+    (PROBABILITY, {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "dropout_prob": 0.2}),
+    (ABOVE_0, {"learning_rate": 0.001}),
+    (AT_LEAST_0, {"weight_decay": 0.0001}),
 )
 # RecBole models that need more than one of something: model -> (key, least value, why).
 MODEL_MINIMUMS = {
@@ -62,7 +62,7 @@ MODEL_MINIMUMS = {
 def check_ranges(config, ranges=RANGES, choices=None) -> None:
     """Raise :class:`ConfigError` for the first key of ``ranges`` (as :data:`RANGES`) whose value is
     set and fails its test, or of ``choices`` (key -> the values it may take) set to another value."""
-    for what, valid, examples in ranges:
+    for (what, valid), examples in ranges:
         for key, example in examples.items():
             value = config[key]
             if value is not None and not valid(value):

@@ -86,18 +86,15 @@ def lacking_fields(record: dict) -> list[str]:
         for name, kind in OK_RECORD_FIELDS.items()
         if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool)
     ]
-    lacking += [
+    unmeasured = [
         f"{name} {COMPARED}" for name in ("best_valid", "test") if name not in lacking and COMPARED not in record[name]
     ]
+    lacking += unmeasured
     if lacking:
+        hint = " (reports compare NDCG@10: run with NDCG in metrics and 10 in topk)" if unmeasured else ""
         warnings.warn(
             f"{record.get('source') or 'results'}: leaving out the record of run {record.get('key')!r}, "
-            f"which lacks {', '.join(lacking)}"
-            + (
-                " (reports compare NDCG@10: run with NDCG in metrics and 10 in topk)"
-                if COMPARED in str(lacking)
-                else ""
-            ),
+            f"which lacks {', '.join(lacking)}{hint}",
             ResultsFileWarning,
             stacklevel=3,
         )

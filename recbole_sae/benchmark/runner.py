@@ -134,11 +134,12 @@ def _check_outputs(results_path: Path, report_dir) -> None:
     if results_path.is_dir():
         raise ConfigError(f"--results={results_path} is a folder: name a file, e.g. {results_path / 'results.jsonl'}")
     for option, folder in (("--results", results_path.parent), ("--report_dir", report_dir)):
-        if folder is not None and Path(folder).is_file():
+        if folder is None:
+            continue
+        if Path(folder).is_file():
             raise ConfigError(f"{option}: {folder} is a file, not a folder: choose a folder")
         try:
-            if folder is not None:
-                Path(folder).mkdir(parents=True, exist_ok=True)
+            Path(folder).mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(
                 f"{option}: cannot make the folder {folder} ({err.strerror or err}): choose one you can write to"

@@ -9,7 +9,7 @@ from recbole_sae.errors import ConfigError
 from recbole_sae.intents.encoder import VALID_POOLING
 from recbole_sae.intents.stage import DIRECTIONS
 from recbole_sae.sae.config import ACTIVATIONS
-from recbole_sae.validate import check_ranges, is_int, is_number
+from recbole_sae.validate import ABOVE_0, IN_0_1, WHOLE_AT_LEAST_0, WHOLE_AT_LEAST_1, check_ranges, is_int, is_number
 
 FUSIONS = ("attention", "gate")
 RETRIEVALS = ("text", "paper")
@@ -24,8 +24,7 @@ CHOICES = {
 }
 RANGES = (
     (
-        "a whole number of at least 1",
-        lambda v: is_int(v) and v >= 1,
+        WHOLE_AT_LEAST_1,
         {
             "intent_sae_d_sae": 2048,
             "intent_sae_k": 8,
@@ -40,23 +39,17 @@ RANGES = (
         },
     ),
     (
-        "a whole number of at least 0",
-        lambda v: is_int(v) and v >= 0,
+        WHOLE_AT_LEAST_0,
         {"intent_sae_warmup_steps": 100, "intent_table_rows": 20, "explain_users": 3, "faithfulness_users": 1000},
     ),
-    ("a whole number (-1: the last layer)", is_int, {"text_layer": -1}),
-    ("a number above 0", lambda v: is_number(v) and v > 0, {"intent_sae_lr": 0.001}),
+    (("a whole number (-1: the last layer)", is_int), {"text_layer": -1}),
+    (ABOVE_0, {"intent_sae_lr": 0.001}),
     (
-        "a number in (0, 1]",
-        lambda v: is_number(v) and 0 < v <= 1,
+        ("a number in (0, 1]", lambda v: is_number(v) and 0 < v <= 1),
         {"intent_max_items_frac": 0.05, "recency_decay": 0.8},
     ),
-    (
-        "a number in [0, 1)",
-        lambda v: is_number(v) and 0 <= v < 1,
-        {"idf_momentum": 0.9, "item_feature_dropout": 0.2},
-    ),
-    ("a number in [-1, 1]", lambda v: is_number(v) and -1 <= v <= 1, {"intent_min_coherence": 0.2}),
+    (IN_0_1, {"idf_momentum": 0.9, "item_feature_dropout": 0.2}),
+    (("a number in [-1, 1]", lambda v: is_number(v) and -1 <= v <= 1), {"intent_min_coherence": 0.2}),
 )
 
 

@@ -33,7 +33,7 @@ from recbole_sae.model.sasrec_plus import SASRecPlus
 from recbole_sae.model.saved_run import adopt_run_config, load_run_checkpoint, load_run_weights, resolve_sae_run
 from recbole_sae.sae import SAEConfig, SparseAutoencoder
 from recbole_sae.textlist import split_list
-from recbole_sae.validate import check_ranges, is_int, is_number
+from recbole_sae.validate import ABOVE_0, IN_0_1, WHOLE_AT_LEAST_0, WHOLE_AT_LEAST_1, check_ranges
 
 logger = getLogger()
 
@@ -54,8 +54,7 @@ def _int_list(value):
 # only after the SASRec stage has trained).
 SAE_STAGE_RANGES = (
     (
-        "a whole number of at least 1",
-        lambda v: is_int(v) and v >= 1,
+        WHOLE_AT_LEAST_1,
         {
             "sae_expansion": 8,
             "sae_batch_size": 1024,
@@ -66,9 +65,9 @@ SAE_STAGE_RANGES = (
             "interpretation_min_support": 10,
         },
     ),
-    ("a whole number of at least 0", lambda v: is_int(v) and v >= 0, {"sae_warmup_steps": 200}),
-    ("a number above 0", lambda v: is_number(v) and v > 0, {"sae_lr": 0.001}),
-    ("a number in [0, 1)", lambda v: is_number(v) and 0 <= v < 1, {"sae_holdout_frac": 0.1}),
+    (WHOLE_AT_LEAST_0, {"sae_warmup_steps": 200}),
+    (ABOVE_0, {"sae_lr": 0.001}),
+    (IN_0_1, {"sae_holdout_frac": 0.1}),
 )
 
 
