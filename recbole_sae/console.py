@@ -336,6 +336,9 @@ CORE_KEYS = (
 )
 
 
+FILE_ONLY_KEYS = ("curve",)  # in result.json and sweep records, not on the RESULT line
+
+
 def compact_result(result: dict, metric: str, summaries: dict | None = None, result_file: str | None = None) -> dict:
     """The RESULT line's record: the run's facts, the metrics at the cut-off of ``metric`` under both
     protocols, and per model report (``sae``, ``intents``, ...) its summary from ``summaries`` or its
@@ -344,6 +347,8 @@ def compact_result(result: dict, metric: str, summaries: dict | None = None, res
 
     out = {}
     for key, value in result.items():
+        if key in FILE_ONLY_KEYS:
+            continue
         if key in ("best_valid", "test"):
             out[key] = cutoff_metrics(value, metric)
         elif key in CORE_KEYS:

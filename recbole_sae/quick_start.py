@@ -99,6 +99,25 @@ def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int
     return (last + 1) * eval_step - 1
 
 
+def _curve(config, outcome: dict, headline: str) -> dict | None:
+    """The run's learning curve: every validation's score (``metric`` under ``protocol``, the headline)
+    at its 0-based epoch (``valid_epoch``, as ``best_epoch``), and every training epoch's loss and
+    seconds; None without a training epoch. A resumed run's curve includes the epochs before the stop."""
+    seconds = outcome["seconds"]
+    if not seconds:
+        return None
+    step, losses = int(config["eval_step"] or 1), outcome.get("train_loss") or {}
+    loss = [losses.get(epoch) for epoch in range(len(seconds))]
+    return {
+        "metric": str(config["valid_metric"]).lower(),
+        "protocol": headline,
+        "valid_epoch": [(i + 1) * step - 1 for i in range(len(outcome["scores"]))],
+        "valid": [round(float(score), 6) for score in outcome["scores"]],
+        "train_loss": [None if value is None else round(float(value), 6) for value in loss],
+        "train_seconds": [round(float(value), 3) for value in seconds],
+    }
+
+
 # RecBole's Trainer._check_nan raises a bare ValueError with this text.
 RECBOLE_NAN_MESSAGE = "Training loss is nan"
 
@@ -295,6 +314,7 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
         "target_seen": target_seen,
         "seconds": epoch_seconds,
         "scores": valid_scores,
+        "train_loss": dict(trainer.train_loss_dict),  # epoch -> loss (RecBole sums a tuple of losses)
         "resumed_at": resumed_at,
     }
 
@@ -324,6 +344,7 @@ def _result_record(config, outcome: dict, run_dir: str, start: float) -> dict:
         else None,
         "epochs_run": len(epoch_seconds),
         "seconds_per_epoch": round(sum(epoch_seconds) / len(epoch_seconds), 3) if epoch_seconds else None,
+        "curve": _curve(config, outcome, headline),
         "run_dir": run_dir,
         "seconds": round(time.perf_counter() - start, 2),
         "device": str(config["device"]),

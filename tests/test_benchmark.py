@@ -48,6 +48,9 @@ def test_resume_skips_finished_runs_and_an_unknown_model_fails_alone(sweep_file,
     assert set(first["test"]) >= {"ndcg@10", "ndcg@20", "hit@10", "hit@20", "mrr@10"}
     assert 0.0 <= first["best_valid"]["ndcg@10"] <= 1.0
     assert first["best_epoch"] == 0 and first["epochs_run"] == 1 and first["seconds_per_epoch"] > 0
+    # the learning curve is a field of the record, not of the model's extras
+    assert first["curve"]["valid_epoch"] == [0] and first["curve"]["metric"] == "ndcg@10"
+    assert "curve" not in first["extra"]
     assert first["seconds"] >= first["run_seconds"] > 0
     assert 50 < first["peak_memory_mb"] < 8000 and first["device"] == "cpu"
     assert first["environment"]["recbole"] == "1.2.1" and first["environment"]["torch_threads"] == 1

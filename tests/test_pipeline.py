@@ -36,6 +36,26 @@ def test_run_folder_and_result(tiny_run):
     assert "epoch 1 training" in open(os.path.join(run_dir, "run.log")).read()
 
 
+def test_result_holds_the_learning_curve(tiny_run):
+    curve = tiny_run["curve"]
+    assert curve["metric"] == "ndcg@10" and curve["protocol"] == tiny_run["protocol"] == "seen_removed"
+    assert curve["valid_epoch"] == [0, 1] and len(curve["train_loss"]) == len(curve["train_seconds"]) == 2
+    # the best validation is the tested one, at best_epoch
+    best = curve["valid_epoch"][len(curve["valid"]) - 1 - curve["valid"][::-1].index(max(curve["valid"]))]
+    assert best == tiny_run["best_epoch"]
+    assert round(max(curve["valid"]), 4) == tiny_run["best_valid"]["ndcg@10"]
+    assert all(loss > 0 for loss in curve["train_loss"]) and all(s > 0 for s in curve["train_seconds"])
+    log = open(os.path.join(tiny_run["run_dir"], "run.log")).read()
+    assert f"train loss: {curve['train_loss'][0]:.4f}" in log  # the loss RecBole logged for epoch 0
+
+
+def test_the_result_line_leaves_the_curve_to_result_json(tiny_run):
+    from recbole_sae import console
+
+    compact = console.compact_result(tiny_run, "ndcg@10")
+    assert "curve" not in compact and compact["epochs_run"] == 2
+
+
 def test_same_seed_same_metrics(tiny_dataset, tiny_run):
     data_path, name, yaml_file = tiny_dataset
     again = run_recbole_sae("SASRec", name, [yaml_file], {"data_path": data_path, **SMALL, "epochs": 2})

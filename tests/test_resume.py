@@ -60,6 +60,10 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_
     assert resumed["run_dir"] == str(folder) and resumed["resumed_at_epoch"] == 2
     for key in ("best_valid", "test", "best_epoch", "epochs_run"):
         assert resumed[key] == unbroken[key], key
+    # the learning curve holds the epochs before the stop too (timings aside, they differ run to run)
+    for key in ("metric", "protocol", "valid_epoch", "valid", "train_loss"):
+        assert resumed["curve"][key] == unbroken["curve"][key], key
+    assert len(resumed["curve"]["train_seconds"]) == 5
     # the epochs trained after the restart saw the same weights, batches and dropout masks
     assert _losses(folder) == _losses(unbroken["run_dir"]) and sorted(_losses(folder)) == [0, 1, 2, 3, 4]
     assert not resume.state_file(folder).exists()

@@ -253,7 +253,7 @@ def _report_command(ns: argparse.Namespace) -> int:
         source=", ".join(str(path) for path in files),
         every_point=ns.by_grid_point,
     )
-    print(f"report: {out['markdown']}" + (f"\nplot: {out['plot']}" if out["plot"] else ""))
+    print(f"report: {out['markdown']}" + "".join(f"\n{name}: {out[name]}" for name in ("plot", "curves") if out[name]))
     return 0
 
 

@@ -160,6 +160,7 @@ def _ok_fields(child: dict) -> dict:
         best_epoch=result.pop("best_epoch", None),
         epochs_run=result.pop("epochs_run", None),
         seconds_per_epoch=result.pop("seconds_per_epoch", None),
+        curve=result.pop("curve", None),
         run_seconds=result.pop("seconds", None),
         device=result.pop("device", None),
         run_dir=result.pop("run_dir", None),

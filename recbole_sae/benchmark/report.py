@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recbole_sae import protocol
+from recbole_sae.benchmark.curves import plot_curves, training_lines
 from recbole_sae.benchmark.results import lacking_fields, latest_records
 from recbole_sae.benchmark.stats import REPORT_METRICS, SELECT_METRIC, protocol_views, summarize
 from recbole_sae.fileio import write_text_atomic
@@ -171,7 +172,8 @@ def write_report(
     source: str | None = None,
     every_point: bool = False,
 ) -> dict:
-    """Write ``<stem>.md`` and ``<stem>-ndcg10.png`` into ``out_dir``; return their paths. A finished
+    """Write ``<stem>.md``, ``<stem>-ndcg10.png`` and (when records hold learning curves)
+    ``<stem>-curves.png`` into ``out_dir``; return their paths. A finished
     run's record without the fields a report needs is left out with a warning. ``every_point``: a row
     per grid point (see :func:`~recbole_sae.benchmark.stats.summarize`)."""
     records = [r for r in records if not lacking_fields(r)]
@@ -187,6 +189,7 @@ def write_report(
     failed = [r for r in latest_records(records, "error") if r.get("key") not in ok_keys]
     plot_path = out_dir / f"{stem}-ndcg10.png"
     plot = plot_ndcg(tables, plot_path, baseline) if ok else None
+    curves = plot_curves(tables, out_dir / f"{stem}-curves.png") if ok else None
 
     lines = _header(title, source, ok, failed, baseline, every_point)
     sections = [(dataset, name, rows) for name, named in by_protocol.items() for dataset, rows in named.items()]
@@ -200,6 +203,11 @@ def write_report(
         lines += ["No finished runs.", ""]
     if plot:
         lines += [f"![test NDCG@10 per model, {protocol.TITLES[next(iter(by_protocol))]}]({plot.name})", ""]
+    for dataset, rows in tables.items():  # how the runs of the first table trained
+        training = training_lines(rows)
+        lines += [f"## {dataset}: training", "", *training] if training else []
+    if curves:
+        lines += [f"![validation curves of the runs above]({curves.name})", ""]
     lines += _failed_lines(failed)
     markdown = write_text_atomic("\n".join(lines), out_dir / f"{stem}.md")
-    return {"markdown": str(markdown), "plot": str(plot) if plot else None}
+    return {"markdown": str(markdown), "plot": str(plot) if plot else None, "curves": str(curves) if curves else None}

@@ -147,6 +147,7 @@ def summarize(records: list[dict], baseline: str = "SASRec", every_point: bool =
                     "model": model,
                     "grid_label": label,
                     "seeds": seeds,
+                    "runs": [by_seed[s] for s in seeds],
                     "n": len(seeds),
                     "metrics": metrics,
                     "valid": mean_std(by_seed[s]["best_valid"][SELECT_METRIC] for s in seeds)[0],
