@@ -3,6 +3,8 @@ the validation curves' plot from the records' learning curves."""
 
 from pathlib import Path
 
+import pytest
+
 from recbole_sae.benchmark import curves
 from recbole_sae.benchmark import report as reports
 from recbole_sae.benchmark.stats import REPORT_METRICS
@@ -72,3 +74,60 @@ def test_report_plots_the_curves_the_records_hold(tmp_path):
     text = Path(out["markdown"]).read_text()
     assert "![validation curves of the runs above](curves-curves.png)" in text
     assert "| SASRec | 1, 2 | 2 / 3, 2 / 3 | epoch limit (best near the end), epoch limit (best near the end) |" in text
+
+
+GREEN, BLUE, END = "\x1b[1;32m", "\x1b[1;34m", "\x1b[0m"
+
+
+def _trained(epoch, seconds, loss):
+    return f"x INFO  {GREEN}epoch {epoch} training{END} [{BLUE}time{END}: {seconds:.2f}s, {BLUE}train loss{END}: {loss:.4f}]"
+
+
+def _validated(epoch, score):
+    return f"x INFO  {GREEN}epoch {epoch} evaluating{END} [{BLUE}time{END}: 1.00s, {BLUE}valid_score{END}: {score:f}]"
+
+
+def test_a_curve_is_read_from_recboles_log_lines(tmp_path):
+    """RecBole's coloured lines; a run killed in epoch 2 and resumed logs epoch 2's training twice
+    (the last counts); a tuple of losses is summed."""
+    lines = [_trained(0, 3.5, 10.0), _validated(0, 0.01), _trained(1, 3.0, 8.0), _validated(1, 0.02)]
+    lines += [_trained(2, 9.0, 99.0), "resumed from resume.pth", _trained(2, 3.25, 7.5), _validated(2, 0.015)]
+    lines += [f"{GREEN}epoch 3 training{END} [{BLUE}time{END}: 3.00s, train_loss1: 4.0000, train_loss2: 2.5000]"]
+    (tmp_path / "run.log").write_text("\n".join(lines) + "\n")
+    curve = curves.from_run_log(tmp_path, "ndcg@10", "seen_removed")
+    assert curve == {
+        "metric": "ndcg@10",
+        "protocol": "seen_removed",
+        "valid_epoch": [0, 1, 2],
+        "valid": [0.01, 0.02, 0.015],
+        "train_loss": [10.0, 8.0, 7.5, 6.5],
+        "train_seconds": [3.5, 3.0, 3.25, 3.0],
+        "from": "run.log",
+    }
+    assert curves.from_run_log(tmp_path / "nowhere", "ndcg@10", "seen_removed") is None
+
+
+def test_curves_command_fills_records_from_their_run_folders(tmp_path, capsys):
+    import json
+
+    from recbole_sae.benchmark.commands import cli
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "run.log").write_text(_trained(0, 2.0, 5.0) + "\n" + _validated(0, 0.03) + "\n")
+    has = _record("A", 1, 0, 1, curve={"valid_epoch": [0], "valid": [0.5]})
+    needs = {**_record("A", 2, 0, 1), "run_dir": str(folder)}
+    lost = {**_record("A", 3, 0, 1), "run_dir": str(tmp_path / "gone")}
+    source = tmp_path / "r.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in (has, needs, lost, {"key": "e", "status": "error"})))
+    with pytest.warns(UserWarning, match=r"no run.log in the run folder of 1 record\(s\) \(A-3\)"):
+        assert cli(["curves", str(source), "--out", str(tmp_path / "with.jsonl")]) == 0
+    out = [json.loads(line) for line in (tmp_path / "with.jsonl").read_text().splitlines()]
+    assert out[0] == has and out[1]["curve"]["valid"] == [0.03] and out[1]["curve"]["protocol"] == "seen_kept"
+    assert "curve" not in out[2] and out[3] == {"key": "e", "status": "error"}
+    captured = capsys.readouterr()
+    assert "curves: 1 of 4 records hold a curve read from their run.log" in captured.out
+    # the file read is never overwritten; a missing file is an error line
+    assert cli(["curves", str(source), "--out", str(source)]) == 2
+    assert cli(["curves", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert capsys.readouterr().err.count("error: ") == 2

@@ -1,5 +1,5 @@
 """The command lines of sweeps: ``run_recbole_sae.py --sweep=FILE ...`` (:func:`main`) and
-``python -m recbole_sae.benchmark sweep|report ...`` (:func:`cli`); see docs/sweeps.md."""
+``python -m recbole_sae.benchmark sweep|report|curves ...`` (:func:`cli`); see docs/sweeps.md."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import warnings
 from pathlib import Path
 
 from recbole_sae import ray_backend
+from recbole_sae.benchmark import curves
 from recbole_sae.benchmark.process import installed_plugins, known_model, run_one
 from recbole_sae.benchmark.report import write_report
-from recbole_sae.benchmark.results import read_many, results_stem
+from recbole_sae.benchmark.results import read_many, read_results, results_stem
 from recbole_sae.benchmark.runner import Terminated, run_sweep
 from recbole_sae.benchmark.spec import (
     SWEEP_KEYS,
@@ -27,6 +28,7 @@ from recbole_sae.benchmark.spec import (
     resolve_sweep_path,
 )
 from recbole_sae.errors import ConfigError, DatasetNotFoundError, RecboleSAEError
+from recbole_sae.fileio import write_text_atomic
 from recbole_sae.known_keys import check_sweep_keys
 from recbole_sae.textlist import split_list
 
@@ -198,6 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backend", choices=ray_backend.BACKENDS, help="where runs execute (default: local)")
     for key in ("ray_address", "gpus_per_run"):
         sweep.add_argument(f"--{key.replace('_', '-')}", f"--{key}", dest=key, help="for --backend=ray: see README")
+    fill = sub.add_parser(
+        "curves",
+        help="copy a results file, adding to each finished run's record without a learning curve the one "
+        "its run folder's run.log holds",
+    )
+    fill.add_argument("results", help="results file (JSONL)")
+    fill.add_argument("--out", required=True, help="the new results file (not the one read)")
     one = sub.add_parser("run-one", help="(internal) run one spec in this process")
     one.add_argument("spec")
     one.add_argument("out")
@@ -257,16 +266,38 @@ def _report_command(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _curves_command(ns: argparse.Namespace) -> int:
+    source, target = Path(ns.results), Path(ns.out)
+    if not source.is_file():
+        print(f"error: results file not found: {source}", file=sys.stderr)
+        return 2
+    if target.resolve() == source.resolve() or target.is_dir():
+        print(f"error: --out={target} must be a new file beside {source}, not it or a folder", file=sys.stderr)
+        return 2
+    records, missing = curves.add_from_logs(read_results(source))
+    if missing:
+        warnings.warn(
+            f"no run.log in the run folder of {len(missing)} record(s) ({', '.join(missing[:5])}): left without a curve",
+            stacklevel=2,
+        )
+    write_text_atomic("".join(json.dumps(r, default=str) + "\n" for r in records), target)
+    filled = sum(1 for r in records if (r.get("curve") or {}).get("from") == "run.log")
+    print(f"curves: {filled} of {len(records)} records hold a curve read from their run.log -> {target}")
+    return 0
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``python -m recbole_sae.benchmark {report,sweep,run-one} ...``."""
+    """``python -m recbole_sae.benchmark {report,sweep,curves,run-one} ...``."""
     warnings.formatwarning = _one_line_warning  # 'warning: <what>', not the source line that warned
     ns = _parser().parse_args(argv)
     if ns.command == "run-one":
         return run_one(ns.spec, ns.out)
     if ns.command == "sweep":
         return _sweep_command(ns)
+    if ns.command == "curves":
+        return _curves_command(ns)
     return _report_command(ns)

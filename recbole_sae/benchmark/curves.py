@@ -4,8 +4,10 @@ converged or ran out of epochs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from recbole_sae import protocol, runfiles
 from recbole_sae.tables import markdown_table
 
 PATIENCE, LIMIT = "patience", "epoch limit"
@@ -108,3 +110,55 @@ def plot_curves(tables: dict, path) -> Path | None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TRAINED = re.compile(r"epoch (\d+) training \[time: ([0-9.]+)s, (.*)\]")
+_VALIDATED = re.compile(r"epoch (\d+) evaluating \[time: [0-9.]+s, valid_score: ([^\]]+)\]")
+_LOSS = re.compile(r"loss\d*: (-?[0-9.]+(?:e[-+]?\d+)?|nan|inf)")
+
+
+def from_run_log(run_dir, metric: str, headline: str) -> dict | None:
+    """The learning curve of a run, read from RecBole's lines in its ``run.log`` (``epoch N training
+    [time: ..., train loss: ...]``, ``epoch N evaluating [..., valid_score: ...]``), in the form of a
+    result's ``curve``, for records written before results held one; the last line of an epoch counts
+    (a resumed run trains again the epoch it was killed in). None without a log or a training line."""
+    log = Path(run_dir) / runfiles.LOG
+    if not log.is_file():
+        return None
+    trained, validated = {}, {}
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = _ANSI.sub("", line)
+        if match := _TRAINED.search(line):
+            losses = [float(value) for value in _LOSS.findall(match[3])]
+            trained[int(match[1])] = (float(match[2]), sum(losses) if losses else None)
+        elif match := _VALIDATED.search(line):
+            validated[int(match[1])] = float(match[2])
+    if not trained:
+        return None
+    epochs = range(max(trained) + 1)
+    return {
+        "metric": metric,
+        "protocol": headline,
+        "valid_epoch": sorted(validated),
+        "valid": [validated[epoch] for epoch in sorted(validated)],
+        "train_loss": [trained[epoch][1] if epoch in trained else None for epoch in epochs],
+        "train_seconds": [trained[epoch][0] if epoch in trained else None for epoch in epochs],
+        "from": "run.log",
+    }
+
+
+def add_from_logs(records: list[dict]) -> tuple[list[dict], list[str]]:
+    """``records`` with ``curve`` read from the run folder's log (:func:`from_run_log`) where a finished
+    run's record has none; and the keys of the records that needed one and whose log was not there."""
+    out, missing = [], []
+    for record in records:
+        if record.get("status") == "ok" and not record.get("curve"):
+            metric = str((record.get("config") or {}).get("valid_metric") or "ndcg@10").lower()
+            curve = from_run_log(record.get("run_dir") or "", metric, record.get("protocol") or protocol.SEEN_KEPT)
+            if curve is None:
+                missing.append(str(record.get("key")))
+            else:
+                record = {**record, "curve": curve}
+        out.append(record)
+    return out, missing
