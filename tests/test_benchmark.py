@@ -131,9 +131,14 @@ def test_cli_runs_the_ci_sweep(in_tmp, capsys):
     # the report command on the same file
     assert commands.cli(["report", str(results), "--out", str(in_tmp / "again")]) == 0
     again = (in_tmp / "again" / "ci.md").read_text()
-    # one row per protocol, each in its own table named by the protocol
-    assert again.count("| SASRec |") == 2
-    assert again.index("## ml-100k: seen items removed") < again.index("## ml-100k: seen items kept rankable")
+    # one row per protocol, each in its own table named by the protocol, then how the run trained
+    assert again.count("| SASRec |") == 3 and "| SASRec | 2020 | 1 / 1 | epoch limit" in again
+    assert (
+        again.index("## ml-100k: seen items removed")
+        < again.index("## ml-100k: seen items kept rankable")
+        < again.index("## ml-100k: training")
+    )
+    assert (in_tmp / "again" / "ci-curves.png").read_bytes()[:4] == b"\x89PNG"
     assert record["protocol"] == "seen_removed" and set(record["extra"]["seen_kept"]) == {"best_valid", "test"}
 
 
