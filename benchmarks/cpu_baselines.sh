@@ -5,7 +5,7 @@
 # holds and resumes a killed run from its last validation (`resume.pth` in runs/), so the same
 # command in the next session goes on where this one stopped.
 #
-# usage:  benchmarks/cpu_baselines.sh            (both lanes, in the background of this shell's job)
+# usage:  benchmarks/cpu_baselines.sh            (both lanes at once; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane a|b   (one lane, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.

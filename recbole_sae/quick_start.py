@@ -96,7 +96,12 @@ def _best_epoch(scores: list[float], eval_step: int, bigger: bool = True) -> int
         return None
     best = max(scores) if bigger else min(scores)
     last = len(scores) - 1 - scores[::-1].index(best)
-    return (last + 1) * eval_step - 1
+    return _validated_epoch(last, eval_step)
+
+
+def _validated_epoch(index: int, eval_step: int) -> int:
+    """The (0-based) epoch after which RecBole ran validation number ``index`` (0-based)."""
+    return (index + 1) * eval_step - 1
 
 
 def _curve(config, outcome: dict, headline: str) -> dict | None:
@@ -111,7 +116,7 @@ def _curve(config, outcome: dict, headline: str) -> dict | None:
     return {
         "metric": str(config["valid_metric"]).lower(),
         "protocol": headline,
-        "valid_epoch": [(i + 1) * step - 1 for i in range(len(outcome["scores"]))],
+        "valid_epoch": [_validated_epoch(i, step) for i in range(len(outcome["scores"]))],
         "valid": [round(float(score), 6) for score in outcome["scores"]],
         "train_loss": [None if value is None else round(float(value), 6) for value in loss],
         "train_seconds": [round(float(value), 3) for value in seconds],
