@@ -282,8 +282,7 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     resumed_at = None
     if state is not None:
         resumed_at = resume.restore(state, trainer, train_data, (epoch_seconds, valid_scores))
-        getLogger().info(f"resumed from {resume.state_file(run_dir)}: training goes on at epoch {resumed_at}")
-        console.say(f"resumed: training goes on at epoch {resumed_at + 1}")
+        console.say(resume.restart_line(run_dir, resumed_at))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 

@@ -67,6 +67,15 @@ def state_file(run_dir) -> Path:
     return Path(run_dir) / runfiles.RESUME
 
 
+def restart_line(run_dir, start_epoch: int) -> str:
+    """The run log's and console's one line for a resumed run. ``start_epoch`` counts from 0, as
+    RecBole's log lines do; the console counts from 1, so the line gives both."""
+    return (
+        f"resumed from {state_file(run_dir)}: training goes on at epoch {start_epoch + 1}"
+        f" (RecBole's log counts from 0: its epoch {start_epoch})"
+    )
+
+
 def _rng_state(train_data) -> dict:
     """Every random state training draws from, as tensors, lists and numbers (weights-only loadable)."""
     generator = getattr(train_data, "generator", None)
