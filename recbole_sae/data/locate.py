@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def candidate_folders(dataset: str, data_path: str | None = None) -> list[Path]:
     return folders
 
 
+def near_names(dataset: str, data_path: str | None = None) -> list[str]:
+    """The datasets found where ``dataset`` was looked for (and RecBole's bundled ones) whose names
+    are close to it: the likely intended name of a mistyped one, closest first."""
+    found = set(BUNDLED)
+    for base in candidate_folders(dataset, data_path):
+        if base.is_dir():
+            found.update(child.name for child in base.iterdir() if _has_dataset(child, child.name))
+    return difflib.get_close_matches(dataset, sorted(found), n=3, cutoff=0.75)
+
+
 def locate_dataset(dataset: str, data_path: str | None = None) -> str:
     """The absolute path of the folder holding ``<dataset>.inter``; raises DatasetNotFoundError."""
     tried = candidate_folders(dataset, data_path)
@@ -48,8 +59,10 @@ def locate_dataset(dataset: str, data_path: str | None = None) -> str:
         if dataset.startswith("amazon")
         else f"put RecBole atomic files ({dataset}.inter, optional {dataset}.item) in a folder '{dataset}/'\n"
     )
+    near = near_names(dataset, data_path)
+    did_you_mean = f"Did you mean {' or '.join(repr(name) for name in near)}?\n" if near else ""
     raise DatasetNotFoundError(
-        f"dataset '{dataset}' not found: no {dataset}.inter in\n{looked}\n"
+        f"dataset '{dataset}' not found: no {dataset}.inter in\n{looked}\n{did_you_mean}"
         f"Point --data_path or the environment variable {ENV_VAR} at the folder that holds "
         f"'{dataset}/', or {hint}"
         f"(ml-100k ships with RecBole and needs nothing.)"

@@ -38,6 +38,22 @@ def test_missing_dataset_names_every_place_and_how_to_build_it(tmp_path, monkeyp
     assert "python -m recbole_sae.data.amazon" in message and ENV_VAR in message
 
 
+def test_a_mistyped_name_is_told_the_datasets_close_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
+    for name in ("amazon-beauty", "amazon-sports", "yelp"):
+        _make(tmp_path / "env" / name, name)
+    with pytest.raises(DatasetNotFoundError) as err:
+        locate_dataset("amazon-beuty")
+    assert "\nDid you mean 'amazon-beauty'?\n" in str(err.value)
+    with pytest.raises(DatasetNotFoundError) as err:
+        locate_dataset("ml-100")  # RecBole's bundled dataset counts too
+    assert "Did you mean 'ml-100k'?" in str(err.value)
+    with pytest.raises(DatasetNotFoundError) as err:
+        locate_dataset("steam")  # nothing close: no guess
+    assert "Did you mean" not in str(err.value)
+
+
 def test_config_points_recbole_at_the_located_folder(tmp_path, monkeypatch):
     from recbole_sae.config import Config
 
