@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # RecBole's baselines still owed on the CPU, at the `full_lr1e-3` settings (amazon-beauty, paper size,
-# seen items removed, both protocols recorded; BENCHMARKS.md), as two lanes of one-thread runs, one
-# lane per core. Idempotent: every command is a sweep that skips the runs its results file already
-# holds and resumes a killed run from its last validation (`resume.pth` in runs/), so the same
-# command in the next session goes on where this one stopped.
+# seen items removed, both protocols recorded; BENCHMARKS.md), as lanes of one-thread runs. Idempotent:
+# every command is a sweep that skips the runs its results file already holds and resumes a killed
+# run from its last validation (`resume.pth` in runs/), so the same command, run again on a machine
+# that kept runs/, goes on where the last one stopped.
 #
-# usage:  benchmarks/cpu_baselines.sh            (both lanes at once; returns when both have ended)
-#         benchmarks/cpu_baselines.sh lane a|b   (one lane, in the foreground)
+# usage:  benchmarks/cpu_baselines.sh            (all lanes at once; returns when all have ended)
+#         benchmarks/cpu_baselines.sh lane a|b|c (one lane, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
 # Logs: runs/sweeps/<results stem>.log; records: runs/sweeps/<results stem>.jsonl.
@@ -28,24 +28,20 @@ one() {
   return $code
 }
 
-# each lane stops at its first run that did not finish (a stop or a failure): later runs wait for it
-lane_a() {
-  one GRU4Rec 0.5 2021 gru_2021 && one FEARec 0.5 2022 fearec_removed_2022 &&
-    one BERT4Rec 0.2 2020 bert4rec_removed_2020 && one BERT4Rec 0.2 2021 bert4rec_removed_2021
-}
-lane_b() {
-  one GRU4Rec 0.5 2022 gru_2022 && one SASRecF 0.5 2022 sasrecf_2022 &&
-    one BERT4Rec 0.2 2022 bert4rec_removed_2022
-}
+# The runs still owed (GRU4Rec, FEARec and SASRecF of every seed are in
+# benchmarks/results/full_cpu_baselines.jsonl): BERT4Rec, 12 epochs at batch 256 (the profile's),
+# one lane per seed; three one-thread lanes share the two cores (about 90 minutes here).
+lane() { one BERT4Rec 0.2 "$1" "bert4rec_removed_$1"; }
 
 case "${1:-}" in
-"") lane_a & lane_b & wait ;;
+"") lane 2020 & lane 2021 & lane 2022 & wait ;;
 lane)
   case "${2:-}" in
-  a) lane_a ;;
-  b) lane_b ;;
-  *) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b]" >&2; exit 2 ;;
+  a) lane 2020 ;;
+  b) lane 2021 ;;
+  c) lane 2022 ;;
+  *) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b|c]" >&2; exit 2 ;;
   esac
   ;;
-*) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b]" >&2; exit 2 ;;
+*) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b|c]" >&2; exit 2 ;;
 esac
