@@ -6,7 +6,7 @@
 # that kept runs/, goes on where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh            (all lanes at once; returns when all have ended)
-#         benchmarks/cpu_baselines.sh lane a|b|c (one lane, in the foreground)
+#         benchmarks/cpu_baselines.sh lane SEED  (one lane, 2020, 2021 or 2022, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
 # Logs: runs/sweeps/<results stem>.log; records: runs/sweeps/<results stem>.jsonl.
@@ -30,18 +30,12 @@ one() {
 
 # The runs still owed (GRU4Rec, FEARec and SASRecF of every seed are in
 # benchmarks/results/full_cpu_baselines.jsonl): BERT4Rec, 12 epochs at batch 256 (the profile's),
-# one lane per seed; three one-thread lanes share the two cores (about 90 minutes here).
+# one lane per seed; three one-thread lanes share the two cores (1 h 45 min here).
 lane() { one BERT4Rec 0.2 "$1" "bert4rec_removed_$1"; }
 
-case "${1:-}" in
-"") lane 2020 & lane 2021 & lane 2022 & wait ;;
-lane)
-  case "${2:-}" in
-  a) lane 2020 ;;
-  b) lane 2021 ;;
-  c) lane 2022 ;;
-  *) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b|c]" >&2; exit 2 ;;
-  esac
-  ;;
-*) echo "error: usage: benchmarks/cpu_baselines.sh [lane a|b|c]" >&2; exit 2 ;;
+usage="error: usage: benchmarks/cpu_baselines.sh [lane 2020|2021|2022]"
+case "${1:-} ${2:-}" in
+" ") lane 2020 & lane 2021 & lane 2022 & wait ;;
+"lane 2020" | "lane 2021" | "lane 2022") lane "$2" ;;
+*) echo "$usage" >&2; exit 2 ;;
 esac
