@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# RecBole's baselines still owed on the CPU, at the `full_lr1e-3` settings (amazon-beauty, paper size,
-# seen items removed, both protocols recorded; BENCHMARKS.md), as lanes of one-thread runs. Idempotent:
+# RecBole's baselines still owed on the CPU (amazon-beauty, paper size, seen items removed, both
+# protocols recorded; BENCHMARKS.md), as lanes of one-thread runs. Idempotent:
 # every command is a sweep that skips the runs its results file already holds and resumes a killed
 # run from its last validation (`resume.pth` in runs/), so the same command, run again on a machine
 # that kept runs/, goes on where the last one stopped.
 #
-# usage:  benchmarks/cpu_baselines.sh            (all lanes at once; returns when all have ended)
+# usage:  benchmarks/cpu_baselines.sh            (two lanes at once, one per core: seeds 2020 then 2022,
+#                                                 and 2021; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane SEED  (one lane, 2020, 2021 or 2022, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
@@ -17,25 +18,28 @@ export OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python="${PYTHON:-python}"
 
-# one run: MODEL DROPOUT SEED RESULTS_STEM
+# one run: SWEEP MODEL DROPOUT SEED RESULTS_STEM
 one() {
-  local log="runs/sweeps/$4.log"
+  local log="runs/sweeps/$5.log"
   mkdir -p runs/sweeps
-  nice -n 5 "$python" run_recbole_sae.py --sweep=properties/sweep/full_lr1e-3.yaml --models="$1" \
-    --grid_points=dropout="$2" --seeds="$3" --results="runs/sweeps/$4.jsonl" >>"$log" 2>&1
+  nice -n 5 "$python" run_recbole_sae.py --sweep="properties/sweep/$1.yaml" --models="$2" \
+    --grid_points=dropout="$3" --seeds="$4" --results="runs/sweeps/$5.jsonl" >>"$log" 2>&1
   local code=$?
-  echo "$(date -u +%FT%TZ) $1 seed $3: exit $code (log $log)"
+  echo "$(date -u +%FT%TZ) $2 seed $4: exit $code (log $log)"
   return $code
 }
 
-# The runs still owed (GRU4Rec, FEARec and SASRecF of every seed are in
-# benchmarks/results/full_cpu_baselines.jsonl): BERT4Rec, 12 epochs at batch 256 (the profile's),
-# one lane per seed; three one-thread lanes share the two cores (1 h 45 min here).
-lane() { one BERT4Rec 0.2 "$1" "bert4rec_removed_$1"; }
+# The runs still owed (every RecBole baseline of every seed at the `full_lr1e-3` settings is in
+# benchmarks/results/full_cpu_baselines.jsonl): RecBole's SASRec at the `full` profile's published
+# schedule (lr 5e-4, all 200 epochs, validation every 5), at dropout 0.5 as SASRecPlus's 0.0582 row,
+# one lane per seed. About 145 s an epoch on one core, 8 hours a run: each session goes on where the
+# last one stopped, on a machine that kept runs/. A GPU session runs the same runs (same run keys) in
+# minutes: benchmarks/device_baselines.sh.
+lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
 
 usage="error: usage: benchmarks/cpu_baselines.sh [lane 2020|2021|2022]"
 case "${1:-} ${2:-}" in
-" ") lane 2020 & lane 2021 & lane 2022 & wait ;;
+" ") (lane 2020; lane 2022) & lane 2021 & wait ;;
 "lane 2020" | "lane 2021" | "lane 2022") lane "$2" ;;
 *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -8,15 +8,20 @@
 #   (both ignored by git; they travel with carry: [".whl/base", ".carry"]).
 # usage, there:  benchmarks/device_baselines.sh run SECONDS [WORKERS]
 #   installs the wheels, checks that the packages import (exit 2 at once if not), runs
-#   `properties/sweep/full.yaml --models=$MODELS` with WORKERS runs at once (default 16, one CPU thread
-#   each) and stops the sweep after SECONDS (SIGTERM: finished runs are recorded, running ones are not);
-#   then copies the results file, the sweep's log and a report to $OUT.
+#   `properties/sweep/full.yaml --models=$MODELS` (and `--grid_points=$GRID` when GRID is set, e.g.
+#   GRID=dropout=0.5) with WORKERS runs at once (default 16; each run gets cpu_count // WORKERS CPU
+#   threads) and stops the sweep after SECONDS (SIGTERM: finished runs are recorded, running ones are
+#   not, but their run folders under runs/ keep a resume state from their last validation, so the same
+#   call again on the same, still warm, machine goes on from there); then copies the results file, the
+#   sweep's log, a report and the runs' logs (runs.tgz: every run.log, the validation curves of
+#   unfinished runs too) to $OUT.
 # A results file carried back in .carry/full_gpu_removed.jsonl (from an earlier call's $OUT) is the
 # starting point: its runs are skipped (same run keys), so a second call goes on where the first ended.
-# MODELS defaults to RecBole's baselines without BERT4Rec (~35 GPU minutes a run for the profile's 200
-# epochs). Since the profile runs all 200 epochs (the published schedule), one run of RecBole's SASRec
-# needs ~13 minutes of an H100 shared by 8-10 runs (4 s an epoch there): SECONDS must allow that, more
-# than a 15-minute lease leaves after the start; a run stopped by the limit is not recorded.
+# MODELS defaults to RecBole's baselines without BERT4Rec. The profile runs all 200 epochs (the
+# published schedule): on an H200 one SASRec run alone trains an epoch in 0.95 s (~190 s a run), six at
+# once in 3.5-3.8 s each (~770 s a run, more than one 600 s call; BENCHMARKS.md, 2026-12-04). A second
+# call right after a first one found a fresh machine without the first's runs/, so what a call starts
+# must end in it: within a session's 15 device minutes, `MODELS=SASRec GRID=dropout=0.5 ... run 540 3`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=.carry/full_gpu_removed.jsonl
@@ -47,11 +52,13 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'recbole', 
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "error: the packages do not import (see above)" >&2; exit 2; }
 touch "$results"
 timeout --signal=TERM --kill-after=30 "$seconds" python3 run_recbole_sae.py --sweep=properties/sweep/full.yaml \
-  --models="${MODELS:-SASRec,GRU4Rec,SASRecF,FEARec}" --workers="$workers" --results="$results" > "$out/sweep.log" 2>&1
+  --models="${MODELS:-SASRec,GRU4Rec,SASRecF,FEARec}" ${GRID:+"--grid_points=$GRID"} --workers="$workers" \
+  --results="$results" > "$out/sweep.log" 2>&1
 echo "sweep exit $? after at most $seconds s"
 tail -n 30 "$out/sweep.log"
 cp "$results" "$out/full_gpu_removed.jsonl"
 if [ -s "$results" ]; then
   python3 -m recbole_sae.benchmark report "$results" --name full_gpu_removed --baseline SASRec --out "$out" 2>&1 | tail -n 3
 fi
+find runs -name run.log -print0 2>/dev/null | tar czf "$out/runs.tgz" --null -T - 2>/dev/null
 ls -la "$out"
