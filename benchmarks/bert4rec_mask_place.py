@@ -78,13 +78,17 @@ def main(argv) -> int:
             file=sys.stderr,
         )
         return 2
+    from recbole_sae import runfiles
     from recbole_sae.errors import RecboleSAEError
 
     out_file, run_dirs = argv[0], argv[1:]
     sys.argv = sys.argv[:1]
     for run_dir in run_dirs:
-        if not os.path.isfile(os.path.join(run_dir, "model.pth")):
-            print(f"error: {run_dir} holds no model.pth: pass the folder of a finished BERT4Rec run", file=sys.stderr)
+        if not os.path.isfile(os.path.join(run_dir, runfiles.CHECKPOINT)):
+            print(
+                f"error: {run_dir} holds no {runfiles.CHECKPOINT}: pass the folder of a finished BERT4Rec run",
+                file=sys.stderr,
+            )
             return 2
         try:
             evaluated = evaluate_run(run_dir)
