@@ -2,8 +2,9 @@
 # RecBole's baselines still owed on the CPU (amazon-beauty, paper size, seen items removed, both
 # protocols recorded; BENCHMARKS.md), as lanes of one-thread runs. Idempotent:
 # every command is a sweep that skips the runs its results file already holds and resumes a killed
-# run from its last validation (`resume.pth` in runs/), so the same command, run again on a machine
-# that kept runs/, goes on where the last one stopped.
+# run from its last saved state (`resume.pth` in runs/, written at every epoch's start with epochs
+# this long: resume_every), so the same command, run again on a machine that kept runs/, goes on
+# where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh            (two lanes at once, one per core: seeds 2020 then 2022,
 #                                                 and 2021; returns when both have ended)

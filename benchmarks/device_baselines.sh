@@ -11,7 +11,7 @@
 #   `properties/sweep/full.yaml --models=$MODELS` (and `--grid_points=$GRID` when GRID is set, e.g.
 #   GRID=dropout=0.5) with WORKERS runs at once (default 16; each run gets cpu_count // WORKERS CPU
 #   threads) and stops the sweep after SECONDS (SIGTERM: finished runs are recorded, running ones are
-#   not, but their run folders under runs/ keep a resume state from their last validation, so the same
+#   not, but their run folders under runs/ keep their last saved resume state, so the same
 #   call again on the same, still warm, machine goes on from there); then copies the results file, the
 #   sweep's log, a report and the runs' logs (runs.tgz: every run.log, the validation curves of
 #   unfinished runs too) to $OUT.

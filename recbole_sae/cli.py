@@ -39,6 +39,8 @@ A run:
   --run_name=NAME        the run folder's name under checkpoint_dir (default <model>-<dataset>-<time>);
                          the same command again continues an unfinished run there
   --resume=RUN_FOLDER    continue a killed run from its resume.pth
+  --resume_every=S       also write resume.pth between validations, at an epoch's start once the last
+                         is S seconds old (default 120; 0: after validations only)
   --checkpoint_dir=DIR   parent folder of the run folders (default runs)
   --seed=N --epochs=N    and any other config key: --key=value overrides it (--help --model=MODEL lists
                          the keys of a model); a key nothing reads is an error
@@ -230,9 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         if any(arg.startswith("--run_name") for arg in argv):
-            hint = "the same command again resumes the run from its last validation"
+            hint = "the same command again resumes the run from its last saved state"
         else:
-            hint = "the same command with --resume=<the run folder under runs/> goes on from its last validation"
+            hint = "the same command with --resume=<the run folder under runs/> goes on from its last saved state"
         print(f"interrupted: {hint}", file=sys.stderr)
         return INTERRUPTED
 

@@ -286,7 +286,7 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
 
-    def save_state(epoch_idx, valid_score):
+    def save_state(epoch_idx):
         if distributed.is_main(config):
             resume.save(
                 run_dir, trainer, train_data, epoch_idx, run_settings, config.command, (epoch_seconds, valid_scores)
@@ -294,7 +294,9 @@ def _fit_and_evaluate(config, trainer, splits, run_dir: str, state, run_settings
 
     fit_options = {"saved": saved, "show_progress": config["show_progress"]}
     if is_epoch_trainer(trainer):  # its fit calls callback_fn after every validation
-        fit_options["callback_fn"] = save_state
+        writer = resume.Writer(save_state, config["resume_every"])
+        writer.wrap(trainer)  # and between validations, at the start of an epoch
+        fit_options["callback_fn"] = writer.after_validation
     trainer.both_protocols = False  # validation while training: the headline protocol only
     if resumed_at is not None and resumed_at >= trainer.epochs:
         # training had ended before the run died (in its test or reports): RecBole's fit would save the

@@ -8,7 +8,9 @@ and every random state training draws from (torch's, numpy's, Python's and the t
 shuffling generator). A run started again in the same folder (``run_name``, or ``--resume=FOLDER``)
 rebuilds its data and model, restores that state and trains on from the next epoch; on the CPU the
 resumed run gives the same metrics as one that was never stopped. ``resume.pth`` is deleted when
-the run finishes.
+the run finishes. Between validations (:class:`Writer`, ``resume_every`` seconds) the state is also
+written at the start of a training epoch, so that a run whose validations are far apart (long CPU
+epochs, ``eval_step`` 5) loses about one epoch when killed instead of up to ``eval_step``.
 
 Only the training loop resumes: a model's later stage (the SAE of SASRecSAE) runs again in full.
 The settings must be the run's own (the ones that change training: everything except where files
@@ -18,6 +20,7 @@ go, logging and the device); a difference is an error that names it.
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from recbole_sae.errors import CheckpointMismatchError, ConfigError
 FREE_KEYS = frozenset(
     {
         "resume",
+        "resume_every",
         "run_name",
         "run_dir",
         "checkpoint_dir",
@@ -118,7 +122,7 @@ def _set_rng_state(rng: dict, train_data) -> None:
 
 
 def save(run_dir, trainer, train_data, epoch: int, run_settings: dict, command: str, timings: tuple) -> None:
-    """Write the state after validation epoch ``epoch`` (atomically)."""
+    """Write the state after training epoch ``epoch`` and its validation, if it had one (atomically)."""
     epoch_seconds, valid_scores = timings
     state = {
         "epoch": epoch,
@@ -181,3 +185,43 @@ def restore(state: dict, trainer, train_data, timings: tuple) -> int:
     # a run that had met its stopping rule trains no further epoch
     trainer.start_epoch = trainer.epochs if state["stopped"] else state["epoch"] + 1
     return trainer.start_epoch
+
+
+class Writer:
+    """When the resume state is written: ``write(epoch_idx)`` after every validation (RecBole's
+    ``callback_fn``: :meth:`after_validation`) and, once ``every`` seconds have passed since the last
+    state (0: never), at the start of a training epoch for the epoch before it (:meth:`wrap`).
+
+    The start of an epoch is the one point between validations where the state is whole: RecBole's
+    ``fit`` has logged the epoch before and added its loss to ``train_loss_dict``, early stopping has
+    not moved, and nothing random has been drawn since that epoch ended (the next one's shuffle and
+    dropout come after). A state written there resumes to the same metrics as one written after a
+    validation."""
+
+    def __init__(self, write, every: float, clock=time.monotonic):
+        self.write, self.every, self.clock = write, float(every or 0), clock
+        self.last = clock()
+
+    def after_validation(self, epoch_idx: int, valid_score=None) -> None:
+        self._write(epoch_idx)
+
+    def _write(self, epoch_idx: int) -> None:
+        self.write(epoch_idx)
+        self.last = self.clock()
+
+    def wrap(self, trainer) -> None:
+        """Write the state between validations from ``trainer._train_epoch`` (outermost, so that the
+        writing is not counted in the epoch's seconds)."""
+        if self.every <= 0:
+            return
+        train_epoch = trainer._train_epoch
+
+        def train_epoch_after_writing(train_data, epoch_idx, *args, **kwargs):
+            step = trainer.eval_step
+            previous_validated = step > 0 and epoch_idx % step == 0  # epoch_idx - 1 had a validation
+            due = self.clock() - self.last >= self.every
+            if due and epoch_idx > trainer.start_epoch and not previous_validated:
+                self._write(epoch_idx - 1)
+            return train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+        trainer._train_epoch = train_epoch_after_writing

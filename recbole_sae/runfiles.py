@@ -13,7 +13,7 @@ CHECKPOINT = "model.pth"  # the trained model (RecBole's checkpoint, weights-onl
 CONFIG = "config.yaml"  # the run's resolved configuration
 LOG = "run.log"  # the run's full log
 RESULT = "result.json"  # the run's result; written last, when the run finishes
-RESUME = "resume.pth"  # the training state after the last validation; deleted when the run finishes
+RESUME = "resume.pth"  # the training state last saved (validations, resume_every); deleted when the run finishes
 FAILED = "FAILED"  # a failed run's error
 
 # SASRecSAE's outputs (SteerableSASRec reads them from its sae_run)

@@ -51,7 +51,7 @@ RANGES = (
     (WHOLE_AT_LEAST_0, {"eval_step": 1, "stopping_step": 10, "seed": 2020}),
     (PROBABILITY, {"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2, "dropout_prob": 0.2}),
     (ABOVE_0, {"learning_rate": 0.001}),
-    (AT_LEAST_0, {"weight_decay": 0.0001}),
+    (AT_LEAST_0, {"weight_decay": 0.0001, "resume_every": 120, "progress_seconds": 10}),
 )
 # RecBole models that need more than one of something: model -> (key, least value, why).
 MODEL_MINIMUMS = {

@@ -285,7 +285,7 @@ def test_ctrl_c_ends_a_run_with_one_line_and_the_same_command_resumes(tmp_path, 
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert (
-        err.strip().splitlines()[-1] == "interrupted: the same command again resumes the run from its last validation"
+        err.strip().splitlines()[-1] == "interrupted: the same command again resumes the run from its last saved state"
     )
     monkeypatch.setattr(SequenceTrainer, "_train_epoch", train_epoch)
     assert main(args) == 0

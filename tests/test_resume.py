@@ -69,6 +69,70 @@ def test_a_killed_run_resumes_to_the_result_of_an_unbroken_run(tiny_dataset, in_
     assert not resume.state_file(folder).exists()
 
 
+def test_a_run_killed_between_validations_resumes_from_the_epoch_before_it(tiny_dataset, in_tmp, monkeypatch):
+    """With validations every 2 epochs a kill used to lose up to 2 epochs (the state was written after
+    validations only); with resume_every the state of the epoch before is written at the start of
+    the next, and the run resumes from there to the unbroken run's result."""
+    data_path, name, yaml_file = tiny_dataset
+    settings = {"data_path": data_path, **SMALL, "epochs": 6, "eval_step": 2, "stopping_step": 10}
+    settings.update(hidden_dropout_prob=0.3, resume_every=1e-9)  # any state is old enough: every epoch
+    unbroken = run_recbole_sae("SASRec", name, [yaml_file], settings)
+
+    written = []
+    save = resume.save
+
+    def save_and_note(run_dir, trainer, train_data, epoch_idx, *args, **kwargs):
+        written.append(epoch_idx)
+        save(run_dir, trainer, train_data, epoch_idx, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume, "save", save_and_note)
+        _kill_after(patch, 2)  # epoch 2 has no validation (epochs 1, 3 and 5 have)
+        with pytest.raises(Killed):
+            run_recbole_sae("SASRec", name, [yaml_file], {**settings, "run_name": "r"})
+    assert written == [0, 1, 2]  # epoch 0 at the start of 1, epoch 1 after its validation, epoch 2 at the start of 3
+    folder = in_tmp / "runs" / "r"
+    assert sorted(_losses(folder)) == [0, 1, 2]
+
+    resumed = run_recbole_sae("SASRec", name, [yaml_file], {**settings, "run_name": "r"})
+    assert resumed["resumed_at_epoch"] == 3
+    for key in ("best_valid", "test", "best_epoch", "epochs_run"):
+        assert resumed[key] == unbroken[key], key
+    for key in ("valid_epoch", "valid", "train_loss"):
+        assert resumed["curve"][key] == unbroken["curve"][key], key
+    assert _losses(folder) == _losses(unbroken["run_dir"])
+
+
+def test_the_resume_state_between_validations_waits_for_resume_every():
+    """The writer writes after every validation, and between validations only once the last state
+    is resume_every old, never for the epoch a (re)start begins at; 0 keeps validations only."""
+
+    class Trainer:
+        eval_step, start_epoch = 3, 0
+
+        def _train_epoch(self, train_data, epoch_idx, show_progress=False):
+            return 0.0
+
+    def run(every, start_epoch=0):
+        now, written = [0.0], []
+        trainer = Trainer()
+        trainer.start_epoch = start_epoch
+        writer = resume.Writer(written.append, every, clock=lambda: now[0])
+        writer.wrap(trainer)
+        for epoch_idx in range(start_epoch, 9):
+            trainer._train_epoch(None, epoch_idx)
+            now[0] += 50.0  # an epoch takes 50 s
+            if (epoch_idx + 1) % trainer.eval_step == 0:
+                writer.after_validation(epoch_idx, 0.1)
+        return written
+
+    assert run(0) == [2, 5, 8]
+    assert run(60) == [1, 2, 4, 5, 7, 8]  # 100 s after the last state at the starts of epochs 2, 5, 8
+    assert run(120) == [2, 5, 8]  # never 120 s between validations 150 s apart at an epoch start
+    assert run(1e-9) == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert run(1e-9, start_epoch=4) == [4, 5, 6, 7, 8]  # epoch 3's state is the one resumed from
+
+
 def test_a_run_that_died_after_training_tests_its_best_checkpoint_when_resumed(tiny_dataset, in_tmp, monkeypatch):
     """A run whose training had ended (early stopping) and that died in its reports was resumed at
     'epoch 200': RecBole's fit then saved the resumed last-epoch weights over the best checkpoint,

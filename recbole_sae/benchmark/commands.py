@@ -162,7 +162,7 @@ def main(args: dict) -> int:
         by = "SIGTERM" if isinstance(err, Terminated) else "Ctrl-C"
         print(
             f"sweep stopped by {by}: its running runs were killed and not recorded; run the same command "
-            "again to go on (finished runs are skipped, killed ones resume from their last validation)",
+            "again to go on (finished runs are skipped, killed ones resume from their last saved state)",
             file=sys.stderr,
         )
         return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
