@@ -16,6 +16,7 @@ from recbole_sae import checkpoint as checkpoint_format
 from recbole_sae import compat, console, distributed, progress, protocol, resume, runfiles, runlock, threads, validate
 from recbole_sae.config import Config, split_config_files
 from recbole_sae.contracts import is_epoch_trainer, run_view
+from recbole_sae.data import masking
 from recbole_sae.data.locate import BUNDLED, locate_dataset
 from recbole_sae.errors import (
     CheckpointMismatchError,
@@ -82,7 +83,7 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
     lock = runlock.lock_run_dir(run_dir, config.command)
     try:
         state = resume.load(run_dir)
-        resume.check_settings(state, run_settings, run_dir)
+        resume.check_settings(state, run_settings, run_dir, resume.at_default(config))
     except BaseException:
         lock.release()
         raise
@@ -248,6 +249,7 @@ def _run(config, run_dir: str, state, run_settings: dict, saved: bool, start: fl
     console.header_data(data)
     splits = data_preparation(config, data)
     validate.check_splits(config, *splits)
+    masking.attach(config, splits[0])
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     with _diverged_as_error(config, run_dir):
@@ -391,6 +393,7 @@ def load_data_and_model(
     console.silence_noise()
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
+    masking.attach(config, train_data)
     init_seed(config["seed"], config["reproducibility"])
     config["run_dir"] = os.path.dirname(os.path.abspath(checkpoint))  # data stages (intents/) are read from here
     model = build_model(config, train_data._dataset).to(config["device"])

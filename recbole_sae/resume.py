@@ -153,10 +153,22 @@ def load(run_dir) -> dict:
         raise ConfigError(str(exc)) from None
 
 
-def check_settings(state: dict, run_settings: dict, run_dir) -> None:
-    """The run's own settings, or an error naming what differs and the command that started it."""
+def at_default(config) -> frozenset:
+    """The run's settings that hold their default (RecBole's and this project's yaml layers)."""
+    defaults = getattr(config, "internal_config_dict", None) or {}
+    return frozenset(key for key, value in settings(config).items() if key in defaults and repr(defaults[key]) == value)
+
+
+def check_settings(state: dict, run_settings: dict, run_dir, defaults: frozenset = frozenset()) -> None:
+    """The run's own settings, or an error naming what differs and the command that started it. A
+    setting the state does not know that holds its default (``defaults``: :func:`at_default`) is no
+    difference: a newer version added it, and at its default it trains as the run did."""
     saved = state.get("settings") or {}
-    differ = sorted(key for key in set(saved) | set(run_settings) if saved.get(key) != run_settings.get(key))
+    differ = sorted(
+        key
+        for key in set(saved) | set(run_settings)
+        if saved.get(key) != run_settings.get(key) and not (key not in saved and key in defaults)
+    )
     if differ:
         shown = "; ".join(
             f"{key}: run {saved.get(key, 'unset')}, now {run_settings.get(key, 'unset')}" for key in differ[:8]

@@ -10,6 +10,7 @@ or evaluates nothing (RecBole would train and report ``{}`` or fail deep in a tr
 
 from __future__ import annotations
 
+from recbole_sae.data import masking
 from recbole_sae.errors import ConfigError
 
 
@@ -84,6 +85,7 @@ def check_settings(config) -> None:
         own(config)
     check_valid_metric(config)
     check_full_ranking(config)
+    masking.check(config)
     if config["model"] in MODEL_MINIMUMS:
         key, least, why = MODEL_MINIMUMS[config["model"]]
         if config[key] is not None and config[key] < least:
