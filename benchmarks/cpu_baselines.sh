@@ -6,9 +6,11 @@
 # this long: resume_every), so the same command, run again on a machine that kept runs/, goes on
 # where the last one stopped.
 #
-# usage:  benchmarks/cpu_baselines.sh            (two lanes at once, one per core: seeds 2020 then 2022,
-#                                                 and 2021; returns when both have ended)
-#         benchmarks/cpu_baselines.sh lane SEED  (one lane, 2020, 2021 or 2022, in the foreground)
+# usage:  benchmarks/cpu_baselines.sh              (two lanes at once, one per core: BERT4Rec with
+#                                                   targets 2021 and 2022, then SASRec 2020 and 2022;
+#                                                   and SASRec 2021; returns when both have ended)
+#         benchmarks/cpu_baselines.sh lane SEED    (RecBole's SASRec, full profile, in the foreground)
+#         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec with mask_with_target, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
 # Logs: runs/sweeps/<results stem>.log; records: runs/sweeps/<results stem>.jsonl.
@@ -19,28 +21,33 @@ export OMP_NUM_THREADS=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python="${PYTHON:-python}"
 
-# one run: SWEEP MODEL DROPOUT SEED RESULTS_STEM
+# one run: SWEEP MODEL DROPOUT SEED RESULTS_STEM [more --key=value]
 one() {
   local log="runs/sweeps/$5.log"
   mkdir -p runs/sweeps
   nice -n 5 "$python" run_recbole_sae.py --sweep="properties/sweep/$1.yaml" --models="$2" \
-    --grid_points=dropout="$3" --seeds="$4" --results="runs/sweeps/$5.jsonl" >>"$log" 2>&1
+    --grid_points=dropout="$3" --seeds="$4" --results="runs/sweeps/$5.jsonl" "${@:6}" >>"$log" 2>&1
   local code=$?
   echo "$(date -u +%FT%TZ) $2 seed $4: exit $code (log $log)"
   return $code
 }
 
 # The runs still owed (every RecBole baseline of every seed at the `full_lr1e-3` settings is in
-# benchmarks/results/full_cpu_baselines.jsonl): RecBole's SASRec at the `full` profile's published
-# schedule (lr 5e-4, all 200 epochs, validation every 5), at dropout 0.5 as SASRecPlus's 0.0582 row,
-# one lane per seed. About 145 s an epoch on one core, 8 hours a run: each session goes on where the
-# last one stopped, on a machine that kept runs/. A GPU session runs the same runs (same run keys) in
-# minutes: benchmarks/device_baselines.sh.
+# benchmarks/results/full_cpu_baselines.jsonl):
+# - RecBole's SASRec at the `full` profile's published schedule (lr 5e-4, all 200 epochs, validation
+#   every 5), at dropout 0.5 as SASRecPlus's 0.0582 row, one lane per seed. About 145-190 s an epoch
+#   on one core, 8-10 hours a run: each session goes on where the last one stopped, on a machine that
+#   kept runs/. A GPU session runs the same runs (same run keys) in minutes: benchmarks/device_baselines.sh.
+# - BERT4Rec trained with each interaction's target (`mask_with_target`) at the `full_lr1e-3`
+#   profile's settings (batch 256, 12 epochs), seeds 2021 and 2022 beside seed 2020's run
+#   (BENCHMARKS.md): about 340 s an epoch, 70 minutes a run.
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
+target() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_$1" --mask_with_target=True; }
 
-usage="error: usage: benchmarks/cpu_baselines.sh [lane 2020|2021|2022]"
+usage="error: usage: benchmarks/cpu_baselines.sh [lane|target 2020|2021|2022]"
 case "${1:-} ${2:-}" in
-" ") (lane 2020; lane 2022) & lane 2021 & wait ;;
+" ") (target 2021; target 2022; lane 2020; lane 2022) & lane 2021 & wait ;;
 "lane 2020" | "lane 2021" | "lane 2022") lane "$2" ;;
+"target 2020" | "target 2021" | "target 2022") target "$2" ;;
 *) echo "$usage" >&2; exit 2 ;;
 esac
