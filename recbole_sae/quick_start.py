@@ -83,7 +83,7 @@ def _open_run_dir(config, run_settings: dict) -> tuple[str, dict | None, runlock
     lock = runlock.lock_run_dir(run_dir, config.command)
     try:
         state = resume.load(run_dir)
-        resume.check_settings(state, run_settings, run_dir, resume.at_default(config))
+        resume.check_settings(state, run_settings, run_dir, resume.defaults(config))
     except BaseException:
         lock.release()
         raise

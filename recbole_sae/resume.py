@@ -62,9 +62,18 @@ FREE_KEYS = frozenset(
 )
 
 
+def _as_settings(values: dict) -> dict:
+    return {str(key): repr(value) for key, value in values.items() if key not in FREE_KEYS}
+
+
 def settings(config) -> dict:
     """What the run's training depends on, as text: the resolved config without :data:`FREE_KEYS`."""
-    return {str(key): repr(value) for key, value in config.final_config_dict.items() if key not in FREE_KEYS}
+    return _as_settings(config.final_config_dict)
+
+
+def defaults(config) -> dict:
+    """The defaults of those settings (RecBole's and this project's yaml layers), written alike."""
+    return _as_settings(getattr(config, "internal_config_dict", None) or {})
 
 
 def state_file(run_dir) -> Path:
@@ -153,21 +162,16 @@ def load(run_dir) -> dict:
         raise ConfigError(str(exc)) from None
 
 
-def at_default(config) -> frozenset:
-    """The run's settings that hold their default (RecBole's and this project's yaml layers)."""
-    defaults = getattr(config, "internal_config_dict", None) or {}
-    return frozenset(key for key, value in settings(config).items() if key in defaults and repr(defaults[key]) == value)
-
-
-def check_settings(state: dict, run_settings: dict, run_dir, defaults: frozenset = frozenset()) -> None:
+def check_settings(state: dict, run_settings: dict, run_dir, default_settings: dict | None = None) -> None:
     """The run's own settings, or an error naming what differs and the command that started it. A
-    setting the state does not know that holds its default (``defaults``: :func:`at_default`) is no
-    difference: a newer version added it, and at its default it trains as the run did."""
+    setting the state does not know that holds its default (``default_settings``: :func:`defaults`) is
+    no difference: a newer version added it, and at its default it trains as the run did."""
     saved = state.get("settings") or {}
     differ = sorted(
         key
         for key in set(saved) | set(run_settings)
-        if saved.get(key) != run_settings.get(key) and not (key not in saved and key in defaults)
+        if saved.get(key) != run_settings.get(key)
+        and not (key not in saved and run_settings.get(key) == (default_settings or {}).get(key))
     )
     if differ:
         shown = "; ".join(

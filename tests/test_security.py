@@ -340,7 +340,7 @@ def test_bad_numbers_and_switches_are_refused_before_any_data_or_run_folder(tiny
         # each was a traceback from RecBole's config (ValueError, NotImplementedError) or, for the
         # valid_metric, a KeyError after the first epoch's training
         ({"topk": "[0]"}, "error: topk must be a positive integer"),
-        # a negative or textual interval: a TypeError from the progress meter, or a state never written
+        # a textual or negative interval: a ValueError from the progress meter, or a state never written between validations
         ({"progress_seconds": "abc"}, "error: progress_seconds='abc': it must be a number of at least 0"),
         ({"resume_every": "-1"}, "error: resume_every=-1: it must be a number of at least 0"),
         ({"metrics": "[Foo]"}, "error: unknown metric(s) Foo: use RecBole's metric names (auc,"),

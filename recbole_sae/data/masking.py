@@ -58,11 +58,5 @@ class MaskWithTarget:
 
 def attach(config, train_data) -> None:
     """With ``mask_with_target``, the training loader's transform appends targets before masking."""
-    if not config["mask_with_target"]:
-        return
-    if not isinstance(train_data.transform, MaskItemSequence):
-        raise ConfigError(
-            f"mask_with_target=True: the training loader's transform is {type(train_data.transform).__name__}, "
-            "not RecBole's MaskItemSequence; drop the setting for this model"
-        )
-    train_data.transform = MaskWithTarget(train_data.transform)
+    if config["mask_with_target"]:  # :func:`check` made sure the transform is RecBole's MaskItemSequence
+        train_data.transform = MaskWithTarget(train_data.transform)

@@ -71,8 +71,9 @@ def test_a_setting_added_since_a_run_started_resumes_it_at_its_default():
     """A run's resume state from before mask_with_target existed was refused ('mask_with_target: run
     unset, now False'): every unfinished run would have restarted after an upgrade."""
     state = {"settings": {"epochs": "200"}, "command": "c"}
-    resume.check_settings(state, {"epochs": "200", "mask_with_target": "False"}, "r", frozenset({"mask_with_target"}))
+    default = {"epochs": "100", "mask_with_target": "False"}
+    resume.check_settings(state, {"epochs": "200", "mask_with_target": "False"}, "r", default)
     with pytest.raises(ConfigError, match=r"mask_with_target: run unset, now True"):
-        resume.check_settings(state, {"epochs": "200", "mask_with_target": "True"}, "r", frozenset())
+        resume.check_settings(state, {"epochs": "200", "mask_with_target": "True"}, "r", default)
     with pytest.raises(ConfigError, match=r"epochs: run 200, now 100"):
-        resume.check_settings(state, {"epochs": "100"}, "r", frozenset({"epochs"}))
+        resume.check_settings(state, {"epochs": "100", "mask_with_target": "False"}, "r", default)
