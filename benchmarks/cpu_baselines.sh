@@ -7,10 +7,12 @@
 # where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh              (two lanes at once, one per core: BERT4Rec with
-#                                                   targets 2021 and 2022, then SASRec 2020 and 2022;
-#                                                   and SASRec 2021; returns when both have ended)
+#                                                   targets 2021 then its learning curve, SASRec 2021;
+#                                                   BERT4Rec with targets 2022, then SASRec 2020 and
+#                                                   2022; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane SEED    (RecBole's SASRec, full profile, in the foreground)
 #         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec with mask_with_target, in the foreground)
+#         benchmarks/cpu_baselines.sh curve SEED   (the same, up to 60 epochs: where its curve flattens)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
 # Logs: runs/sweeps/<results stem>.log; records: runs/sweeps/<results stem>.jsonl.
@@ -43,11 +45,15 @@ one() {
 #   (BENCHMARKS.md): about 340 s an epoch, 70 minutes a run.
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
 target() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_$1" --mask_with_target=True; }
+# - Its budget: seed 2020's validation still rose at the profile's last epoch (12), so one run of up
+#   to 60 epochs, stopped by the profile's patience (10 validations), shows where it flattens.
+curve() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_curve_$1" --mask_with_target=True --epochs=60; }
 
-usage="error: usage: benchmarks/cpu_baselines.sh [lane|target 2020|2021|2022]"
+usage="error: usage: benchmarks/cpu_baselines.sh [lane|target|curve 2020|2021|2022]"
 case "${1:-} ${2:-}" in
-" ") (target 2021; target 2022; lane 2020; lane 2022) & lane 2021 & wait ;;
+" ") (target 2021; curve 2020; lane 2021) & (target 2022; lane 2020; lane 2022) & wait ;;
 "lane 2020" | "lane 2021" | "lane 2022") lane "$2" ;;
 "target 2020" | "target 2021" | "target 2022") target "$2" ;;
+"curve 2020" | "curve 2021" | "curve 2022") curve "$2" ;;
 *) echo "$usage" >&2; exit 2 ;;
 esac
