@@ -7,8 +7,8 @@
 # where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh              (two lanes at once, one per core: BERT4Rec with
-#                                                   targets 2021 then its learning curve, SASRec 2021;
-#                                                   BERT4Rec with targets 2022, then SASRec 2020 and
+#                                                   targets 2021 (done) then its learning curve, SASRec 2021;
+#                                                   BERT4Rec with targets 2022 (done), then SASRec 2020 and
 #                                                   2022; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane SEED    (RecBole's SASRec, full profile, in the foreground)
 #         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec with mask_with_target, in the foreground)
@@ -40,9 +40,10 @@ one() {
 #   every 5), at dropout 0.5 as SASRecPlus's 0.0582 row, one lane per seed. About 145-190 s an epoch
 #   on one core, 8-10 hours a run: each session goes on where the last one stopped, on a machine that
 #   kept runs/. A GPU session runs the same runs (same run keys) in minutes: benchmarks/device_baselines.sh.
-# - BERT4Rec trained with each interaction's target (`mask_with_target`) at the `full_lr1e-3`
-#   profile's settings (batch 256, 12 epochs), seeds 2021 and 2022 beside seed 2020's run
-#   (BENCHMARKS.md): about 340 s an epoch, 70 minutes a run.
+# - Done: BERT4Rec trained with each interaction's target (`mask_with_target`, the `full_lr1e-3`
+#   profile's BERT4Rec since; batch 256, 12 epochs), seeds 2020-2022, records in
+#   benchmarks/results/bert4rec_target.jsonl (`target SEED` skips a seed its results file holds):
+#   about 340 s an epoch, 70 minutes a run.
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
 target() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_$1" --mask_with_target=True; }
 # - Its budget: seed 2020's validation still rose at the profile's last epoch (12), so one run of up
