@@ -7,12 +7,11 @@
 # where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh              (two lanes at once, one per core: BERT4Rec with
-#                                                   targets 2021 (done) then its learning curve, SASRec 2021;
-#                                                   BERT4Rec with targets 2022 (done), then SASRec 2020 and
+#                                                   targets 2020 (done) and 2021, then SASRec 2021;
+#                                                   BERT4Rec with targets 2022, then SASRec 2020 and
 #                                                   2022; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane SEED    (RecBole's SASRec, full profile, in the foreground)
-#         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec with mask_with_target, in the foreground)
-#         benchmarks/cpu_baselines.sh curve SEED   (the same, up to 60 epochs: where its curve flattens)
+#         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec, the full_lr1e-3 profile's, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
 #         and resumes the next time.
 # Logs: runs/sweeps/<results stem>.log; records: runs/sweeps/<results stem>.jsonl.
@@ -40,23 +39,19 @@ one() {
 #   every 5), at dropout 0.5 as SASRecPlus's 0.0582 row, one lane per seed. About 145-190 s an epoch
 #   on one core, 8-10 hours a run: each session goes on where the last one stopped, on a machine that
 #   kept runs/. A GPU session runs the same runs (same run keys) in minutes: benchmarks/device_baselines.sh.
-# - Done: BERT4Rec trained with each interaction's target (`mask_with_target`, the `full_lr1e-3`
-#   profile's BERT4Rec since; batch 256, 12 epochs), seeds 2020-2022, records in
-#   benchmarks/results/bert4rec_target.jsonl (`target SEED` skips a seed its results file holds):
-#   about 340 s an epoch, 70 minutes a run.
+# - BERT4Rec as the `full_lr1e-3` profile trains it (with each interaction's target,
+#   `mask_with_target`; batch 256; up to 60 epochs, ended by the profile's patience of 10
+#   validations), seeds 2020-2022: about 335 s an epoch beside one other run, 25-35 epochs. Its
+#   12-epoch runs (the profile's budget before seed 2020's curve rose past it) are in
+#   benchmarks/results/bert4rec_target.jsonl; the runs to patience go to
+#   runs/sweeps/bert4rec_target_curve_SEED.jsonl (`target SEED` skips a seed its results file holds).
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
-# (the profile sets mask_with_target for BERT4Rec; the run keys are those of the runs that gave it
-# on the command line)
-target() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_$1"; }
-# - Its budget: seed 2020's validation still rose at the profile's last epoch (12), so one run of up
-#   to 60 epochs, stopped by the profile's patience (10 validations), shows where it flattens.
-curve() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_curve_$1" --epochs=60; }
+target() { one full_lr1e-3 BERT4Rec 0.2 "$1" "bert4rec_target_curve_$1"; }
 
-usage="error: usage: benchmarks/cpu_baselines.sh [lane|target|curve 2020|2021|2022]"
+usage="error: usage: benchmarks/cpu_baselines.sh [lane|target SEED], SEED one of 2020 2021 2022"
 case "${1:-} ${2:-}" in
-" ") (target 2021; curve 2020; lane 2021) & (target 2022; lane 2020; lane 2022) & wait ;;
+" ") (target 2020; target 2021; lane 2021) & (target 2022; lane 2020; lane 2022) & wait ;;
 "lane 2020" | "lane 2021" | "lane 2022") lane "$2" ;;
 "target 2020" | "target 2021" | "target 2022") target "$2" ;;
-"curve 2020" | "curve 2021" | "curve 2022") curve "$2" ;;
 *) echo "$usage" >&2; exit 2 ;;
 esac

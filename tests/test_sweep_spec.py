@@ -92,7 +92,7 @@ def test_shipped_sweeps_load(in_tmp):
     # BERT4Rec trains on every training item in both profiles, with no schedule of its own in `full`
     assert full.model_config["BERT4Rec"] == {"mask_with_target": True}
     lr1e3 = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("full_lr1e-3"))
-    assert lr1e3.model_config["BERT4Rec"] == {"train_batch_size": 256, "epochs": 12, "mask_with_target": True}
+    assert lr1e3.model_config["BERT4Rec"] == {"train_batch_size": 256, "epochs": 60, "mask_with_target": True}
     # the published schedule: 200 epochs validated every 5, never stopped early (every model)
     schedule = {k: full.config[k] for k in ("learning_rate", "epochs", "eval_step", "stopping_step")}
     assert schedule == {"learning_rate": 0.0005, "epochs": 200, "eval_step": 5, "stopping_step": 200}
@@ -140,7 +140,7 @@ def test_the_earlier_full_profile_keeps_the_keys_of_its_committed_runs():
     sweep = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml"))
     planned = {run.key for run in sweep_spec.plan_runs(sweep)}
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    for name in ("full_cpu_baselines.jsonl", "backbone_recipe.jsonl", "bert4rec_target.jsonl"):
+    for name in ("full_cpu_baselines.jsonl", "backbone_recipe.jsonl", "bert4rec_target_curve.jsonl"):
         records = sweep_results.read_results(results / name)
         # RecBole's BERT4Rec as RecBole trains it, before the profile's BERT4Rec trained with targets
         keys = {
@@ -148,3 +148,8 @@ def test_the_earlier_full_profile_keeps_the_keys_of_its_committed_runs():
         }
         assert keys and keys <= planned, name
     assert sweep.config["stopping_step"] == 10 and "learning_rate" not in sweep.config
+    # its BERT4Rec with targets for 12 epochs, the budget before its runs to patience: the same runs but for it
+    twelve = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml"), {"epochs": 12})
+    planned = {run.key for run in sweep_spec.plan_runs(twelve) if run.model == "BERT4Rec"}
+    keys = {r["key"] for r in sweep_results.read_results(results / "bert4rec_target.jsonl")}
+    assert len(keys) == 3 and keys <= planned
