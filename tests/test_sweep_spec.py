@@ -137,7 +137,8 @@ def test_unknown_model_stops_the_sweep_before_any_run(in_tmp, capsys):
 
 def test_the_earlier_full_profile_keeps_the_keys_of_its_committed_runs():
     """`full_lr1e-3.yaml` plans the very runs measured with it, so the same command resumes or skips them."""
-    sweep = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml"))
+    path = sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml")
+    sweep = sweep_spec.load_sweep(path)
     planned = {run.key for run in sweep_spec.plan_runs(sweep)}
     results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
     for name in ("full_cpu_baselines.jsonl", "backbone_recipe.jsonl", "bert4rec_target_curve.jsonl"):
@@ -149,7 +150,7 @@ def test_the_earlier_full_profile_keeps_the_keys_of_its_committed_runs():
         assert keys and keys <= planned, name
     assert sweep.config["stopping_step"] == 10 and "learning_rate" not in sweep.config
     # its BERT4Rec with targets for 12 epochs, the budget before its runs to patience: the same runs but for it
-    twelve = sweep_spec.load_sweep(sweep_spec.resolve_sweep_path("sweep/full_lr1e-3.yaml"), {"epochs": 12})
+    twelve = sweep_spec.load_sweep(path, {"epochs": 12})
     planned = {run.key for run in sweep_spec.plan_runs(twelve) if run.model == "BERT4Rec"}
     keys = {r["key"] for r in sweep_results.read_results(results / "bert4rec_target.jsonl")}
     assert len(keys) == 3 and keys <= planned
