@@ -7,6 +7,9 @@
 * **the run folder**: the starting process claims and locks it once, and marks it failed if a process
   fails; the processes write into it from rank 0 only (``run.log``, ``config.yaml``, ``model.pth``,
   ``resume.pth``, ``result.json``), and rank 0's result is the run's result (the ``RESULT`` line).
+  The processes leave the group together once all have ended (a last barrier): a process killed by a
+  signal while leaving it, after every process reported its end, leaves the run complete (a console
+  line says so) rather than failed.
 * **process group**: each process builds the run's Config with its ``local_rank``; :func:`init_device`
   (the plugin Config's ``_init_device``) joins the group, RecBole's trainer wraps the model in
   ``DistributedDataParallel`` (its weights broadcast from rank 0) and all-reduces the gradients.
@@ -29,13 +32,14 @@ so does training across machines (``world_size`` other than ``nproc``, ``offset`
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 
 import torch
 import torch.distributed as dist
 
-from recbole_sae import errors, resume
+from recbole_sae import console, errors, resume
 from recbole_sae.errors import ConfigError, RecboleSAEError
 
 SINGLE_PROCESS_PLUGIN_MODELS = ("SASRecSAE", "SteerableSASRec", "SAERec")
@@ -128,10 +132,27 @@ def launch(config, run_dir: str, run_args: tuple) -> dict:
         if error is None:
             raise
         raise error from None
+    except mp.ProcessExitedException as err:
+        messages = _drain(queue)
+        if not _ended(messages, nproc):
+            raise
+        # killed by a signal in the C++ teardown of the process group (gloo can abort when its peer has
+        # closed the connection), after every process had ended its work and rank 0 its run folder
+        console.say(
+            f"process {err.error_index} ended with {err.signal_name or f'exit code {err.exit_code}'} while "
+            "leaving the process group, after every process had ended the run: the results are complete"
+        )
+        return messages[0][1]
     messages = _drain(queue)
     if not messages or messages[0][0] != "result":
         raise RuntimeError(f"the {nproc} processes of {run_dir} ended without a result")
     return messages[0][1]
+
+
+def _ended(messages: list, nproc: int) -> bool:
+    """Rank 0 reported the run's result and every process reported the end of its work."""
+    ended = {message[1] for message in messages if message[0] == "ended"}
+    return bool(messages) and messages[0][0] == "result" and ended == set(range(nproc))
 
 
 def _process(rank: int, run_args: tuple, keys: dict, queue) -> None:
@@ -142,15 +163,21 @@ def _process(rank: int, run_args: tuple, keys: dict, queue) -> None:
     config_dict = {**(config_dict or {}), **keys, "local_rank": rank}
     if "OMP_NUM_THREADS" not in os.environ:  # the processes share the machine's cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // keys["nproc"]))
+    ended = False
     try:
         result = run_recbole_sae(model, dataset, config_files, config_dict, saved, cmd_args, command)
         if rank == 0:
             queue.put(("result", result))
+        dist.barrier()  # no process leaves the group while another still works in it (rank 0 writes the folder)
+        queue.put(("ended", rank))
+        ended = True
     except RecboleSAEError as err:
         queue.put(("error", type(err).__name__, str(err)))
         raise
     finally:
         if dist.is_initialized():
+            if ended:
+                gc.collect()  # the DDP wrapper (it holds the group) goes before the group, not at exit
             dist.destroy_process_group()
 
 

@@ -186,3 +186,49 @@ def test_a_run_of_two_processes_reloads_in_one(tiny_dataset, in_tmp):
     assert test_data.sampler is None or "Distributed" not in type(test_data.sampler).__name__
     for key, value in _weights(result["run_dir"]).items():
         assert torch.equal(model.state_dict()[key], value)
+
+
+def _rank_0_aborts_leaving_the_group(rank, run_args, keys, queue):
+    """A process of the run whose rank 0 is killed by SIGABRT inside ``destroy_process_group``, as gloo
+    can kill it there when its peer has already closed the connection."""
+    from recbole_sae import distributed
+
+    if rank == 0:
+        distributed.dist.destroy_process_group = os.abort
+    distributed._process(rank, run_args, keys, queue)
+
+
+def _rank_1_aborts_in_the_run(rank, run_args, keys, queue):
+    from recbole_sae import distributed
+
+    if rank == 1:
+        os.abort()
+    distributed._process(rank, run_args, keys, queue)
+
+
+def test_a_process_killed_leaving_the_group_after_the_run_leaves_it_complete(tiny_dataset, in_tmp, monkeypatch, caplog):
+    """Both processes ended the run (rank 0 wrote the folder), then one dies by a signal as it leaves
+    the process group: the run's result, not a failed run (it failed so before the processes reported
+    their end)."""
+    from recbole_sae import distributed
+
+    monkeypatch.setattr(distributed, "_process", _rank_0_aborts_leaving_the_group)
+    with caplog.at_level("INFO"):
+        result = _run(tiny_dataset, in_tmp, nproc=2, epochs=1)
+    assert result["processes"] == 2 and result["epochs_run"] == 1
+    with open(os.path.join(result["run_dir"], "result.json"), encoding="utf-8") as f:
+        assert json.load(f) == result
+    assert not os.path.exists(os.path.join(result["run_dir"], "FAILED"))
+    assert "process 0 ended with SIGABRT while leaving the process group" in caplog.text
+
+
+def test_a_process_killed_in_the_run_fails_it(tiny_dataset, in_tmp, monkeypatch):
+    from torch.multiprocessing import ProcessExitedException
+
+    from recbole_sae import distributed
+
+    monkeypatch.setattr(distributed, "_process", _rank_1_aborts_in_the_run)
+    with pytest.raises(ProcessExitedException, match="process 1 terminated with signal SIGABRT"):
+        _run(tiny_dataset, in_tmp, nproc=2, epochs=1)
+    (folder,) = os.listdir(in_tmp / "runs")
+    assert os.path.isfile(in_tmp / "runs" / folder / "FAILED")
