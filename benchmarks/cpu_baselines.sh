@@ -7,9 +7,9 @@
 # where the last one stopped.
 #
 # usage:  benchmarks/cpu_baselines.sh              (two lanes at once, one per core: BERT4Rec with
-#                                                   targets 2020 (done) and 2021, then SASRec 2021;
-#                                                   BERT4Rec with targets 2022, then SASRec 2020 and
-#                                                   2022; returns when both have ended)
+#                                                   targets 2020 and 2021 (done), then SASRec 2021;
+#                                                   BERT4Rec with targets 2022 (done), then SASRec
+#                                                   2020 and 2022; returns when both have ended)
 #         benchmarks/cpu_baselines.sh lane SEED    (RecBole's SASRec, full profile, in the foreground)
 #         benchmarks/cpu_baselines.sh target SEED  (BERT4Rec, the full_lr1e-3 profile's, in the foreground)
 # stop:   kill the process group (kill -- -PGID) or SIGTERM each sweep: a running run is not recorded
@@ -33,16 +33,16 @@ one() {
   return $code
 }
 
-# The runs still owed (every RecBole baseline of every seed at the `full_lr1e-3` settings is in
-# benchmarks/results/full_cpu_baselines.jsonl):
+# The runs (every RecBole baseline of every seed at the `full_lr1e-3` settings is in
+# benchmarks/results/full_cpu_baselines.jsonl; still owed: RecBole's SASRec at the `full` profile):
 # - RecBole's SASRec at the `full` profile's published schedule (lr 5e-4, all 200 epochs, validation
 #   every 5), at dropout 0.5 as SASRecPlus's 0.0582 row, one lane per seed. About 145-190 s an epoch
 #   on one core, 8-10 hours a run: each session goes on where the last one stopped, on a machine that
 #   kept runs/. A GPU session runs the same runs (same run keys) in minutes: benchmarks/device_baselines.sh.
 # - BERT4Rec as the `full_lr1e-3` profile trains it (with each interaction's target,
 #   `mask_with_target`; batch 256; up to 60 epochs, ended by the profile's patience of 10
-#   validations), seeds 2020-2022: about 335 s an epoch beside one other run; seeds 2020 and 2021
-#   ran 31 and 40. Its 12-epoch runs (the profile's budget before seed 2020's curve rose past it) are in
+#   validations), seeds 2020-2022: about 315-380 s an epoch beside one other run; they ran 31, 40
+#   and 48 epochs (done: benchmarks/results/bert4rec_target_curve.jsonl). Its 12-epoch runs (the profile's budget before seed 2020's curve rose past it) are in
 #   benchmarks/results/bert4rec_target.jsonl; the runs to patience go to
 #   runs/sweeps/bert4rec_target_curve_SEED.jsonl (`target SEED` skips a seed its results file holds).
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }
