@@ -42,7 +42,8 @@ one() {
 # - BERT4Rec as the `full_lr1e-3` profile trains it (with each interaction's target,
 #   `mask_with_target`; batch 256; up to 60 epochs, ended by the profile's patience of 10
 #   validations), seeds 2020-2022: about 315-380 s an epoch beside one other run; they ran 31, 40
-#   and 48 epochs (done: benchmarks/results/bert4rec_target_curve.jsonl). Its 12-epoch runs (the profile's budget before seed 2020's curve rose past it) are in
+#   and 48 epochs (done: benchmarks/results/bert4rec_target_curve.jsonl). Its 12-epoch runs (the
+#   profile's budget before seed 2020's curve rose past it) are in
 #   benchmarks/results/bert4rec_target.jsonl; the runs to patience go to
 #   runs/sweeps/bert4rec_target_curve_SEED.jsonl (`target SEED` skips a seed its results file holds).
 lane() { one full SASRec 0.5 "$1" "full_sasrec_$1"; }

@@ -142,8 +142,8 @@ def launch(config, run_dir: str, run_args: tuple) -> dict:
             f"process {err.error_index} ended with {err.signal_name or f'exit code {err.exit_code}'} while "
             "leaving the process group, after every process had ended the run: the results are complete"
         )
-        return messages[0][1]
-    messages = _drain(queue)
+    else:
+        messages = _drain(queue)
     if not messages or messages[0][0] != "result":
         raise RuntimeError(f"the {nproc} processes of {run_dir} ended without a result")
     return messages[0][1]

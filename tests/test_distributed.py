@@ -208,8 +208,8 @@ def _rank_1_aborts_in_the_run(rank, run_args, keys, queue):
 
 def test_a_process_killed_leaving_the_group_after_the_run_leaves_it_complete(tiny_dataset, in_tmp, monkeypatch, caplog):
     """Both processes ended the run (rank 0 wrote the folder), then one dies by a signal as it leaves
-    the process group: the run's result, not a failed run (it failed so before the processes reported
-    their end)."""
+    the process group: the run's result, not a failed run (as such a run failed before the processes
+    reported their end)."""
     from recbole_sae import distributed
 
     monkeypatch.setattr(distributed, "_process", _rank_0_aborts_leaving_the_group)
